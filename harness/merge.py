@@ -1,0 +1,85 @@
+"""The mergekit bridge: resolve a recipe's family references to checkpoints, run mergekit's Python API,
+and cache the output by recipe, constituent hashes and mergekit version."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from . import store
+from .family.build import model_hash, resolve, weight_hashes
+
+
+def model_refs(recipe: dict) -> list[str]:
+    """Every model a mergekit recipe names (models, base_model, slices' sources), in order, without repeats."""
+    refs = []
+
+    def add(r):
+        if isinstance(r, str) and r not in refs:
+            refs.append(r)
+
+    add(recipe.get("base_model"))
+    for m in recipe.get("models") or []:
+        add(m.get("model"))
+    for sl in recipe.get("slices") or []:
+        for src in sl.get("sources") or []:
+            add(src.get("model"))
+    return refs
+
+
+def _substitute(obj, mapping: dict[str, str]):
+    if isinstance(obj, dict):
+        return {k: _substitute(v, mapping) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_substitute(v, mapping) for v in obj]
+    if isinstance(obj, str) and obj in mapping:
+        return mapping[obj]
+    return obj
+
+
+def resolve_recipe(recipe: dict, preset: str) -> tuple[dict, dict[str, Path]]:
+    """Replace `family:babel-mini/<member>` references by checkpoint paths; local folders stay as they are.
+    Returns the resolved recipe and every referenced checkpoint folder (hashed into the cache key)."""
+    paths = {r: resolve(r, preset) if r.startswith("family:") else Path(r) for r in model_refs(recipe)}
+    for r, p in paths.items():
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"recipe model '{r}': no checkpoint at {p}; use family:babel-mini/<member> or a local folder")
+    return _substitute(copy.deepcopy(recipe), {r: str(p) for r, p in paths.items()}), paths
+
+
+def merge_key(recipe: dict, paths: dict[str, Path], seed: int) -> str:
+    return store.sha256_obj({"recipe": recipe, "models": {r: model_hash(p) for r, p in sorted(paths.items())},
+                             "mergekit": metadata.version("mergekit"), "seed": seed})
+
+
+def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", log=print) -> tuple[Path, dict]:
+    """Execute a recipe (cached); returns the merged checkpoint folder and its merge provenance."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    recipe = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
+    resolved, paths = resolve_recipe(recipe, preset)
+    key = merge_key(recipe, paths, seed)
+    out = store.home() / "merges" / key[:24]
+    meta = out / "babelmerge-merge.json"
+    if meta.exists() and store.read_json(meta).get("sha256") == weight_hashes(out):
+        return out, store.read_json(meta)["provenance"]
+    log(f"[merge] {recipe_path.parent.name}: {recipe.get('merge_method')} over {len(paths)} models")
+    t0 = time.perf_counter()
+    config = MergeConfiguration.model_validate(resolved)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_merge(config, str(tmp), options=MergeOptions(cuda=device.startswith("cuda"), copy_tokenizer=True,
+                                                      random_seed=seed, quiet=True, trust_remote_code=False,
+                                                      safe_serialization=True, write_model_card=True))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "seed": seed,
+            "constituents": {r: model_hash(p) for r, p in paths.items()}, "wall_s": round(time.perf_counter() - t0, 3)}
+    store.write_json(meta, {"sha256": weight_hashes(out), "provenance": prov, "model_sha256": model_hash(out)})
+    return out, prov

@@ -1,0 +1,198 @@
+"""`babelmerge run`: corpus -> family -> merges -> evaluation -> similarity -> analysis -> site, each stage
+skipping work whose inputs have not changed."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import analysis, corpus as corpus_mod, merge as merge_mod, schema, site, store, submissions
+from .family.build import FAMILY, Builder, member_dir, members, model_hash
+from .family.presets import PRESETS
+from .provenance import git_hash, harness_version
+from .suite import load_suite, results_name
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@dataclass
+class Context:
+    suite_name: str = "babel-mini-v1"
+    preset: str | None = None
+    submissions_dir: Path = submissions.SUBMISSIONS_DIR
+    references_dir: Path = submissions.REFERENCES_DIR
+    out: Path = site.DEFAULT_OUT
+    device: str = "auto"
+    dtype: str | None = None
+    batch_size: int | None = None
+    limit: int | None = None
+    only: list[str] | None = None          # submission ids to restrict to
+    log: callable = print
+    suite: dict = field(init=False)
+
+    def __post_init__(self):
+        from .evaluate import pick_device
+
+        self.suite = load_suite(self.suite_name)
+        self.preset = self.preset or self.suite["family"]["preset"]
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        self.device = pick_device(self.device)
+        self.dtype = self.dtype or self.suite["evaluation"]["dtype"]
+        self.batch_size = self.batch_size or self.suite["evaluation"]["batch_size"]
+
+    @property
+    def results_name(self) -> str:
+        return results_name(self.suite, self.preset)
+
+    @property
+    def similarity_name(self) -> str:
+        return results_name(self.suite, self.preset, stem="similarity")
+
+    def subs(self) -> list[submissions.Loaded]:
+        found = [s for s in submissions.discover(self.submissions_dir) if self.suite["id"] in s.manifest.suites]
+        return [s for s in found if not self.only or s.id in self.only]
+
+
+def stage_corpus(ctx: Context) -> corpus_mod.Corpus:
+    return corpus_mod.build(log=ctx.log)
+
+
+def stage_family(ctx: Context) -> dict:
+    return Builder(ctx.preset, log=ctx.log).build()
+
+
+def stage_merges(ctx: Context) -> dict[str, tuple[Path, dict | None]]:
+    """Checkpoint folder (and merge provenance) of every submission."""
+    out = {}
+    for s in ctx.subs():
+        if s.manifest.kind == "recipe":
+            out[s.id] = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device, ctx.log)
+        else:
+            out[s.id] = (s.folder / s.manifest.checkpoint, None)
+    ctx.log(f"[merge] {len(out)} submissions ready")
+    return out
+
+
+def _models(ctx: Context, merged: dict) -> list[tuple[str, Path, Path, dict]]:
+    """(name, checkpoint, results path, ModelInfo extras) for every family member and submission."""
+    preset = PRESETS[ctx.preset]
+    items = []
+    for m in members(preset):
+        items.append((m.name, member_dir(preset, m.name), ctx.references_dir / FAMILY / m.name / "results" / ctx.results_name,
+                      {"kind": "family", "family": FAMILY, "preset": ctx.preset, "arm": m.arm, "method": "trained",
+                       "base_model": f"family:{FAMILY}/{m.parent}" if m.parent else None}))
+    for s in ctx.subs():
+        path, _ = merged[s.id]
+        items.append((s.id, path, s.results_path(ctx.results_name),
+                      {"kind": "submission", "family": FAMILY, "preset": ctx.preset, "arm": s.manifest.arm,
+                       "method": s.manifest.method, "constituents": s.manifest.constituents, "base_model": s.manifest.base_model}))
+    return items
+
+
+def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> int:
+    """Evaluate every model whose stored result is not current; returns how many were evaluated."""
+    from .evaluate import build_tasks, evaluate_to_file, is_current, model_info
+
+    items = _models(ctx, merged)
+    todo = []
+    for name, path, rpath, extra in items:
+        info = model_info(path, name, **extra)
+        if not is_current(rpath, info, ctx.suite, ctx.limit):
+            todo.append((name, path, rpath, info))
+    ctx.log(f"[evaluate] {len(items) - len(todo)} of {len(items)} models current; evaluating {len(todo)} on {ctx.device}")
+    if not todo:
+        return 0
+    specs, task_dict = build_tasks(ctx.suite, corp, ctx.limit)
+    for i, (name, path, rpath, info) in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        prov = merged.get(name, (None, None))[1]
+        res = evaluate_to_file(path, info, rpath, ctx.suite, specs, task_dict, ctx.device, ctx.dtype, ctx.batch_size,
+                               ctx.limit, merge=prov)
+        p = analysis.primary(analysis.tidy([res]))
+        ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: mean bpb {p[p.task_kind == 'lm'].value.mean():.3f}, "
+                f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s)")
+    return len(todo)
+
+
+def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> None:
+    from .family.build import resolve
+    from .similarity.compute import PROBE_VERSION, SimilarityCache, merge_similarity_rows, probe_texts
+
+    cache = SimilarityCache(probe_texts(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
+    for s in ctx.subs():
+        path, _ = merged[s.id]
+        target = s.results_path(ctx.similarity_name)
+        cons = [(c.split("/")[-1], model_hash(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
+        me = (s.id, model_hash(path), path)
+        if target.exists():
+            old = schema.SimilarityFile.model_validate(store.read_json(target))
+            shas = {r.a_sha256 for r in old.rows} | {r.b_sha256 for r in old.rows}
+            if old.probe_sha256 == cache.sha and shas == {me[1]} | {c[1] for c in cons}:
+                continue
+        t0 = time.perf_counter()
+        rows = merge_similarity_rows(cache, me, cons)
+        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, rows=[schema.SimilarityRow(**r) for r in rows],
+                                  provenance={"harness": harness_version(), "git": git_hash(), "device": cache.device})
+        store.write_json(target, f.model_dump(mode="json"))
+        ctx.log(f"[similarity] {s.id}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
+    ctx.log("[similarity] done")
+
+
+def load_tables(ctx: Context) -> tuple[list[schema.ResultsFile], pd.DataFrame, dict[str, list[str]]]:
+    """Everything the analysis and site read: results, similarity rows, merge constituents."""
+    results = submissions.all_results(ctx.results_name, ctx.submissions_dir, ctx.references_dir)
+    subs = ctx.subs()
+    merges = {s.id: s.manifest.constituents for s in subs if s.results_path(ctx.results_name).exists()}
+    sims = []
+    for s in subs:
+        f = s.results_path(ctx.similarity_name)
+        if f.exists():
+            for r in schema.SimilarityFile.model_validate(store.read_json(f)).rows:
+                sims.append({"merge": s.id, **r.model_dump()})
+    return results, pd.DataFrame(sims), merges
+
+
+def stage_analyze(ctx: Context) -> dict:
+    results, sim, merges = load_tables(ctx)
+    df = analysis.tidy(results)
+    gaps = analysis.merge_gaps(df, merges)
+    corr = analysis.cka_vs_gap(gaps, sim) if not gaps.empty else {"n": 0, "spearman_rho": None}
+    rho = corr["spearman_rho"]
+    ctx.log(f"[analyze] {len(merges)} merges; Spearman(constituent CKA, gap to expert) = "
+            f"{'n/a' if rho is None else f'{rho:.3f}'} over n = {corr['n']}")
+    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges}
+
+
+def stage_site(ctx: Context) -> Path:
+    results, sim, merges = load_tables(ctx)
+    path = site.build(results, sim, merges, ctx.suite, ctx.out)
+    ctx.log(f"[site] wrote {path}")
+    return path
+
+
+def run(ctx: Context) -> Path:
+    t0 = time.perf_counter()
+    ctx.log(f"[run] suite {ctx.suite['id']}, preset {ctx.preset}, device {ctx.device}")
+    stage = lambda i, name: ctx.log(f"[run] stage {i}/7: {name} ({time.perf_counter() - t0:.1f}s elapsed)")
+    stage(1, "corpus")
+    corp = stage_corpus(ctx)
+    stage(2, "family")
+    stage_family(ctx)
+    stage(3, "merge")
+    merged = stage_merges(ctx)
+    stage(4, "evaluate")
+    stage_evaluate(ctx, merged, corp)
+    stage(5, "similarity")
+    stage_similarity(ctx, merged, corp)
+    stage(6, "analyze")
+    stage_analyze(ctx)
+    stage(7, "site")
+    path = stage_site(ctx)
+    ctx.log(f"[run] done in {time.perf_counter() - t0:.1f}s; open file://{path.resolve()}")
+    return path

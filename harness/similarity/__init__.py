@@ -1,0 +1,1 @@
+"""Representational and weight-space similarity between models, precomputed and cached by model hash."""

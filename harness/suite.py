@@ -1,0 +1,30 @@
+"""A versioned suite definition (suites/<id>.yaml): languages, tasks, sample counts, decoding, aggregation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import store
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+DEFAULT_SUITE = "babel-mini-v1"
+
+
+def load_suite(name_or_path: str = DEFAULT_SUITE) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such suite; suites live in {SUITES_DIR} as <id>.yaml")
+    suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+    suite["sha256"] = store.sha256_obj({k: v for k, v in suite.items() if k != "sha256"})
+    return suite
+
+
+def results_name(suite: dict, preset: str | None = None, stem: str | None = None) -> str:
+    """`<stem>.json` for the suite's own family preset, `<stem>+<preset>.json` otherwise (stem: the suite id)."""
+    stem = stem or suite["id"]
+    preset = preset or suite["family"]["preset"]
+    return f"{stem}.json" if preset == suite["family"]["preset"] else f"{stem}+{preset}.json"

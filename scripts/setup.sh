@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-shot set-up for a fresh machine: a virtual environment in .venv with the right torch build
+# (CUDA where an NVIDIA GPU is visible, the CPU build elsewhere), then babelmerge with pinned deps.
+#   bash scripts/setup.sh          # runtime
+#   bash scripts/setup.sh --test   # runtime + test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH_VERSION=2.13.0
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+
+python3 -m venv .venv
+PY=.venv/bin/python
+$PY -m pip install -q --upgrade pip
+
+if $PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
+  echo "setup: torch $TORCH_VERSION already installed"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION"
+  $PY -m pip install -q "torch==$TORCH_VERSION"
+else
+  echo "setup: no GPU, installing the CPU build of torch $TORCH_VERSION"
+  # A local CPU wheel (pip's find-links) is taken first; else PyTorch's CPU index. Never plain PyPI,
+  # whose Linux wheel pulls gigabytes of CUDA libraries.
+  $PY -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || $PY -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+fi
+
+$PY -m pip install -q -c constraints.txt -e ".$extra"
+if $PY -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
+  command -v nvidia-smi >/dev/null 2>&1 || { echo "setup: CUDA packages were installed on a machine without a GPU" >&2; exit 1; }
+fi
+echo "setup: done ($($PY -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

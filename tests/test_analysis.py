@@ -1,0 +1,63 @@
+"""Merge gaps (sign convention, expert lookup), the aggregate, and the CKA-versus-gap correlation."""
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from harness import analysis
+
+
+def _df(rows):
+    df = pd.DataFrame(rows, columns=["model", "task", "language", "metric", "value"])
+    df["task_kind"] = df["task"].str.split(":").str[0]
+    df["kind"], df["arm"], df["method"] = "family", None, None
+    return df
+
+
+def test_expert_lookup():
+    cons = ["family:babel-mini/mono-en", "family:babel-mini/mono-ru-s1", "family:babel-mini/mt-en-de"]
+    assert analysis.expert_for(cons, "lm", "ru") == "mono-ru-s1"
+    assert analysis.expert_for(cons, "lm", "de") is None
+    assert analysis.expert_for(cons, "mt", "de") == "mt-en-de"
+    assert analysis.expert_for(cons, "mt", "ru") is None
+
+
+def test_gap_sign_convention():
+    df = _df([("m", "lm:de", "de", "bits_per_byte", 2.5), ("mono-de", "lm:de", "de", "bits_per_byte", 2.0),
+              ("mixed", "lm:de", "de", "bits_per_byte", 2.4),
+              ("m", "mt:en-de", "de", "chrf++", 30.0), ("mt-en-de", "mt:en-de", "de", "chrf++", 40.0)])
+    g = analysis.merge_gaps(df, {"m": ["family:babel-mini/mono-de", "family:babel-mini/mt-en-de"]})
+    row = lambda t, r: g[(g.task == t) & (g.reference == r)].iloc[0]
+    assert row("lm:de", "expert").gap == pytest.approx(-0.5)      # higher bpb: worse, negative
+    assert row("lm:de", "expert").rel_gap_pct == pytest.approx(-25.0)
+    assert row("lm:de", "mixed").gap == pytest.approx(-0.1)
+    assert row("mt:en-de", "expert").gap == pytest.approx(-10.0)  # lower chrF: worse, negative
+    assert row("mt:en-de", "expert").rel_gap_pct == pytest.approx(-25.0)
+    assert g[g.task == "mt:en-de"].reference.tolist() == ["expert"]  # no mixed row without a mixed score
+
+
+def test_aggregate_rule():
+    df = _df([("a", "lm:en", "en", "bits_per_byte", 2.0), ("a", "mt:en-de", "de", "chrf++", 40.0),
+              ("b", "lm:en", "en", "bits_per_byte", 4.0), ("b", "mt:en-de", "de", "chrf++", 50.0)])
+    board = analysis.leaderboard(df)
+    assert board.loc["a", "babel_score"] == pytest.approx((75.0 + 40.0) / 2)
+    assert board.loc["b", "babel_score"] == pytest.approx((50.0 + 50.0) / 2)
+    assert list(board.index) == ["a", "b"]
+
+
+def test_cka_vs_gap_spearman():
+    gaps = pd.DataFrame({"merge": list("abcde"), "reference": "expert", "rel_gap_pct": [-50, -40, -10, -5, -30]})
+    sim = pd.DataFrame({"merge": list("abcde"), "relation": "constituents", "metric": "cka_linear",
+                        "value": [0.2, 0.3, 0.8, 0.9, 0.5]})
+    out = analysis.cka_vs_gap(gaps, sim)
+    expected = stats.spearmanr([0.2, 0.3, 0.8, 0.9, 0.5], [-50, -40, -10, -5, -30]).statistic
+    assert out["n"] == 5 and out["spearman_rho"] == pytest.approx(expected) == pytest.approx(1.0)
+    assert out["slope"] > 0
+
+
+def test_cka_vs_gap_too_few_points():
+    gaps = pd.DataFrame({"merge": ["a"], "reference": "expert", "rel_gap_pct": [-5.0]})
+    sim = pd.DataFrame({"merge": ["a"], "relation": "constituents", "metric": "cka_linear", "value": [0.5]})
+    assert analysis.cka_vs_gap(gaps, sim)["spearman_rho"] is None

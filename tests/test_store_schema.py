@@ -1,0 +1,79 @@
+"""Atomic writes, content hashes and strict schemas."""
+
+import json
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from harness import schema, store
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    f = tmp_path / "r.json"
+    store.write_json(f, {"a": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        store.write_json(f, {"a": 2})
+    assert json.loads(f.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_sha256_obj_is_key_order_independent():
+    assert store.sha256_obj({"a": 1, "b": [1, 2]}) == store.sha256_obj({"b": [1, 2], "a": 1})
+    assert store.sha256_obj({"a": 1}) != store.sha256_obj({"a": 2})
+
+
+def test_result_row_refuses_unknown_fields():
+    ok = dict(task="lm:en", language="en", metric="bits_per_byte", value=1.0, n=3, higher_is_better=False)
+    schema.ResultRow(**ok)
+    with pytest.raises(ValidationError):
+        schema.ResultRow(**ok, rank=1)
+
+
+def test_submission_id_rules():
+    base = dict(title="t", authors=["a"], method="linear", kind="recipe", constituents=["family:babel-mini/mono-en"])
+    schema.Submission(id="ref-linear-x", **base)
+    for bad in ("Has Space", "../up", "a", "-lead"):
+        with pytest.raises(ValidationError):
+            schema.Submission(id=bad, **base)
+
+
+def test_submission_loader_one_line_errors(tmp_path):
+    from harness.submissions import SubmissionError, load
+
+    d = tmp_path / "my-sub"
+    d.mkdir()
+    with pytest.raises(SubmissionError, match=r"submission.yaml: -: file missing"):
+        load(d)
+    (d / "submission.yaml").write_text("id: other-id\ntitle: t\nauthors: [a]\nmethod: linear\nkind: recipe\n"
+                                       "constituents: [family:babel-mini/mono-en]\nrecipe: recipe.yml\n")
+    with pytest.raises(SubmissionError, match=r"id: 'other-id' differs from the folder name"):
+        load(d)
+    (d / "submission.yaml").write_text("id: my-sub\ntitle: t\nauthors: [a]\nmethod: linear\nkind: recipe\n"
+                                       "constituents: [family:babel-mini/mono-en]\nrecipe: recipe.yml\ncolour: red\n")
+    with pytest.raises(SubmissionError, match=r"colour: Extra inputs are not permitted"):
+        load(d)
+
+
+def test_repo_submissions_validate():
+    """Every committed submission validates and its id matches its folder."""
+    from harness.submissions import SUBMISSIONS_DIR, discover
+
+    subs = discover(SUBMISSIONS_DIR)
+    assert len(subs) >= 9
+    assert all(s.id == s.folder.name for s in subs)
+
+
+def test_committed_grid_matches_generator(tmp_path):
+    """The reference submissions in the repo are exactly what `babelmerge grid` writes."""
+    from harness.grid import write_grid
+    from harness.submissions import SUBMISSIONS_DIR
+
+    for d in write_grid(tmp_path):
+        for name in ("submission.yaml", "recipe.yml"):
+            assert (d / name).read_text() == (SUBMISSIONS_DIR / d.name / name).read_text(), f"{d.name}/{name} is stale"
