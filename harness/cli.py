@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .submissions import SubmissionError
+
 
 def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     p.add_argument("--suite", default="babel-mini-v1", help="suite id or path to a suite YAML (default: %(default)s)")
@@ -84,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("babelmerge: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        from .submissions import SubmissionError  # noqa: F401  (same one-line contract)
-
+    except (FileNotFoundError, ValueError, KeyError, SubmissionError) as e:
         print(f"babelmerge: {e}", file=sys.stderr)
         return 2
 
