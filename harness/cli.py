@@ -17,7 +17,11 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     if eval_opts:
         p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
         p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="evaluation dtype")
-        p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the suite's)")
+        p.add_argument("--batch-size", type=int, default=None, help="generation batch rows (default: automatic)")
+        p.add_argument("--batch-tokens", type=int, default=None,
+                       help="tokens per scoring forward pass (default: automatic, from free GPU memory on CUDA)")
+        p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf"],
+                       help="lm-eval model backend: ours (default) or lm-eval's stock hf")
         p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
 
 
@@ -29,7 +33,7 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
-    for name in ("device", "dtype", "batch_size", "limit"):
+    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("evaluate", help="run the suite on every family member and submission whose results are stale")
     _common(p, eval_opts=True)
     p.add_argument("ids", nargs="*", help="only these submission ids")
+    p.add_argument("--model", action="append", default=None, metavar="PATH_OR_HUB_ID",
+                   help="evaluate this checkpoint instead (a local Hugging Face folder, or org/name@<40-hex revision>); repeatable")
+    p.add_argument("--out-dir", type=Path, default=Path("external"), help="with --model: where results go (default: external/)")
 
     p = sub.add_parser("similarity", help="layer-wise CKA between each merge's constituents, and merge vs constituents")
     _common(p, eval_opts=True)
@@ -95,7 +102,7 @@ def _dispatch(args) -> int:
     from . import pipeline
 
     if args.cmd == "run":
-        pipeline.run(_ctx(args))
+        return 1 if pipeline.run(_ctx(args)) else 0
     elif args.cmd == "corpus":
         from . import corpus
 
@@ -114,7 +121,12 @@ def _dispatch(args) -> int:
         pipeline.stage_merges(_ctx(args))
     elif args.cmd == "evaluate":
         ctx = _ctx(args, only=args.ids or None)
-        pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+        if args.model:
+            failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
+                                             items=pipeline.external_items(ctx, args.model, args.out_dir))
+        else:
+            failed = pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+        return 1 if failed else 0
     elif args.cmd == "similarity":
         ctx = _ctx(args)
         pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))

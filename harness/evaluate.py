@@ -1,93 +1,160 @@
-"""The lm-eval bridge: runs the suite's tasks on one causal LM and turns lm-eval's output and logged
-samples into tidy, provenance-stamped result rows (bits per byte; chrF++ and BLEU via sacrebleu)."""
+"""The evaluation engine: runs each suite task through lm-eval on one causal LM (the babelmerge backend by
+default), as resumable (model, task) units cached by model hash, suite hash and task version; turns each
+unit's per-document statistics into tidy rows with bootstrap intervals; records faults as failed results."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import provenance, schema, store
+from . import provenance, schema, scoring, store
 from .corpus import Corpus
 from .tasks import TaskSpec, lm_eval_config, task_docs, task_specs
 
 for _name in ("lm-eval", "lm_eval", "datasets", "transformers"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
+UNIT_FORMAT = 1  # bump when what a unit file holds changes: older units are then recomputed
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelFault(Exception):
+    """A model that cannot be scored: one line saying what and what to do."""
+
 
 def pick_device(device: str | None = None) -> str:
     if device and device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is visible; use --device cpu")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def bleu_tokenizer(suite: dict, lang: str) -> str:
     table = suite["tasks"]["mt"]["bleu_tokenize"]
-    return table.get(lang, table["default"])
-
-
-def score_translations(hyps: list[str], refs: list[str], bleu_tokenize: str) -> list[dict]:
-    """Corpus chrF++ (chrF, char order 6, word order 2) and BLEU, each with its sacrebleu signature."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    chrf = CHRF(word_order=2)
-    bleu = BLEU(tokenize=bleu_tokenize)
-    c = chrf.corpus_score(hyps, [refs])
-    b = bleu.corpus_score(hyps, [refs])
-    return [{"metric": "chrf++", "value": float(c.score), "signature": str(chrf.get_signature())},
-            {"metric": "bleu", "value": float(b.score), "signature": str(bleu.get_signature())}]
+    tok = table.get(lang, table["default"])
+    if tok == "ja-mecab":
+        try:
+            import MeCab  # noqa: F401
+        except ImportError:
+            tok = "char"  # sacrebleu's ja-mecab needs mecab-python3; fall back to characters, recorded in the signature
+    return tok
 
 
 def load_model(path: Path, device: str, dtype: str):
-    """A local Hugging Face causal LM, from safetensors only and never with remote code."""
+    """A local Hugging Face causal LM, from safetensors only and never with remote code; weights must be finite."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
-                                                 dtype=torch_dtype).to(device).eval()
-    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
+                                                     dtype=DTYPES[dtype]).to(device).eval()
+        tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelFault(f"{path}: cannot load the model ({str(e).splitlines()[0][:200]}); "
+                         "it must be a Hugging Face causal-LM folder with safetensors weights") from None
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ModelFault(f"{path}: weight {name} contains NaN or inf; the checkpoint is corrupt, re-export it")
     return model, tok
 
 
-def build_tasks(suite: dict, corpus: Corpus, limit: int | None = None) -> tuple[list[TaskSpec], dict]:
-    """lm-eval's task dict for the whole suite; built once and reused for every model."""
-    from lm_eval.tasks import TaskManager
+def make_lm(model, tok, device: str, backend: str = "babelmerge", batch_size: int | None = None,
+            batch_tokens: int | None = None):
+    """The lm-eval model object: our backend, or lm-eval's stock `hf` one (for comparisons)."""
+    if backend == "babelmerge":
+        from .backend import BabelLM
 
-    specs = task_specs(suite)
-    configs = [lm_eval_config(s, suite, task_docs(s, suite, corpus, limit)) for s in specs]
-    return specs, TaskManager(include_defaults=False).load(configs)
-
-
-def run_tasks(model, tok, specs: list[TaskSpec], task_dict: dict, suite: dict, device: str, batch_size: int) -> list[dict]:
-    from lm_eval import evaluator
+        return BabelLM(model=model, tokenizer=tok, device=device, batch_tokens=batch_tokens, gen_batch_size=batch_size or 64)
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device, add_bos_token=False,
-              max_length=model.config.max_position_embeddings)
-    out = evaluator.evaluate(lm, task_dict, bootstrap_iters=0, log_samples=True)
+    return HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size or 16, device=device, add_bos_token=False,
+                max_length=model.config.max_position_embeddings)
+
+
+@dataclass
+class SuiteTasks:
+    """The suite's tasks with their documents and lm-eval task dicts, built once for every model."""
+
+    suite: dict
+    specs: list[TaskSpec]
+    docs: dict[str, list[dict]]
+    task_dicts: dict[str, dict]
+    limit: int | None
+
+    @classmethod
+    def build(cls, suite: dict, corpus: Corpus, limit: int | None = None) -> "SuiteTasks":
+        from lm_eval.tasks import TaskManager
+
+        specs = task_specs(suite)
+        docs = {s.name: task_docs(s, suite, corpus, limit) for s in specs}
+        tm = TaskManager(include_defaults=False)
+        return cls(suite, specs, docs, {s.name: tm.load([lm_eval_config(s, suite, docs[s.name])]) for s in specs}, limit)
+
+
+# -- one unit: (model, task) -------------------------------------------------------------------------
+def run_task(lm, spec: TaskSpec, tasks: SuiteTasks) -> schema.TaskDocs:
+    """Per-document statistics of one task for one model, through lm-eval."""
+    from lm_eval import evaluator
+
+    out = evaluator.evaluate(lm, tasks.task_dicts[spec.name], bootstrap_iters=0, log_samples=True)
+    samples = sorted(out["samples"][spec.lm_eval_name], key=lambda r: r["doc_id"])
+    docs = tasks.docs[spec.name]
+    ids = [docs[r["doc_id"]]["id"] for r in samples]
+    if spec.kind == "lm":
+        ll = [float(np.asarray(r["filtered_resps"][0]).reshape(-1)[0]) for r in samples]
+        return schema.TaskDocs(ids=ids, ll=ll, bytes=[len(docs[r["doc_id"]]["text"].encode("utf-8")) for r in samples])
+    resp = [r["filtered_resps"][0] for r in samples]
+    hyps = [(x if isinstance(x, str) else x[0]).strip() for x in resp]
+    refs = [docs[r["doc_id"]]["ref"] for r in samples]
+    mets = scoring.metrics(bleu_tokenizer(tasks.suite, spec.language))
+    stats = {m: scoring.sentence_stats(metric, hyps, refs).tolist() for m, metric in mets.items()}
+    sigs = {m: str(metric.get_signature()) for m, metric in mets.items()}
+    return schema.TaskDocs(ids=ids, hyp=hyps, lang=scoring.detect_languages(hyps), stats=stats, signatures=sigs)
+
+
+def task_rows(spec: TaskSpec, d: schema.TaskDocs, suite: dict) -> list[dict]:
+    """Tidy rows with bootstrap intervals from one task's per-document statistics (pure)."""
+    n = len(d.ids)
+    idx = scoring.bootstrap_indices(n, suite["seed"])
+    base = {"task": spec.name, "language": spec.language, "n": n}
+    if spec.kind == "lm":
+        ll, nb = np.asarray(d.ll), np.asarray(d.bytes, dtype=np.float64)
+        lo, hi, sd = scoring.interval(scoring.bits_per_byte_boot(ll, nb, idx))
+        return [{**base, "metric": "bits_per_byte", "value": scoring.bits_per_byte(ll, nb), "stderr": sd,
+                 "ci_low": lo, "ci_high": hi, "higher_is_better": False}]
     rows = []
-    for s in specs:
-        samples = out["samples"][s.lm_eval_name]
-        if s.kind == "lm":
-            value = out["results"][s.lm_eval_name]["bits_per_byte,none"]
-            rows.append({"task": s.name, "language": s.language, "metric": "bits_per_byte", "value": float(value),
-                         "n": len(samples), "higher_is_better": False})
-        else:
-            samples = sorted(samples, key=lambda r: r["doc_id"])
-            hyps = [r["filtered_resps"][0].strip() if isinstance(r["filtered_resps"][0], str)
-                    else r["filtered_resps"][0][0].strip() for r in samples]
-            refs = [r["doc"]["ref"] for r in samples]
-            for m in score_translations(hyps, refs, bleu_tokenizer(suite, s.language)):
-                rows.append({"task": s.name, "language": s.language, **m, "n": len(samples), "higher_is_better": True})
+    for m, metric in scoring.metrics(bleu_tokenizer(suite, spec.language)).items():
+        st = np.asarray(d.stats[m])
+        lo, hi, sd = scoring.interval(scoring.corpus_boot(metric, st, idx))
+        rows.append({**base, "metric": m, "value": scoring.corpus_from_stats(metric, st), "stderr": sd, "ci_low": lo,
+                     "ci_high": hi, "higher_is_better": True, "signature": d.signatures[m]})
+    off = np.array([lang != spec.language for lang in d.lang], dtype=np.float64)
+    lo, hi, sd = scoring.interval(off[idx].mean(1))
+    rows.append({**base, "metric": "off_target_rate", "value": float(off.mean()), "stderr": sd, "ci_low": lo,
+                 "ci_high": hi, "higher_is_better": False, "signature": scoring.LID_MODEL})
     return rows
+
+
+def unit_dir(model_sha: str, suite: dict, limit: int | None) -> Path:
+    return store.home() / "units" / f"f{UNIT_FORMAT}" / model_sha[:24] / f"{suite['sha256'][:12]}-limit{limit or 'all'}"
 
 
 def model_info(path: Path, name: str, kind: str, **extra) -> schema.ModelInfo:
     from .family.build import model_hash, weight_hashes
 
     return schema.ModelInfo(name=name, kind=kind, sha256=model_hash(path), weights=weight_hashes(path), **extra)
+
+
+def docs_path(results_path: Path) -> Path:
+    return results_path.with_name(results_path.name[:-len(".json")] + ".docs.json")
 
 
 def is_current(results_path: Path, info: schema.ModelInfo, suite: dict, limit: int | None) -> bool:
@@ -98,23 +165,66 @@ def is_current(results_path: Path, info: schema.ModelInfo, suite: dict, limit: i
         old = schema.ResultsFile.model_validate(store.read_json(results_path))
     except (ValueError, OSError):
         return False
+    versions = {s.name: s.version for s in task_specs(suite)}
     return (old.status == "ok" and old.model.sha256 == info.sha256 and old.suite_sha256 == suite["sha256"]
-            and old.provenance.limit == limit)
+            and old.tasks == versions and old.provenance.limit == limit and docs_path(results_path).exists())
 
 
-def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, suite: dict, specs, task_dict,
-                     device: str, dtype: str, batch_size: int, limit: int | None, merge: dict | None = None) -> schema.ResultsFile:
-    t0 = time.perf_counter()
-    torch.manual_seed(suite["seed"])
-    model, tok = load_model(path, device, dtype)
-    rows = run_tasks(model, tok, specs, task_dict, suite, device, batch_size)
+def _provenance(device, dtype, lm, backend, t0, limit, merge, suite) -> schema.Provenance:
+    batch = {"backend": backend, "scoring_tokens": getattr(lm, "batch_tokens", None),
+             "generation_rows": getattr(lm, "gen_batch_size", getattr(lm, "batch_size", None))}
+    return schema.Provenance(
+        harness_version=provenance.harness_version(), git=provenance.git_hash(), packages=provenance.packages(),
+        device=device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}", dtype=dtype, batch=batch,
+        seed=suite["seed"], created_utc=provenance.now_utc(), wall_s=round(time.perf_counter() - t0, 3), limit=limit,
+        merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL)
+
+
+def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tasks: SuiteTasks, device: str,
+                     dtype: str, batch_size: int | None = None, batch_tokens: int | None = None,
+                     merge: dict | None = None, backend: str = "babelmerge", log=print) -> schema.ResultsFile:
+    """Score one model on every task, unit by unit; write its results and per-document files atomically.
+
+    Finished units are cached, so a killed run resumes where it stopped. A fault (load error, non-finite
+    weights or scores, out of memory) is written as a failed results file with its reason, and re-raised."""
+    suite, t0 = tasks.suite, time.perf_counter()
+    udir = unit_dir(info.sha256, suite, tasks.limit)
+    lm, rows, all_docs = None, [], {}
+    try:
+        for spec in tasks.specs:
+            f = udir / f"{spec.name.replace(':', '_')}-v{spec.version}.json"
+            if f.exists():
+                d = schema.TaskDocs.model_validate(store.read_json(f))
+            else:
+                if lm is None:
+                    torch.manual_seed(suite["seed"])
+                    model, tok = load_model(path, device, dtype)
+                    lm = make_lm(model, tok, device, backend, batch_size, batch_tokens)
+                t1 = time.perf_counter()
+                d = run_task(lm, spec, tasks)
+                store.write_json(f, d.model_dump(mode="json"))
+                log(f"[evaluate]     {info.name} {spec.name} ({time.perf_counter() - t1:.1f}s)")
+            task_rows_ = task_rows(spec, d, suite)
+            bad = [r["metric"] for r in task_rows_ if r["value"] is None or not math.isfinite(r["value"])]
+            if bad:
+                raise ModelFault(f"{info.name}: {spec.name} {bad[0]} is not finite (NaN or inf log-probabilities); "
+                                 "the model's outputs are numerically broken")
+            rows += task_rows_
+            all_docs[spec.name] = d
+    except (ModelFault, MemoryError, torch.OutOfMemoryError) as e:
+        reason = str(e) if isinstance(e, ModelFault) else (
+            f"{info.name}: out of memory on {device}; pass a smaller --batch-size or --batch-tokens")
+        failed = schema.ResultsFile(suite=suite["id"], suite_sha256=suite["sha256"],
+                                    tasks={s.name: s.version for s in tasks.specs}, model=info,
+                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite),
+                                    status="failed", error=reason.splitlines()[0], rows=[])
+        store.write_json(results_path, failed.model_dump(mode="json"))
+        raise ModelFault(reason) from None
     result = schema.ResultsFile(
-        suite=suite["id"], suite_sha256=suite["sha256"], tasks={s.name: s.version for s in specs}, model=info,
-        provenance=schema.Provenance(
-            harness_version=provenance.harness_version(), git=provenance.git_hash(), packages=provenance.packages(),
-            device=device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}", dtype=dtype,
-            batch_size=batch_size, seed=suite["seed"], created_utc=provenance.now_utc(),
-            wall_s=round(time.perf_counter() - t0, 3), limit=limit, merge=merge),
+        suite=suite["id"], suite_sha256=suite["sha256"], tasks={s.name: s.version for s in tasks.specs}, model=info,
+        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite),
         rows=[schema.ResultRow(**r) for r in rows])
+    docs = schema.DocsFile(suite=suite["id"], suite_sha256=suite["sha256"], model_sha256=info.sha256, tasks=all_docs)
+    store.write_json(docs_path(results_path), docs.model_dump(mode="json"))
     store.write_json(results_path, result.model_dump(mode="json"))
     return result

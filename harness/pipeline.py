@@ -29,7 +29,9 @@ class Context:
     out: Path = site.DEFAULT_OUT
     device: str = "auto"
     dtype: str | None = None
-    batch_size: int | None = None
+    batch_size: int | None = None         # generation rows (auto when None)
+    batch_tokens: int | None = None       # scoring token budget per forward pass (auto when None)
+    backend: str = "babelmerge"           # or "hf", lm-eval's stock backend
     limit: int | None = None
     only: list[str] | None = None          # submission ids to restrict to
     log: callable = print
@@ -44,7 +46,6 @@ class Context:
             raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
         self.device = pick_device(self.device)
         self.dtype = self.dtype or self.suite["evaluation"]["dtype"]
-        self.batch_size = self.batch_size or self.suite["evaluation"]["batch_size"]
 
     @property
     def results_name(self) -> str:
@@ -95,29 +96,55 @@ def _models(ctx: Context, merged: dict) -> list[tuple[str, Path, Path, dict]]:
     return items
 
 
-def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> int:
-    """Evaluate every model whose stored result is not current; returns how many were evaluated."""
-    from .evaluate import build_tasks, evaluate_to_file, is_current, model_info
+def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus, items: list | None = None) -> list[str]:
+    """Evaluate every model whose stored result is not current. Returns the names of the models that failed
+    (each recorded as a failed results file with its reason); the others go on."""
+    from .evaluate import ModelFault, SuiteTasks, evaluate_to_file, is_current, model_info
 
-    items = _models(ctx, merged)
+    items = items if items is not None else _models(ctx, merged)
     todo = []
     for name, path, rpath, extra in items:
-        info = model_info(path, name, **extra)
+        try:
+            info = model_info(path, name, **extra)
+        except FileNotFoundError as e:
+            todo.append((name, path, rpath, None, str(e)))
+            continue
         if not is_current(rpath, info, ctx.suite, ctx.limit):
-            todo.append((name, path, rpath, info))
+            todo.append((name, path, rpath, info, None))
     ctx.log(f"[evaluate] {len(items) - len(todo)} of {len(items)} models current; evaluating {len(todo)} on {ctx.device}")
+    failed = []
     if not todo:
-        return 0
-    specs, task_dict = build_tasks(ctx.suite, corp, ctx.limit)
-    for i, (name, path, rpath, info) in enumerate(todo, 1):
+        return failed
+    tasks = SuiteTasks.build(ctx.suite, corp, ctx.limit)
+    for i, (name, path, rpath, info, error) in enumerate(todo, 1):
         t0 = time.perf_counter()
-        prov = merged.get(name, (None, None))[1]
-        res = evaluate_to_file(path, info, rpath, ctx.suite, specs, task_dict, ctx.device, ctx.dtype, ctx.batch_size,
-                               ctx.limit, merge=prov)
+        if info is None:
+            ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: FAILED: {error}")
+            failed.append(name)
+            continue
+        try:
+            res = evaluate_to_file(path, info, rpath, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
+                                   merge=merged.get(name, (None, None))[1], backend=ctx.backend, log=ctx.log)
+        except ModelFault as e:
+            ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: FAILED: {e}")
+            failed.append(name)
+            continue
         p = analysis.primary(analysis.tidy([res]))
         ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: mean bpb {p[p.task_kind == 'lm'].value.mean():.3f}, "
                 f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s)")
-    return len(todo)
+    return failed
+
+
+def external_items(ctx: Context, models: list[str], out_dir: Path) -> list[tuple]:
+    """(name, checkpoint, results path, extras) for checkpoints given on the command line."""
+    from .sources import resolve_model
+
+    items = []
+    for ref in models:
+        path = resolve_model(ref)
+        name = path.name if Path(ref).exists() else ref.replace("/", "--").replace("@", "-")
+        items.append((name, path, out_dir / name / "results" / ctx.results_name, {"kind": "external", "method": "external"}))
+    return items
 
 
 def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> None:
@@ -176,7 +203,7 @@ def stage_site(ctx: Context) -> Path:
     return path
 
 
-def run(ctx: Context) -> Path:
+def run(ctx: Context) -> list[str]:
     t0 = time.perf_counter()
     ctx.log(f"[run] suite {ctx.suite['id']}, preset {ctx.preset}, device {ctx.device}")
     stage = lambda i, name: ctx.log(f"[run] stage {i}/7: {name} ({time.perf_counter() - t0:.1f}s elapsed)")
@@ -187,7 +214,7 @@ def run(ctx: Context) -> Path:
     stage(3, "merge")
     merged = stage_merges(ctx)
     stage(4, "evaluate")
-    stage_evaluate(ctx, merged, corp)
+    failed = stage_evaluate(ctx, merged, corp)
     stage(5, "similarity")
     stage_similarity(ctx, merged, corp)
     stage(6, "analyze")
@@ -195,4 +222,6 @@ def run(ctx: Context) -> Path:
     stage(7, "site")
     path = stage_site(ctx)
     ctx.log(f"[run] done in {time.perf_counter() - t0:.1f}s; open file://{path.resolve()}")
-    return path
+    if failed:
+        ctx.log(f"[run] {len(failed)} model(s) failed: {', '.join(failed)}")
+    return failed

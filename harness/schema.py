@@ -52,7 +52,9 @@ class ResultRow(Strict):
     language: str
     metric: str                # "bits_per_byte", "chrf++", "bleu"
     value: float | None
-    stderr: float | None = None
+    stderr: float | None = None       # bootstrap standard deviation
+    ci_low: float | None = None       # 95% percentile-bootstrap interval over documents
+    ci_high: float | None = None
     n: int
     higher_is_better: bool
     signature: str | None = None  # sacrebleu signature for mt metrics
@@ -60,7 +62,7 @@ class ResultRow(Strict):
 
 class ModelInfo(Strict):
     name: str                          # family member name or submission id
-    kind: Literal["family", "submission"]
+    kind: Literal["family", "submission", "external"]
     sha256: str                        # sha256 over the weight files' sha256s
     weights: dict[str, str]            # file -> sha256
     family: str | None = None
@@ -77,8 +79,10 @@ class Provenance(Strict):
     packages: dict[str, str]
     device: str
     dtype: str
-    batch_size: int
+    batch: dict                        # backend, scoring token budget, generation rows
     seed: int
+    bootstrap: int = 0                 # resamples behind every interval
+    lid_model: str | None = None       # language-ID model behind off-target rates
     created_utc: str
     wall_s: float
     limit: int | None = None
@@ -97,6 +101,28 @@ class ResultsFile(Strict):
     status: Literal["ok", "failed"] = "ok"
     error: str | None = None
     rows: list[ResultRow]
+
+
+class TaskDocs(Strict):
+    """Per-document statistics of one task, enough to recompute every score and resample it."""
+
+    ids: list[str]
+    ll: list[float] | None = None          # lm: natural log-likelihood of each document
+    bytes: list[int] | None = None         # lm: UTF-8 bytes of each document
+    hyp: list[str] | None = None           # mt: the model's output
+    lang: list[str] | None = None          # mt: detected language of the output
+    stats: dict[str, list[list[float]]] | None = None  # mt: sacrebleu sufficient statistics per metric
+    signatures: dict[str, str] | None = None           # mt: sacrebleu signature per metric
+
+
+class DocsFile(Strict):
+    """submissions/<id>/results/<suite>.docs.json: per-document statistics beside the results file."""
+
+    schema_version: Literal[1] = 1
+    suite: str
+    suite_sha256: str
+    model_sha256: str
+    tasks: dict[str, TaskDocs]
 
 
 class SimilarityRow(Strict):

@@ -1,16 +1,19 @@
-"""Bits per byte through lm-eval equals a hand computation from the model's logits."""
+"""Bits per byte through lm-eval, with our backend and with lm-eval's stock one, equals a hand computation
+from the model's logits."""
 
 import math
 
+import pytest
 import torch
 
-from harness.evaluate import load_model, run_tasks
+from harness.evaluate import SuiteTasks, load_model, make_lm, run_task, task_rows
 from harness.tasks import TaskSpec, lm_eval_config
 
 DOCS = [{"id": "1.1.1", "text": "In the beginning God created the heaven and the earth."},
         {"id": "1.1.2", "text": "В начале сотворил Бог небо и землю."},
-        {"id": "1.1.3", "text": "في البدء خلق الله السموات والارض."}]
-SUITE = {"tasks": {"lm": {"version": 1}}}
+        {"id": "1.1.3", "text": "في البدء خلق الله السموات والارض."},
+        {"id": "1.1.4", "text": "Au commencement."}]
+SUITE = {"tasks": {"lm": {"version": 1}}, "seed": 7}
 
 
 def hand_bpb(model, tok, texts):
@@ -26,17 +29,36 @@ def hand_bpb(model, tok, texts):
     return nll_bits / n_bytes
 
 
-def test_bits_per_byte_matches_hand_computation(tiny_models):
+def lm_tasks(docs):
     from lm_eval.tasks import TaskManager
 
-    model, tok = load_model(tiny_models[0], "cpu", "float32")
     spec = TaskSpec("lm:x", "lm", "x", 1)
-    task_dict = TaskManager(include_defaults=False).load([lm_eval_config(spec, SUITE, DOCS)])
-    rows = run_tasks(model, tok, [spec], task_dict, SUITE, "cpu", batch_size=2)
+    td = TaskManager(include_defaults=False).load([lm_eval_config(spec, SUITE, docs)])
+    return spec, SuiteTasks(SUITE, [spec], {spec.name: docs}, {spec.name: td}, None)
+
+
+@pytest.mark.parametrize("backend", ["babelmerge", "hf"])
+def test_bits_per_byte_matches_hand_computation(tiny_models, backend):
+    model, tok = load_model(tiny_models[0], "cpu", "float32")
+    spec, tasks = lm_tasks(DOCS)
+    d = run_task(make_lm(model, tok, "cpu", backend, batch_size=2, batch_tokens=40), spec, tasks)
+    rows = task_rows(spec, d, SUITE)
     assert rows[0]["metric"] == "bits_per_byte" and rows[0]["n"] == len(DOCS)
-    expected = hand_bpb(model, tok, [d["text"] for d in DOCS])
+    expected = hand_bpb(model, tok, [x["text"] for x in DOCS])
     assert abs(rows[0]["value"] - expected) < 1e-5
+    assert rows[0]["ci_low"] <= rows[0]["value"] <= rows[0]["ci_high"]
     # and the value is not that of a uniform model: the check can tell models apart
-    uniform = sum(len(tok(d["text"], add_special_tokens=False)["input_ids"]) for d in DOCS) * math.log2(len(tok)) / sum(
-        len(d["text"].encode()) for d in DOCS)
+    uniform = sum(len(tok(x["text"], add_special_tokens=False)["input_ids"]) for x in DOCS) * math.log2(len(tok)) / sum(
+        len(x["text"].encode()) for x in DOCS)
     assert abs(expected - uniform) > 0.05
+
+
+def test_long_documents_roll_over_windows(tiny_models):
+    """Documents longer than the context are scored in disjoint rolling windows: same total as lm-eval's hf."""
+    model, tok = load_model(tiny_models[0], "cpu", "float32")
+    long_docs = [{"id": "x", "text": " ".join(x["text"] for x in DOCS) * 6}]
+    spec, tasks = lm_tasks(long_docs)
+    model.config.max_position_embeddings = 64  # force several windows
+    ours = task_rows(spec, run_task(make_lm(model, tok, "cpu", "babelmerge"), spec, tasks), SUITE)[0]["value"]
+    stock = task_rows(spec, run_task(make_lm(model, tok, "cpu", "hf"), spec, tasks), SUITE)[0]["value"]
+    assert abs(ours - stock) < 1e-5

@@ -9,15 +9,17 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_cuda_bits_per_byte_matches_cpu(tiny_models):
     from lm_eval.tasks import TaskManager
 
-    from harness.evaluate import load_model, run_tasks
+    from harness.evaluate import SuiteTasks, load_model, make_lm, run_task, task_rows
     from harness.tasks import TaskSpec, lm_eval_config
 
     docs = [{"id": str(i), "text": t} for i, t in enumerate(["In the beginning.", "В начале сотворил Бог небо."])]
     suite = {"tasks": {"lm": {"version": 1}}}
     spec = TaskSpec("lm:x", "lm", "x", 1)
+    suite["seed"] = 0
+    td = TaskManager(include_defaults=False).load([lm_eval_config(spec, suite, docs)])
+    tasks = SuiteTasks(suite, [spec], {spec.name: docs}, {spec.name: td}, None)
     values = []
     for device in ("cpu", "cuda"):
         model, tok = load_model(tiny_models[0], device, "float32")
-        td = TaskManager(include_defaults=False).load([lm_eval_config(spec, suite, docs)])
-        values.append(run_tasks(model, tok, [spec], td, suite, device, 2)[0]["value"])
+        values.append(task_rows(spec, run_task(make_lm(model, tok, device), spec, tasks), suite)[0]["value"])
     assert abs(values[0] - values[1]) < 1e-4

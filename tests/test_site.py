@@ -19,7 +19,7 @@ def _result(name, kind, bpb, chrf, constituents=()):
         model=schema.ModelInfo(name=name, kind=kind, sha256="1" * 64, weights={}, constituents=list(constituents),
                                method=EVIL if kind == "submission" else "trained"),
         provenance=schema.Provenance(harness_version="0", git="x", packages={}, device="cpu", dtype="float32",
-                                     batch_size=1, seed=0, created_utc="now", wall_s=0.0),
+                                     batch={}, seed=0, created_utc="now", wall_s=0.0),
         rows=rows)
 
 

