@@ -109,14 +109,54 @@ def constituent_cka(sim: pd.DataFrame) -> pd.Series:
 def cka_vs_gap(gaps: pd.DataFrame, sim: pd.DataFrame) -> dict:
     """Spearman correlation across merges between constituents' mean CKA and the mean relative gap to the
     constituent experts (each merge one point)."""
-    g = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean()
+    g = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
     c = constituent_cka(sim) if not sim.empty else pd.Series(dtype=float)
     points = pd.DataFrame({"cka": c, "gap": g}).dropna()
     out = {"n": int(len(points)), "points": points.reset_index(names="merge").to_dict("records"),
-           "spearman_rho": None, "p_value": None}
+           "spearman_rho": None, "p_value": None, "slope": None, "intercept": None}
     if len(points) >= 3 and points["cka"].nunique() > 1 and points["gap"].nunique() > 1:
         rho, pv = stats.spearmanr(points["cka"], points["gap"])
         out.update(spearman_rho=float(rho), p_value=float(pv))
         slope, intercept = np.polyfit(points["cka"], points["gap"], 1)
         out.update(slope=float(slope), intercept=float(intercept))
     return out
+
+
+def _boot_primary(task_kind: str, d: schema.TaskDocs, idx: np.ndarray, suite: dict, language: str) -> tuple[float, np.ndarray]:
+    """The primary score of one task and its bootstrap samples, from per-document statistics."""
+    from . import scoring
+    from .evaluate import bleu_tokenizer
+
+    if task_kind == "lm":
+        ll, nb = np.asarray(d.ll), np.asarray(d.bytes, dtype=np.float64)
+        return scoring.bits_per_byte(ll, nb), scoring.bits_per_byte_boot(ll, nb, idx)
+    metric = scoring.metrics(bleu_tokenizer(suite, language))["chrf++"]
+    st = np.asarray(d.stats["chrf++"])
+    return scoring.corpus_from_stats(metric, st), scoring.corpus_boot(metric, st, idx)
+
+
+def paired_vs_expert(docs: dict[str, schema.DocsFile], merges: dict[str, list[str]], suite: dict) -> pd.DataFrame:
+    """Paired bootstrap (Koehn 2004) of merge minus constituent expert on each task's primary metric, both
+    resampled on the same documents; oriented like merge_gaps (negative: the merge is worse).
+    docs: model name -> its per-document file."""
+    from . import scoring
+
+    rows = []
+    for merge, constituents in merges.items():
+        if merge not in docs:
+            continue
+        for task, d in docs[merge].tasks.items():
+            kind, lang = task.split(":")[0], task.split("-")[-1] if task.startswith("mt:") else task.split(":")[1]
+            expert = expert_for(constituents, kind, lang)
+            if expert is None or expert not in docs or task not in docs[expert].tasks:
+                continue
+            e = docs[expert].tasks[task]
+            if e.ids != d.ids:
+                continue  # scored on other documents (a different limit): no paired comparison
+            idx = scoring.bootstrap_indices(len(d.ids), suite["seed"])
+            mv, mb = _boot_primary(kind, d, idx, suite, lang)
+            ev, eb = _boot_primary(kind, e, idx, suite, lang)
+            a, b, obs = (mb, eb, mv - ev) if kind == "mt" else (eb, mb, ev - mv)
+            rows.append({"merge": merge, "task": task, "language": lang, "expert": expert,
+                         **scoring.paired_delta(a, b, obs)})
+    return pd.DataFrame(rows)

@@ -49,6 +49,7 @@ def bleu_tokenizer(suite: dict, lang: str) -> str:
 
 def load_model(path: Path, device: str, dtype: str):
     """A local Hugging Face causal LM, from safetensors only and never with remote code; weights must be finite."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     if dtype not in DTYPES:
@@ -57,7 +58,7 @@ def load_model(path: Path, device: str, dtype: str):
         model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
                                                      dtype=DTYPES[dtype]).to(device).eval()
         tok = PreTrainedTokenizerFast.from_pretrained(str(path))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise ModelFault(f"{path}: cannot load the model ({str(e).splitlines()[0][:200]}); "
                          "it must be a Hugging Face causal-LM folder with safetensors weights") from None
     for name, p in model.named_parameters():

@@ -171,6 +171,21 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> Non
     ctx.log("[similarity] done")
 
 
+def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, schema.DocsFile]:
+    """Per-document files beside the results of merges and family members, by model name."""
+    from .evaluate import docs_path
+
+    out = {}
+    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.results_name}")) + sorted(
+            ctx.submissions_dir.glob(f"*/results/{ctx.results_name}")):
+        d = docs_path(f)
+        if d.exists():
+            doc = schema.DocsFile.model_validate(store.read_json(d))
+            name = f.parent.parent.name
+            out[name] = doc
+    return out
+
+
 def load_tables(ctx: Context) -> tuple[list[schema.ResultsFile], pd.DataFrame, dict[str, list[str]]]:
     """Everything the analysis and site read: results, similarity rows, merge constituents."""
     results = submissions.all_results(ctx.results_name, ctx.submissions_dir, ctx.references_dir)
@@ -189,16 +204,21 @@ def stage_analyze(ctx: Context) -> dict:
     results, sim, merges = load_tables(ctx)
     df = analysis.tidy(results)
     gaps = analysis.merge_gaps(df, merges)
-    corr = analysis.cka_vs_gap(gaps, sim) if not gaps.empty else {"n": 0, "spearman_rho": None}
+    corr = analysis.cka_vs_gap(gaps, sim)
     rho = corr["spearman_rho"]
+    paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
     ctx.log(f"[analyze] {len(merges)} merges; Spearman(constituent CKA, gap to expert) = "
             f"{'n/a' if rho is None else f'{rho:.3f}'} over n = {corr['n']}")
-    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges}
+    if not paired.empty:
+        worse = int(((paired.ci_high < 0)).sum())
+        ctx.log(f"[analyze] paired bootstrap: {worse} of {len(paired)} (merge, task) pairs significantly below their expert (95%)")
+    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges, "paired": paired}
 
 
 def stage_site(ctx: Context) -> Path:
     results, sim, merges = load_tables(ctx)
-    path = site.build(results, sim, merges, ctx.suite, ctx.out)
+    paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
+    path = site.build(results, sim, merges, ctx.suite, ctx.out, paired=paired)
     ctx.log(f"[site] wrote {path}")
     return path
 

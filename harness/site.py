@@ -55,24 +55,28 @@ def heat(v: float | None) -> str:
     return "h-0"
 
 
-def build(results, similarity: pd.DataFrame, merges: dict[str, list[str]], suite: dict, out: Path = DEFAULT_OUT) -> Path:
+def build(results, similarity: pd.DataFrame, merges: dict[str, list[str]], suite: dict, out: Path = DEFAULT_OUT,
+          paired: pd.DataFrame | None = None) -> Path:
     """Render index.html and the downloads into `out` from results and similarity rows alone."""
     df = analysis.tidy(results)
     board = analysis.leaderboard(df) if not df.empty else pd.DataFrame()
     gaps = analysis.merge_gaps(df, merges) if not df.empty else pd.DataFrame()
-    corr = analysis.cka_vs_gap(gaps, similarity) if not gaps.empty else {"n": 0, "points": [], "spearman_rho": None}
+    corr = analysis.cka_vs_gap(gaps, similarity)
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
     heat_rows = []
     if not gaps.empty:
         e = gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct")
         m = gaps[gaps.reference == "mixed"].pivot_table(index="merge", columns="task", values="rel_gap_pct")
+        sig = set()
+        if paired is not None and not paired.empty:
+            sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0}
         for merge in sorted(merges):
             cells = []
             for t in lm_tasks + mt_tasks:
                 ve = e.at[merge, t] if merge in e.index and t in e.columns else None
                 vm = m.at[merge, t] if merge in m.index and t in m.columns else None
-                cells.append({"expert": _fmt(ve, 1), "mixed": _fmt(vm, 1), "cls": heat(ve if ve is not None and not pd.isna(ve) else vm)})
+                cells.append({"expert": _fmt(ve, 1) + ("*" if (merge, t) in sig else ""), "mixed": _fmt(vm, 1), "cls": heat(ve if ve is not None and not pd.isna(ve) else vm)})
             heat_rows.append({"merge": merge, "cells": cells})
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True),
@@ -83,8 +87,10 @@ def build(results, similarity: pd.DataFrame, merges: dict[str, list[str]], suite
         rows.append({"model": model, "kind": r["kind"], "arm": r["arm"] or "", "method": r["method"] or "",
                      "score": r["babel_score"], "bpb": r["mean_bpb"], "chrf": r["mean_chrf"],
                      "lm": [r.get(t) for t in lm_tasks], "mt": [r.get(t) for t in mt_tasks]})
+    failed = [{"model": r.model.name, "kind": r.model.kind, "error": r.error or "unknown"} for r in results
+              if r.status == "failed"]
     html = env.get_template("index.html.j2").render(
-        suite=suite, rows=rows, lm_tasks=lm_tasks, mt_tasks=mt_tasks, corr=corr,
+        suite=suite, rows=rows, failed=failed, lm_tasks=lm_tasks, mt_tasks=mt_tasks, corr=corr,
         plot=scatter(corr["points"], corr), heat_rows=heat_rows, built=now_utc(), git=git_hash(),
         n_models=len(rows), n_merges=len(merges))
     out.mkdir(parents=True, exist_ok=True)
@@ -96,4 +102,6 @@ def build(results, similarity: pd.DataFrame, merges: dict[str, list[str]], suite
     if not gaps.empty:
         store.atomic_write_text(out / "data" / "merge_gaps.csv", gaps.to_csv(index=False))
     store.write_json(out / "data" / "cka_vs_gap.json", corr)
+    if paired is not None and not paired.empty:
+        store.atomic_write_text(out / "data" / "paired_vs_expert.csv", paired.to_csv(index=False))
     return out / "index.html"

@@ -61,3 +61,21 @@ def test_cka_vs_gap_too_few_points():
     gaps = pd.DataFrame({"merge": ["a"], "reference": "expert", "rel_gap_pct": [-5.0]})
     sim = pd.DataFrame({"merge": ["a"], "relation": "constituents", "metric": "cka_linear", "value": [0.5]})
     assert analysis.cka_vs_gap(gaps, sim)["spearman_rho"] is None
+
+
+def test_paired_vs_expert_from_docs():
+    from harness import schema
+
+    ids = [str(i) for i in range(40)]
+    rng = __import__("numpy").random.default_rng(0)
+    ll_e = (-rng.uniform(50, 60, 40)).tolist()
+    nb = [40] * 40
+    docs = {"mono-de": schema.DocsFile(suite="s", suite_sha256="0", model_sha256="1",
+                                       tasks={"lm:de": schema.TaskDocs(ids=ids, ll=ll_e, bytes=nb)}),
+            "m": schema.DocsFile(suite="s", suite_sha256="0", model_sha256="2",
+                                 tasks={"lm:de": schema.TaskDocs(ids=ids, ll=[x - 10 for x in ll_e], bytes=nb)})}
+    out = analysis.paired_vs_expert(docs, {"m": ["family:babel-mini/mono-de"]}, {"seed": 1})
+    row = out.iloc[0]
+    assert row.expert == "mono-de" and row.delta < 0 and row.ci_high < 0 and row.p_value < 0.01
+    expected = -10 * 40 / math.log(2) / (40 * 40)  # 10 nats per doc more, over 40 bytes per doc
+    assert row.delta == pytest.approx(expected)
