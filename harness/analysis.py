@@ -31,8 +31,9 @@ def primary(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["metric"] == df["task_kind"].map(PRIMARY)]
 
 
-def normalized(metric: str, value: float) -> float:
-    """The 0-100 per-task score of the aggregate: chrF++ as is, 100 * (1 - bpb / 8) for bits per byte."""
+def normalized(metric: str, value):
+    """The 0-100 per-task score of the aggregate: chrF++ as is, 100 * (1 - bpb / 8) for bits per byte.
+    value: a float or a numpy array of them."""
     if metric == "bits_per_byte":
         return 100.0 * (1.0 - value / 8.0)
     return value
@@ -75,6 +76,11 @@ def expert_for(constituents: list[str], task_kind: str, language: str) -> str | 
 
 
 def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> pd.DataFrame:
+    """merge_gap_records as a DataFrame."""
+    return pd.DataFrame(merge_gap_records(df, merges, references))
+
+
+def merge_gap_records(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> list[dict]:
     """Gap of each merge on each task's primary metric against its constituent expert and each reference.
 
     gap = merge - reference for higher-is-better metrics and reference - merge for bits per byte, so a
@@ -82,11 +88,15 @@ def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixe
     merges: merge name -> constituent references.
     """
     p = primary(df)
-    val = p.set_index(["model", "task"])["value"].to_dict()
+    val = dict(zip(zip(p["model"], p["task"]), p["value"]))
+    lang_of = dict(zip(p["task"], p["language"]))
+    tasks_of: dict[str, list[str]] = {}
+    for model, task in zip(p["model"], p["task"]):
+        tasks_of.setdefault(model, []).append(task)
     rows = []
     for merge, constituents in merges.items():
-        for task in sorted(p.loc[p.model == merge, "task"].unique()):
-            kind, lang = task.split(":")[0], p.loc[(p.model == merge) & (p.task == task), "language"].iloc[0]
+        for task in sorted(tasks_of.get(merge, [])):
+            kind, lang = task.split(":")[0], lang_of[task]
             mv = val[(merge, task)]
             refs = [("expert", expert_for(constituents, kind, lang))] + [(r, r) for r in references]
             for ref_kind, ref in refs:
@@ -97,7 +107,7 @@ def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixe
                 rows.append({"merge": merge, "task": task, "task_kind": kind, "language": lang, "reference": ref_kind,
                              "ref_model": ref, "merge_value": mv, "ref_value": rv, "gap": gap,
                              "rel_gap_pct": 100.0 * gap / abs(rv) if rv else math.nan})
-    return pd.DataFrame(rows)
+    return rows
 
 
 def constituent_cka(sim: pd.DataFrame) -> pd.Series:

@@ -215,12 +215,20 @@ def stage_analyze(ctx: Context) -> dict:
     return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges, "paired": paired}
 
 
-def stage_site(ctx: Context) -> Path:
+def site_data(ctx: Context) -> site.SiteData:
+    """What the site reads: stored results, per-document statistics, similarity rows, manifests and recipes."""
     results, sim, merges = load_tables(ctx)
-    paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
-    path = site.build(results, sim, merges, ctx.suite, ctx.out, paired=paired)
-    ctx.log(f"[site] wrote {path}")
-    return path
+    manifests = {}
+    for s in ctx.subs():
+        m = s.manifest.model_dump(mode="json")
+        m["recipe_text"] = (s.folder / s.manifest.recipe).read_text(encoding="utf-8") if s.manifest.recipe else ""
+        manifests[s.id] = m
+    return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
+                         docs=load_docs(ctx, results))
+
+
+def stage_site(ctx: Context) -> Path:
+    return site.build(site_data(ctx), ctx.out, log=ctx.log)
 
 
 def run(ctx: Context) -> list[str]:

@@ -1,48 +1,51 @@
-"""The static leaderboard: jinja2 (autoescape, StrictUndefined) over the stored results and similarity
-rows; aggregates are derived here, at build time, never stored."""
+"""The static leaderboard site: jinja2 (autoescape, StrictUndefined) over stored results, per-document
+statistics, similarity rows and submission manifests; aggregates, ranks and correlations are derived here,
+at build time, never stored. The build goes to a fresh folder that replaces the old one only when complete."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
-from . import analysis, store
+from . import analysis, plots, schema, scoring
 from .provenance import git_hash, now_utc
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "site" / "templates"
-STATIC = Path(__file__).resolve().parent.parent / "site" / "static"
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "site" / "_build"
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "site" / "templates"
+STATIC = ROOT / "site" / "static"
+DEFAULT_OUT = ROOT / "site" / "_build"
+PAGE_ROWS = 200
+HEAT_ROWS = 200
+RANK_BOOT = 200
+LAYER_GROUPS = ("lower", "middle", "upper")
+
+
+@dataclass
+class SiteData:
+    """Everything the site shows, read from files: results, per-document statistics, similarity, manifests."""
+
+    suite: dict
+    results: list[schema.ResultsFile]
+    similarity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    merges: dict[str, list[str]] = field(default_factory=dict)       # merge -> constituents
+    manifests: dict[str, dict] = field(default_factory=dict)         # submission id -> manifest + recipe text
+    docs: dict[str, schema.DocsFile] = field(default_factory=dict)   # model -> per-document statistics
 
 
 def _fmt(v, digits=3):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return f"{v:.{digits}f}"
-
-
-def scatter(points: list[dict], fit: dict, width=420, height=300, pad=44) -> dict:
-    """Pixel coordinates for an SVG scatter of (cka, gap) with the fitted line; pure, for the template."""
-    if not points:
-        return {"points": [], "line": None, "width": width, "height": height, "xticks": [], "yticks": []}
-    xs, ys = [p["cka"] for p in points], [p["gap"] for p in points]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys + [0.0]), max(ys + [0.0])
-    x0, x1 = (x0 - 0.05, x1 + 0.05) if x1 - x0 < 1e-9 else (x0 - 0.05 * (x1 - x0), x1 + 0.05 * (x1 - x0))
-    y0, y1 = (y0 - 1, y1 + 1) if y1 - y0 < 1e-9 else (y0 - 0.08 * (y1 - y0), y1 + 0.08 * (y1 - y0))
-    sx = lambda x: pad + (x - x0) / (x1 - x0) * (width - 1.5 * pad)
-    sy = lambda y: height - pad - (y - y0) / (y1 - y0) * (height - 1.5 * pad)
-    line = None
-    if fit.get("slope") is not None:
-        line = {"x1": sx(x0), "y1": sy(fit["intercept"] + fit["slope"] * x0),
-                "x2": sx(x1), "y2": sy(fit["intercept"] + fit["slope"] * x1)}
-    ticks = lambda a, b: [a + (b - a) * i / 4 for i in range(5)]
-    return {"points": [{"x": sx(p["cka"]), "y": sy(p["gap"]), "label": p["merge"], "cka": p["cka"], "gap": p["gap"]}
-                       for p in points],
-            "line": line, "width": width, "height": height, "zero_y": sy(0.0), "pad": pad,
-            "xticks": [{"v": v, "x": sx(v)} for v in ticks(x0, x1)], "yticks": [{"v": v, "y": sy(v)} for v in ticks(y0, y1)]}
 
 
 def heat(v: float | None) -> str:
@@ -55,53 +58,356 @@ def heat(v: float | None) -> str:
     return "h-0"
 
 
-def build(results, similarity: pd.DataFrame, merges: dict[str, list[str]], suite: dict, out: Path = DEFAULT_OUT,
-          paired: pd.DataFrame | None = None) -> Path:
-    """Render index.html and the downloads into `out` from results and similarity rows alone."""
-    df = analysis.tidy(results)
-    board = analysis.leaderboard(df) if not df.empty else pd.DataFrame()
-    gaps = analysis.merge_gaps(df, merges) if not df.empty else pd.DataFrame()
-    corr = analysis.cka_vs_gap(gaps, similarity)
+def slug(name: str) -> str:
+    """A file name for a model page (ids are already restricted; family names too)."""
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+
+
+def html_table(caption: str, headers: list[str], rows: list[list], num_from: int = 1) -> Markup:
+    """A semantic table, every cell escaped: the first cell of a row is its header; a cell is a value or
+    (value, css class). Columns from `num_from` on are right-aligned. One join per table: model pages are
+    rendered ten thousand at a time, and per-cell template calls cost more than the rest of the build."""
+    head = "".join(f'<th scope="col">{escape(h)}</th>' for h in headers)
+    out = []
+    for row in rows:
+        cells = [f'<th scope="row">{escape(row[0])}</th>']
+        for j, c in enumerate(row[1:], 1):
+            v, cls = c if isinstance(c, tuple) else (c, "")
+            cls = (("num " if j >= num_from else "") + cls).strip()
+            cells.append(f'<td class="{cls}">{escape(v)}</td>' if cls else f"<td>{escape(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return Markup(f'<table class="scores"><caption>{escape(caption)}</caption><thead><tr>{head}</tr></thead>'
+                  f'<tbody>{"".join(out)}</tbody></table>')
+
+
+def _mean_expert_gap(gap_records: list[dict]) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for g in gap_records:
+        if g["reference"] == "expert" and g["rel_gap_pct"] == g["rel_gap_pct"]:
+            sums.setdefault(g["merge"], []).append(g["rel_gap_pct"])
+    return {m: sum(v) / len(v) for m, v in sums.items()}
+
+
+def _group(records: list[dict], key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(r[key], []).append(r)
+    return out
+
+
+# -- derived tables ----------------------------------------------------------------------------------
+def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, n_boot: int = RANK_BOOT) -> dict:
+    """95% interval of each model's leaderboard rank under the bootstrap.
+
+    Each task's documents are resampled identically for every model (a paired bootstrap) when per-document
+    statistics exist; a model without them draws its task scores from a normal with the row's stderr.
+    The babel score of each resample is the mean normalized score over tasks; ranks are taken per resample.
+    """
+    p = analysis.primary(df)
+    models = sorted(p["model"].unique())
+    if not models:
+        return {}
+    rng = np.random.default_rng(suite["seed"])
+    row_of = {m: i for i, m in enumerate(models)}
+    idx_of: dict[int, np.ndarray] = {}
+    total = np.zeros((len(models), n_boot))
+    counts = np.zeros((len(models), 1))
+    for task, g in p.groupby("task"):
+        kind, lang = task.split(":")[0], task.split(":")[1].split("-")[-1]
+        rows = np.array([row_of[m] for m in g["model"]])
+        # normal approximation from the stored stderr, for every model of this task at once ...
+        value = g["value"].to_numpy(dtype=float)[:, None]
+        stderr = pd.to_numeric(g["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[:, None]
+        samples = value + stderr * rng.standard_normal((len(g), n_boot))
+        # ... replaced by the paired bootstrap over documents where per-document statistics exist
+        for k, m in enumerate(g["model"]):
+            d = docs.get(m)
+            if d is not None and task in d.tasks:
+                n = len(d.tasks[task].ids)
+                idx = idx_of.setdefault(n, scoring.bootstrap_indices(n, suite["seed"], n_boot))
+                samples[k] = analysis._boot_primary(kind, d.tasks[task], idx, suite, lang)[1]
+        total[rows] += analysis.normalized(g["metric"].iloc[0], samples)
+        counts[rows] += 1
+    scores = total / np.maximum(counts, 1)
+    ranks = (-scores).argsort(0).argsort(0) + 1  # rank of each model within each resample
+    lo, hi = np.percentile(ranks, [2.5, 97.5], axis=1).astype(int)
+    return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
+
+
+def layer_group(layer: int, n_layers: int) -> str:
+    """Thirds of the depth: embeddings output and the first third are 'lower', the last third 'upper'."""
+    frac = layer / max(1, n_layers - 1)
+    return "lower" if frac < 1 / 3 else ("middle" if frac < 2 / 3 else "upper")
+
+
+def diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
+    """Per merge: mean constituent CKA over all layers and per layer group (columns cka_all, cka_lower, ...)."""
+    s = sim[(sim.relation == "constituents") & (sim.metric == "cka_linear")] if not sim.empty else sim
+    if s.empty:
+        return pd.DataFrame()
+    n_layers = s.groupby("merge")["layer"].transform("max") + 1
+    s = s.assign(group=[layer_group(l, n) for l, n in zip(s["layer"], n_layers)])
+    out = {"cka_all": s.groupby("merge")["value"].mean()}
+    for g in LAYER_GROUPS:
+        out[f"cka_{g}"] = s[s.group == g].groupby("merge")["value"].mean()
+    return pd.DataFrame(out)
+
+
+def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
+    """Least-squares line, its 95% bootstrap band (resampling merges), Spearman's rho with a bootstrap
+    interval and scipy's p-value. 1000 resamples up to 1000 merges, 100 beyond (the interval is then narrow)."""
+    from scipy import stats
+
+    n_boot = n_boot or (1000 if len(x) <= 1000 else 100)
+    out = {"n": int(len(x)), "slope": None, "intercept": None, "band": [], "rho": None, "rho_lo": None, "rho_hi": None,
+           "p_value": None}
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    slope, intercept = np.polyfit(x, y, 1)
+    rho, pv = stats.spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(x.min(), x.max(), 12)
+    preds, rhos = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
+            continue
+        b, a = np.polyfit(x[i], y[i], 1)
+        preds.append(a + b * grid)
+        rhos.append(stats.spearmanr(x[i], y[i]).statistic)
+    preds = np.array(preds)
+    out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
+               rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),
+               band=[(float(g), float(lo), float(hi)) for g, lo, hi in
+                     zip(grid, np.percentile(preds, 2.5, 0), np.percentile(preds, 97.5, 0))])
+    return out
+
+
+_PAGES: dict | None = None
+
+
+def _render_model_pages(indices) -> int:
+    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking)."""
+    job = _PAGES
+    data, ctx, board_rows, paired = job["data"], job["ctx"], job["board_rows"], job["paired"]
+    lm_tasks, mt_tasks, gap_records = job["lm_tasks"], job["mt_tasks"], job["gap_records"]
+    model_tpl = _env().get_template("model.html.j2")
+    results = [data.results[i] for i in indices]
+    names = {r.model.name for r in results}
+    gaps_of = _group([g for g in gap_records if g["merge"] in names], "merge")
+    paired_of = _group(paired.to_dict("records") if not paired.empty else [], "merge")
+    sim = data.similarity
+    sim_of = _group(sim[sim["merge"].isin(names)].to_dict("records") if not sim.empty else [], "merge")
+    rank_of = {r["model"]: r for r in board_rows}
+    order = {t: i for i, t in enumerate(lm_tasks + mt_tasks)}
+    for res in results:
+        name = res.model.name
+        by_task = _group([r.model_dump() for r in res.rows], "task")
+        table = [{"task": t, "metrics": [{"metric": x["metric"], "value": x["value"], "lo": x["ci_low"], "hi": x["ci_high"],
+                                          "n": x["n"], "signature": x["signature"]} for x in by_task[t]]}
+                 for t in sorted(by_task, key=lambda t: order.get(t, len(order)))]
+        sim_rows, sim_svg = [], None
+        if name in sim_of:
+            pairs: dict[tuple, list] = {}
+            for r in sim_of[name]:
+                pairs.setdefault((r["a"], r["b"], r["relation"]), []).append((r["layer"], r["value"]))
+            for (a, b, rel), vals in pairs.items():
+                by_layer = [v for _, v in sorted(vals)]
+                sim_rows.append({"a": a, "b": b, "relation": rel, "mean": sum(by_layer) / len(by_layer), "by_layer": by_layer})
+            sim_svg = Markup(plots.lines({f"{r['a']} ~ {r['b']}": r["by_layer"] for r in sim_rows},
+                                         f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
+        scores = html_table("Every metric of every task; n is the number of documents",
+                            ["task", "metric", "value", "95% interval", "n", "signature"],
+                            [[t["task"], (m["metric"], "txt"), _fmt(m["value"]), f"{_fmt(m['lo'])} – {_fmt(m['hi'])}", m["n"],
+                              (m["signature"] or "", "sig")] for t in table for m in t["metrics"]], num_from=2) if table else None
+        gap_rows = gaps_of.get(name, [])
+        gaps_t = html_table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
+                            ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
+                            [[g["task"], (g["reference"], "txt"), (g["ref_model"], "txt"), _fmt(g["merge_value"]),
+                              _fmt(g["ref_value"]), _fmt(g["gap"]), (_fmt(g["rel_gap_pct"], 1), heat(g["rel_gap_pct"]))]
+                             for g in gap_rows], num_from=3) if gap_rows else None
+        pr = paired_of.get(name, [])
+        paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
+                              ["task", "expert", "difference", "95% interval", "p"],
+                              [[p_["task"], (p_["expert"], "txt"), _fmt(p_["delta"]), f"{_fmt(p_['ci_low'])} – {_fmt(p_['ci_high'])}",
+                                _fmt(p_["p_value"])] for p_ in pr], num_from=2) if pr else None
+        sim_t = html_table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
+                           [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
+                           num_from=3) if sim_rows else None
+        (job["out"] / f"{slug(name)}.html").write_text(model_tpl.render(
+            **ctx, res=res, man=data.manifests.get(name, {}), board=rank_of.get(name), scores=scores, gaps=gaps_t,
+            paired=paired_t, sim=sim_t, sim_svg=sim_svg), encoding="utf-8")
+
+    return len(results)
+
+
+# -- the build ---------------------------------------------------------------------------------------
+def _env() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    env.filters["heat"] = heat
+    env.filters["slug"] = slug
+    return env
+
+
+def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
+    """Render the whole site into `out` (replaced only when the new build is complete)."""
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, _t=[t0]):
+        now = time.perf_counter()
+        phases[name] = round(now - _t[0], 2)
+        _t[0] = now
+
+    suite = data.suite
+    df = analysis.tidy([r for r in data.results if r.status == "ok"])
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
-    heat_rows = []
-    if not gaps.empty:
-        e = gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct")
-        m = gaps[gaps.reference == "mixed"].pivot_table(index="merge", columns="task", values="rel_gap_pct")
-        sig = set()
-        if paired is not None and not paired.empty:
-            sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0}
-        for merge in sorted(merges):
-            cells = []
-            for t in lm_tasks + mt_tasks:
-                ve = e.at[merge, t] if merge in e.index and t in e.columns else None
-                vm = m.at[merge, t] if merge in m.index and t in m.columns else None
-                cells.append({"expert": _fmt(ve, 1) + ("*" if (merge, t) in sig else ""), "mixed": _fmt(vm, 1), "cls": heat(ve if ve is not None and not pd.isna(ve) else vm)})
-            heat_rows.append({"merge": merge, "cells": cells})
+    board = analysis.leaderboard(df) if not df.empty else pd.DataFrame()
+    gap_records = analysis.merge_gap_records(df, data.merges) if not df.empty else []
+    gaps = pd.DataFrame(gap_records)
+    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
+    phase("tables")
+    ranks = rank_intervals(df, data.docs, suite) if not df.empty else {}
+    phase("ranks")
+    by_name = {r.model.name: r for r in data.results}
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined)
-    env.filters["fmt"] = _fmt
-    rows = []
-    for model, r in board.iterrows():
-        rows.append({"model": model, "kind": r["kind"], "arm": r["arm"] or "", "method": r["method"] or "",
-                     "score": r["babel_score"], "bpb": r["mean_bpb"], "chrf": r["mean_chrf"],
-                     "lm": [r.get(t) for t in lm_tasks], "mt": [r.get(t) for t in mt_tasks]})
-    failed = [{"model": r.model.name, "kind": r.model.kind, "error": r.error or "unknown"} for r in results
-              if r.status == "failed"]
-    html = env.get_template("index.html.j2").render(
-        suite=suite, rows=rows, failed=failed, lm_tasks=lm_tasks, mt_tasks=mt_tasks, corr=corr,
-        plot=scatter(corr["points"], corr), heat_rows=heat_rows, built=now_utc(), git=git_hash(),
-        n_models=len(rows), n_merges=len(merges))
-    out.mkdir(parents=True, exist_ok=True)
-    store.atomic_write_text(out / "index.html", html)
-    store.atomic_write_text(out / "style.css", (STATIC / "style.css").read_text(encoding="utf-8"))
-    (out / "data").mkdir(exist_ok=True)
-    store.atomic_write_text(out / "data" / "results.csv", df.to_csv(index=False))
-    store.atomic_write_text(out / "data" / "leaderboard.csv", board.to_csv())
-    if not gaps.empty:
-        store.atomic_write_text(out / "data" / "merge_gaps.csv", gaps.to_csv(index=False))
-    store.write_json(out / "data" / "cka_vs_gap.json", corr)
-    if paired is not None and not paired.empty:
-        store.atomic_write_text(out / "data" / "paired_vs_expert.csv", paired.to_csv(index=False))
+    # leaderboard rows (plain dicts: per-cell pandas lookups are too slow at leaderboard scale)
+    cell: dict[tuple[str, str, str], float] = {}
+    for r in data.results:
+        for row in r.rows:
+            cell[(r.model.name, row.task, row.metric)] = row.value
+    primary_metric = {t: analysis.PRIMARY[t.split(":")[0]] for t in lm_tasks + mt_tasks}
+    board_rows = []
+    cols = [board[c] for c in ("babel_score", "mean_bpb", "mean_chrf")] if not board.empty else [[], [], []]
+    for i, (model, score, bpb, chrf) in enumerate(zip(board.index, *cols), 1):
+        res = by_name[model]
+        board_rows.append({
+            "rank": i, "model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
+            "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
+            "score": score, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
+            "lm": [cell.get((model, t, primary_metric[t])) for t in lm_tasks],
+            "mt": [cell.get((model, t, primary_metric[t])) for t in mt_tasks],
+            "off": [cell.get((model, t, "off_target_rate")) for t in mt_tasks]})
+    failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
+              for r in data.results if r.status == "failed"]
+
+    phase("leaderboard rows")
+    # merge-gap heatmap
+    sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0} if not paired.empty else set()
+    heat_rows = []
+    rel = {(g["merge"], g["reference"], g["task"]): g["rel_gap_pct"] for g in gap_records}
+    shown_merges = sorted(data.merges)
+    if len(shown_merges) > HEAT_ROWS:  # the heatmap shows the merges with the largest mean loss; the CSV has all
+        mean_gap = _mean_expert_gap(gap_records)
+        shown_merges = sorted(sorted(shown_merges, key=lambda m: mean_gap.get(m, 0.0))[:HEAT_ROWS])
+    for merge in shown_merges:
+        cells = []
+        for t in lm_tasks + mt_tasks:
+            ve, vm = rel.get((merge, "expert", t)), rel.get((merge, "mixed", t))
+            shown = ve if ve is not None and not pd.isna(ve) else vm
+            cells.append({"expert": _fmt(ve, 1) + ("*" if (merge, t) in sig else ""), "mixed": _fmt(vm, 1), "v": shown})
+        heat_rows.append({"merge": merge, "slug": slug(merge), "cells": cells})
+    heat_note = (f"The {HEAT_ROWS} merges with the largest mean loss against their experts, of {len(data.merges)}; "
+                 "data/merge_gaps.csv has every merge.") if len(data.merges) > HEAT_ROWS else ""
+    phase("heatmap")
+    # analysis: diagnostics against the gap, CKA curves
+    diag = diagnostics(data.similarity)
+    gap_e = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
+    scatters = []
+    for col, label in [("cka_all", "mean constituent CKA, all layers")] + [(f"cka_{g}", f"mean constituent CKA, {g} layers") for g in LAYER_GROUPS]:
+        if diag.empty or col not in diag:
+            continue
+        pts = pd.DataFrame({"x": diag[col], "y": gap_e}).dropna()
+        fit = fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
+        desc = (f"{len(pts)} merges; Spearman rho {_fmt(fit['rho'])} (95% CI {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}), "
+                f"p {_fmt(fit['p_value'])}; the line is the least-squares fit and the band its 95% bootstrap interval.")
+        svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
+                            f"{label} versus gap to expert", label, "gap to expert (%)", fit, desc)
+        scatters.append({"name": col, "label": label, "fit": fit, "svg": Markup(svg), "desc": desc})
+    curves, curve_desc = {}, ""
+    if not data.similarity.empty:
+        s_ = data.similarity[(data.similarity.relation == "constituents") & (data.similarity.metric == "cka_linear")]
+        by = s_.groupby(["merge", "layer"])["value"].mean().unstack("layer").sort_index(axis=1)
+        if len(by) <= 10:
+            curves = {m: [v for v in row if v == v] for m, row in zip(by.index, by.to_numpy())}
+            curve_desc = f"Mean linear CKA between each merge's constituents at each layer, {len(curves)} merges."
+        else:  # too many merges for one line each: the spread across merges
+            q = np.nanpercentile(by.to_numpy(), [10, 50, 90], axis=0)
+            curves = {"90th percentile": q[2].tolist(), "median": q[1].tolist(), "10th percentile": q[0].tolist()}
+            curve_desc = f"Median and 10th/90th percentiles over {len(by)} merges of the mean constituent CKA at each layer."
+    curve_svg = Markup(plots.lines(curves, "Layer-wise CKA between constituents", "layer (0 = embeddings)", "linear CKA",
+                                   curve_desc)) if curves else None
+
+    phase("analysis")
+    # methods
+    signatures = {}
+    if not df.empty:
+        for r in df.dropna(subset=["signature"]).drop_duplicates(["metric", "signature"]).itertuples():
+            signatures.setdefault(r.metric, set()).add(r.signature)
+    provs = [r.provenance for r in data.results]
+    ctx = dict(suite=suite, built=now_utc(), git=git_hash(), lm_tasks=lm_tasks, mt_tasks=mt_tasks,
+               n_models=len(data.results), n_merges=len(data.merges), failed=failed)
+
+    env = _env()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+    (tmp / "data").mkdir()
+    pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
+    filters = {"arms": sorted({r["arm"] for r in board_rows if r["arm"]}),
+               "methods": sorted({r["method"] for r in board_rows if r["method"]}),
+               "constituents": sorted({c for r in board_rows for c in r["constituents"]})}
+    index_tpl = env.get_template("index.html.j2")
+    for k in range(pages):
+        name = "index.html" if k == 0 else f"leaderboard-{k + 1}.html"
+        (tmp / name).write_text(index_tpl.render(
+            **ctx, rows=board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], page=k + 1, pages=pages, filters=filters,
+            page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"), encoding="utf-8")
+    (tmp / "analysis.html").write_text(env.get_template("analysis.html.j2").render(
+        **ctx, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
+        neurons_available=False), encoding="utf-8")
+    (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
+        **ctx, signatures={k: sorted(v) for k, v in signatures.items()},
+        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
+        suite_yaml=json.dumps({k: v for k, v in suite.items()}, indent=1, ensure_ascii=False)), encoding="utf-8")
+
+    phase("index, analysis, methods pages")
+    # one page per model, in a process per core for large sites (forked: the workers read what is built here)
+    global _PAGES
+    _PAGES = {"data": data, "ctx": ctx, "board_rows": board_rows, "gap_records": gap_records, "paired": paired,
+              "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "out": tmp / "models"}
+    n = len(data.results)
+    workers = min(os.cpu_count() or 1, 8) if n >= 500 else 1
+    chunks = [range(i, n, workers) for i in range(workers)]
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            list(pool.map(_render_model_pages, chunks))
+    else:
+        _render_model_pages(chunks[0])
+    _PAGES = None
+
+    phase("model pages")
+    # downloads: everything shown
+    shutil.copy(STATIC / "style.css", tmp / "style.css")
+    shutil.copy(STATIC / "site.js", tmp / "site.js")
+    df.to_csv(tmp / "data" / "results.csv", index=False)
+    board.to_csv(tmp / "data" / "leaderboard.csv")
+    (tmp / "data" / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in data.results]), encoding="utf-8")
+    for name, frame in (("merge_gaps", gaps), ("paired_vs_expert", paired), ("similarity", data.similarity)):
+        frame.to_csv(tmp / "data" / f"{name}.csv", index=False)
+    (tmp / "data" / "correlations.json").write_text(json.dumps(
+        [{"diagnostic": s["name"], **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1), encoding="utf-8")
+    (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
+
+    phase("downloads")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}")
+    log("[site] phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
     return out / "index.html"

@@ -27,6 +27,17 @@ else
 fi
 
 $PY -m pip install -q -c constraints.txt -e ".$extra"
+
+# The browser tests drive Debian's Chromium (never a browser build downloaded by a tool).
+if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the browser tests will be skipped" >&2
+  else
+    echo "setup: chromium is missing and this is not root; run 'sudo apt-get install chromium' for the browser tests" >&2
+  fi
+fi
 if $PY -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
   command -v nvidia-smi >/dev/null 2>&1 || { echo "setup: CUDA packages were installed on a machine without a GPU" >&2; exit 1; }
 fi

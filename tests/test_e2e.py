@@ -46,8 +46,11 @@ def test_run_micro_end_to_end(tmp_path):
         assert all(r.signature for r in res.rows if r.metric in ("chrf++", "bleu"))
         sim = schema.SimilarityFile.model_validate(json.loads((subs / s / "results" / "similarity+micro.json").read_text()))
         assert all(0.0 <= r.value <= 1.0 + 1e-9 for r in sim.rows)
-    html = (out / "index.html").read_text()
-    assert "ref-ties-mt-all-d0.5" in html and "Spearman" in html
+    assert "ref-ties-mt-all-d0.5" in (out / "index.html").read_text()
+    assert "Spearman" in (out / "analysis.html").read_text()
+    assert (out / "models" / "ref-ties-mt-all-d0.5.html").exists()
+    docs = schema.DocsFile.model_validate(json.loads((subs / SUBSET[0] / "results" / "babel-mini-v1+micro.docs.json").read_text()))
+    assert len(docs.tasks) == 13
 
     # warm rerun: nothing is retrained, re-merged or re-evaluated
     mtimes = {p: p.stat().st_mtime_ns for p in refs.rglob("*.json")}

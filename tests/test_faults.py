@@ -89,5 +89,5 @@ def test_site_shows_failures(tmp_path):
                                 error="m: weight w contains NaN or inf; the checkpoint is corrupt, re-export it",
                                 model=schema.ModelInfo(name="broken-merge", kind="submission", sha256="1", weights={}),
                                 provenance=prov, rows=[])
-    html = site.build([failed], pd.DataFrame(), {}, load_suite(), tmp_path).read_text()
+    html = site.build(site.SiteData(suite=load_suite(), results=[failed]), tmp_path / "site", log=lambda *_: None).read_text()
     assert "Failed evaluations" in html and "broken-merge" in html and "contains NaN or inf" in html
