@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="run the suite on every family member and submission whose results are stale")
     _common(p, eval_opts=True)
-    p.add_argument("ids", nargs="*", help="only these submission ids")
+    p.add_argument("ids", nargs="*", help="only these submissions (ids or submissions/<id> folders)")
     p.add_argument("--model", action="append", default=None, metavar="PATH_OR_HUB_ID",
                    help="evaluate this checkpoint instead (a local Hugging Face folder, or org/name@<40-hex revision>); repeatable")
     p.add_argument("--out-dir", type=Path, default=Path("external"), help="with --model: where results go (default: external/)")
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     _common(sb)
     sb.add_argument("--out", type=Path, default=None, help="output folder (default: site/_build)")
 
-    p = sub.add_parser("validate", help="check submission manifests and recipes")
+    sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
+
+    p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
 
     args = ap.parse_args(argv)
@@ -120,7 +122,7 @@ def _dispatch(args) -> int:
     elif args.cmd == "merge":
         pipeline.stage_merges(_ctx(args))
     elif args.cmd == "evaluate":
-        ctx = _ctx(args, only=args.ids or None)
+        ctx = _ctx(args, only=[Path(i).name for i in args.ids] or None)
         if args.model:
             failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
                                              items=pipeline.external_items(ctx, args.model, args.out_dir))
@@ -139,22 +141,25 @@ def _dispatch(args) -> int:
         pipeline.stage_site(_ctx(args))
     elif args.cmd == "validate":
         return _validate(args.paths)
+    elif args.cmd == "schema":
+        import json
+
+        from .schema import Submission
+
+        print(json.dumps(Submission.model_json_schema(), indent=1))
     return 0
 
 
 def _validate(paths: list[Path]) -> int:
-    from .submissions import SUBMISSIONS_DIR, SubmissionError, load
+    from .submissions import SUBMISSIONS_DIR
+    from .validation import validate_paths
 
     folders = paths or sorted(d for d in SUBMISSIONS_DIR.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
-    bad = 0
-    for folder in folders:
-        try:
-            load(folder)
-        except SubmissionError as e:
-            print(e)
-            bad += 1
-    print(f"{len(folders) - bad} of {len(folders)} submissions valid")
-    return 1 if bad else 0
+    problems, n = validate_paths(folders)
+    for line in problems:
+        print(line)
+    print(f"{n} submission(s) checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

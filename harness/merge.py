@@ -15,6 +15,10 @@ from . import store
 from .family.build import model_hash, resolve, weight_hashes
 
 
+class MergeError(ValueError):
+    """A recipe that mergekit could not execute: one line."""
+
+
 def model_refs(recipe: dict) -> list[str]:
     """Every model a mergekit recipe names (models, base_model, slices' sources), in order, without repeats."""
     refs = []
@@ -23,12 +27,13 @@ def model_refs(recipe: dict) -> list[str]:
         if isinstance(r, str) and r not in refs:
             refs.append(r)
 
+    items = lambda x: x if isinstance(x, list) else []
     add(recipe.get("base_model"))
-    for m in recipe.get("models") or []:
-        add(m.get("model"))
-    for sl in recipe.get("slices") or []:
-        for src in sl.get("sources") or []:
-            add(src.get("model"))
+    for m in items(recipe.get("models")):
+        add(m.get("model") if isinstance(m, dict) else None)
+    for sl in items(recipe.get("slices")):
+        for src in items(sl.get("sources") if isinstance(sl, dict) else None):
+            add(src.get("model") if isinstance(src, dict) else None)
     return refs
 
 
@@ -71,12 +76,18 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
         return out, store.read_json(meta)["provenance"]
     log(f"[merge] {recipe_path.parent.name}: {recipe.get('merge_method')} over {len(paths)} models")
     t0 = time.perf_counter()
-    config = MergeConfiguration.model_validate(resolved)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    run_merge(config, str(tmp), options=MergeOptions(cuda=device.startswith("cuda"), copy_tokenizer=True,
-                                                      random_seed=seed, quiet=True, trust_remote_code=False,
-                                                      safe_serialization=True, write_model_card=True))
+    try:
+        config = MergeConfiguration.model_validate(resolved)
+        run_merge(config, str(tmp), options=MergeOptions(cuda=device.startswith("cuda"), copy_tokenizer=True,
+                                                          random_seed=seed, quiet=True, trust_remote_code=False,
+                                                          safe_serialization=True, write_model_card=True))
+    except Exception as e:  # mergekit raises many types; the contract is one line naming the recipe
+        shutil.rmtree(tmp, ignore_errors=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise MergeError(f"{recipe_path}: merge_method: mergekit failed ({type(e).__name__}: {first}); "
+                         "check the recipe against mergekit's documentation for this method") from None
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "seed": seed,

@@ -68,15 +68,27 @@ def stage_family(ctx: Context) -> dict:
     return Builder(ctx.preset, log=ctx.log).build()
 
 
-def stage_merges(ctx: Context) -> dict[str, tuple[Path, dict | None]]:
-    """Checkpoint folder (and merge provenance) of every submission."""
+def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
+    """Checkpoint folder (and merge provenance) of every submission; (None, {"error": line}) for one that
+    cannot be merged or whose checkpoint is refused."""
+    from .merge import MergeError
+    from .safety import UnsafeCheckpoint, inspect_checkpoint
+    from .sources import resolve_model
+
     out = {}
     for s in ctx.subs():
-        if s.manifest.kind == "recipe":
-            out[s.id] = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device, ctx.log)
-        else:
-            out[s.id] = (s.folder / s.manifest.checkpoint, None)
-    ctx.log(f"[merge] {len(out)} submissions ready")
+        try:
+            if s.manifest.kind == "recipe":
+                out[s.id] = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device, ctx.log)
+            else:
+                ck = s.manifest.checkpoint
+                path = s.folder / ck.path if ck.path is not None else resolve_model(ck.hub)
+                inspect_checkpoint(path, s.folder if ck.path is not None else path, ck.sha256)
+                out[s.id] = (path, None)
+        except (MergeError, UnsafeCheckpoint, FileNotFoundError, ValueError) as e:
+            ctx.log(f"[merge] {s.id}: FAILED: {e}")
+            out[s.id] = (None, {"error": str(e).splitlines()[0]})
+    ctx.log(f"[merge] {sum(1 for p, _ in out.values() if p is not None)} of {len(out)} submissions ready")
     return out
 
 
@@ -89,7 +101,9 @@ def _models(ctx: Context, merged: dict) -> list[tuple[str, Path, Path, dict]]:
                       {"kind": "family", "family": FAMILY, "preset": ctx.preset, "arm": m.arm, "method": "trained",
                        "base_model": f"family:{FAMILY}/{m.parent}" if m.parent else None}))
     for s in ctx.subs():
-        path, _ = merged[s.id]
+        path, prov = merged[s.id]
+        if path is None:
+            continue
         items.append((s.id, path, s.results_path(ctx.results_name),
                       {"kind": "submission", "family": FAMILY, "preset": ctx.preset, "arm": s.manifest.arm,
                        "method": s.manifest.method, "constituents": s.manifest.constituents, "base_model": s.manifest.base_model}))
@@ -102,6 +116,9 @@ def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus, items: l
     from .evaluate import ModelFault, SuiteTasks, evaluate_to_file, is_current, model_info
 
     items = items if items is not None else _models(ctx, merged)
+    failed = [sid for sid, (path, prov) in merged.items() if path is None]
+    for sid in failed:
+        _record_failure(ctx, sid, merged[sid][1]["error"])
     todo = []
     for name, path, rpath, extra in items:
         try:
@@ -112,7 +129,6 @@ def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus, items: l
         if not is_current(rpath, info, ctx.suite, ctx.limit):
             todo.append((name, path, rpath, info, None))
     ctx.log(f"[evaluate] {len(items) - len(todo)} of {len(items)} models current; evaluating {len(todo)} on {ctx.device}")
-    failed = []
     if not todo:
         return failed
     tasks = SuiteTasks.build(ctx.suite, corp, ctx.limit)
@@ -135,6 +151,19 @@ def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus, items: l
     return failed
 
 
+def _record_failure(ctx: Context, sid: str, error: str) -> None:
+    """A submission that never reached evaluation (its merge failed, its checkpoint was refused)."""
+    from .evaluate import _provenance
+
+    s = next(x for x in ctx.subs() if x.id == sid)
+    info = schema.ModelInfo(name=sid, kind="submission", sha256="", weights={}, arm=s.manifest.arm, method=s.manifest.method,
+                            constituents=s.manifest.constituents, base_model=s.manifest.base_model)
+    res = schema.ResultsFile(suite=ctx.suite["id"], suite_sha256=ctx.suite["sha256"], tasks={}, model=info, status="failed",
+                             error=error, rows=[], provenance=_provenance(ctx.device, ctx.dtype, None, ctx.backend,
+                                                                         time.perf_counter(), ctx.limit, None, ctx.suite))
+    store.write_json(s.results_path(ctx.results_name), res.model_dump(mode="json"))
+
+
 def external_items(ctx: Context, models: list[str], out_dir: Path) -> list[tuple]:
     """(name, checkpoint, results path, extras) for checkpoints given on the command line."""
     from .sources import resolve_model
@@ -154,6 +183,8 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> Non
     cache = SimilarityCache(probe_texts(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
     for s in ctx.subs():
         path, _ = merged[s.id]
+        if path is None or not all(c.startswith("family:") for c in s.manifest.constituents):
+            continue  # hub constituents: similarity needs their activations on the probe (not computed here yet)
         target = s.results_path(ctx.similarity_name)
         cons = [(c.split("/")[-1], model_hash(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
         me = (s.id, model_hash(path), path)

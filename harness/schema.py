@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RESULTS_SCHEMA_VERSION = 1
 SUBMISSION_SCHEMA_VERSION = 1
@@ -17,24 +17,65 @@ class Strict(BaseModel):
 
 
 # -- submissions -------------------------------------------------------------------------------------
+FAMILY_REF = re.compile(r"^family:babel-mini/[a-z0-9-]+$")
+HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+@[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# mergekit's method names (mergekit 0.1.5); validate also asks mergekit itself.
+KNOWN_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
+                 "della", "della_linear", "model_stock", "slerp", "nuslerp", "multislerp", "karcher", "sce", "nearswap",
+                 "passthrough", "arcee_fusion", "ram", "ramplus_tl")
+
+
+def _model_ref(v: str) -> str:
+    if FAMILY_REF.match(v) or HUB_REF.match(v):
+        return v
+    raise ValueError("name a family member as family:babel-mini/<member> or a hub model as org/name@<40-hex revision>")
+
+
+class CheckpointSpec(Strict):
+    """A submitted checkpoint: a folder inside the submission, or a hub id pinned to a revision."""
+
+    path: str | None = None                # relative to the submission folder
+    hub: str | None = None                 # org/name@<40-hex revision>
+    sha256: dict[str, str] = Field(min_length=1)  # weight file -> sha256
+
+    @field_validator("hub")
+    @classmethod
+    def _hub(cls, v):
+        if v is not None and not HUB_REF.match(v):
+            raise ValueError("pin the hub id to a commit: org/name@<40-hex revision>")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: dict[str, str]):
+        for name, digest in v.items():
+            if not name.endswith(".safetensors"):
+                raise ValueError(f"'{name}': only .safetensors weight files are accepted; convert the checkpoint")
+            if not SHA256.match(digest):
+                raise ValueError(f"'{name}': sha256 must be 64 lowercase hex digits (sha256sum FILE)")
+        return v
+
+
 class Submission(Strict):
     """submissions/<id>/submission.yaml"""
 
     schema_version: Literal[1] = 1
     id: str
-    title: str
+    title: str = Field(min_length=3, max_length=200)
     authors: list[str] = Field(min_length=1)
-    method: str                               # a free name, e.g. "ties"
-    method_family: str | None = None          # a known mergekit method, when it is one
+    contact: str = Field(min_length=3, max_length=200)    # e-mail address or URL where the submitters answer
+    method: str = Field(min_length=1, max_length=80)     # a free name, e.g. "ties-with-my-trick"
+    method_family: str | None = None                     # the mergekit method it is, when it is a known one
     kind: Literal["checkpoint", "recipe"]
     arm: Literal["pretrain", "cpt", "mt", "other"] = "other"
-    constituents: list[str] = Field(min_length=1)  # family:babel-mini/<member> or pinned hub ids
+    constituents: list[str] = Field(min_length=1)        # family:babel-mini/<member> or org/name@<40-hex>
     base_model: str | None = None
-    checkpoint: str | None = None             # kind=checkpoint: a folder inside the submission
-    recipe: str | None = None                 # kind=recipe: a mergekit YAML inside the submission
-    suites: list[str] = Field(default_factory=lambda: ["babel-mini-v1"])
-    generated_by: str | None = None           # the script that wrote a reference submission
-    license: str = "CC-BY-4.0"
+    checkpoint: CheckpointSpec | None = None             # kind: checkpoint
+    recipe: str | None = None                            # kind: recipe: a mergekit YAML inside the submission
+    suites: list[str] = Field(default_factory=lambda: ["babel-mini-v1"], min_length=1)
+    generated_by: str | None = None                      # the script that wrote a reference submission
+    license: str = Field(min_length=2, max_length=64)    # SPDX identifier, e.g. CC-BY-4.0, Apache-2.0
 
     @field_validator("id")
     @classmethod
@@ -42,6 +83,44 @@ class Submission(Strict):
         if not _ID.match(v):
             raise ValueError("use 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
         return v
+
+    @field_validator("authors")
+    @classmethod
+    def _authors(cls, v: list[str]) -> list[str]:
+        if any(not a.strip() for a in v):
+            raise ValueError("an author name is empty")
+        return v
+
+    @field_validator("method_family")
+    @classmethod
+    def _family(cls, v):
+        if v is not None and v not in KNOWN_METHODS:
+            raise ValueError(f"'{v}' is not a mergekit method; leave it out or use one of: {', '.join(KNOWN_METHODS)}")
+        return v
+
+    @field_validator("constituents")
+    @classmethod
+    def _constituents(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            _model_ref(ref)
+        if len(set(v)) != len(v):
+            raise ValueError("a constituent is listed twice")
+        return v
+
+    @field_validator("base_model")
+    @classmethod
+    def _base(cls, v):
+        return None if v is None else _model_ref(v)
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if self.kind == "recipe" and (self.recipe is None or self.checkpoint is not None):
+            raise ValueError("kind: recipe needs `recipe: recipe.yml` and no `checkpoint`")
+        if self.kind == "checkpoint" and (self.checkpoint is None or self.recipe is not None):
+            raise ValueError("kind: checkpoint needs a `checkpoint` (path or hub, with sha256) and no `recipe`")
+        if self.checkpoint is not None and (self.checkpoint.path is None) == (self.checkpoint.hub is None):
+            raise ValueError("checkpoint: give exactly one of `path` (a folder inside the submission) or `hub`")
+        return self
 
 
 # -- results -----------------------------------------------------------------------------------------

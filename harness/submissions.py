@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from . import schema, store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,23 +30,15 @@ class Loaded:
 
 
 def load(folder: Path) -> Loaded:
-    f = folder / "submission.yaml"
-    if not f.is_file():
-        raise SubmissionError(f"{f}: -: file missing; every submission folder needs a submission.yaml")
-    try:
-        data = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SubmissionError(f"{f}: -: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-    try:
-        m = schema.Submission.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "-"
-        raise SubmissionError(f"{f}: {field}: {err['msg']}; see submissions/README.md for the format") from None
-    if m.id != folder.name:
-        raise SubmissionError(f"{f}: id: '{m.id}' differs from the folder name '{folder.name}'; make them equal")
-    if m.kind == "recipe" and not (m.recipe and (folder / m.recipe).is_file()):
-        raise SubmissionError(f"{f}: recipe: recipe file '{m.recipe}' is missing; add recipe.yml beside submission.yaml")
+    """A submission whose manifest is valid (the first problem is raised as one line otherwise)."""
+    from .validation import read_manifest
+
+    m, problems = read_manifest(folder)
+    if problems:
+        raise SubmissionError(problems[0])
+    if m.kind == "recipe" and not (folder / m.recipe).is_file():
+        raise SubmissionError(f"{folder / 'submission.yaml'}: recipe: recipe file '{m.recipe}' is missing; "
+                              "add recipe.yml beside submission.yaml")
     return Loaded(folder, m)
 
 

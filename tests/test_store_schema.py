@@ -36,7 +36,8 @@ def test_result_row_refuses_unknown_fields():
 
 
 def test_submission_id_rules():
-    base = dict(title="t", authors=["a"], method="linear", kind="recipe", constituents=["family:babel-mini/mono-en"])
+    base = dict(title="tiny", authors=["a"], contact="a@example.org", license="MIT", method="linear", kind="recipe",
+                recipe="recipe.yml", constituents=["family:babel-mini/mono-en"])
     schema.Submission(id="ref-linear-x", **base)
     for bad in ("Has Space", "../up", "a", "-lead"):
         with pytest.raises(ValidationError):
@@ -50,12 +51,12 @@ def test_submission_loader_one_line_errors(tmp_path):
     d.mkdir()
     with pytest.raises(SubmissionError, match=r"submission.yaml: -: file missing"):
         load(d)
-    (d / "submission.yaml").write_text("id: other-id\ntitle: t\nauthors: [a]\nmethod: linear\nkind: recipe\n"
-                                       "constituents: [family:babel-mini/mono-en]\nrecipe: recipe.yml\n")
+    common = ("title: tiny\nauthors: [a]\ncontact: a@example.org\nlicense: MIT\nmethod: linear\nkind: recipe\n"
+              "constituents: [family:babel-mini/mono-en]\nrecipe: recipe.yml\n")
+    (d / "submission.yaml").write_text("id: other-id\n" + common)
     with pytest.raises(SubmissionError, match=r"id: 'other-id' differs from the folder name"):
         load(d)
-    (d / "submission.yaml").write_text("id: my-sub\ntitle: t\nauthors: [a]\nmethod: linear\nkind: recipe\n"
-                                       "constituents: [family:babel-mini/mono-en]\nrecipe: recipe.yml\ncolour: red\n")
+    (d / "submission.yaml").write_text("id: my-sub\n" + common + "colour: red\n")
     with pytest.raises(SubmissionError, match=r"colour: Extra inputs are not permitted"):
         load(d)
 
@@ -65,7 +66,7 @@ def test_repo_submissions_validate():
     from harness.submissions import SUBMISSIONS_DIR, discover
 
     subs = discover(SUBMISSIONS_DIR)
-    assert len(subs) >= 9
+    assert len(subs) >= 40
     assert all(s.id == s.folder.name for s in subs)
 
 
