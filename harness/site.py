@@ -48,6 +48,13 @@ def _fmt(v, digits=3):
     return f"{v:.{digits}f}"
 
 
+def pval(v) -> str:
+    """A p-value for people: '< 0.001' rather than a row of zeros."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
 def heat(v: float | None) -> str:
     """CSS class for a relative gap in percent: h-n3..h-n1 losses, h-0 about even, h-p1..h-p3 gains."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -230,7 +237,7 @@ def _render_model_pages(indices) -> int:
         paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
                               ["task", "expert", "difference", "95% interval", "p"],
                               [[p_["task"], (p_["expert"], "txt"), _fmt(p_["delta"]), f"{_fmt(p_['ci_low'])} – {_fmt(p_['ci_high'])}",
-                                _fmt(p_["p_value"])] for p_ in pr], num_from=2) if pr else None
+                                pval(p_["p_value"])] for p_ in pr], num_from=2) if pr else None
         sim_t = html_table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
                            [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
                            num_from=3) if sim_rows else None
@@ -247,6 +254,7 @@ def _env() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = _fmt
     env.filters["heat"] = heat
+    env.filters["pval"] = pval
     env.filters["slug"] = slug
     return env
 
@@ -323,7 +331,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         pts = pd.DataFrame({"x": diag[col], "y": gap_e}).dropna()
         fit = fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
         desc = (f"{len(pts)} merges; Spearman rho {_fmt(fit['rho'])} (95% CI {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}), "
-                f"p {_fmt(fit['p_value'])}; the line is the least-squares fit and the band its 95% bootstrap interval.")
+                f"p {pval(fit['p_value'])}; the line is the least-squares fit and the band its 95% bootstrap interval.")
         svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
                             f"{label} versus gap to expert", label, "gap to expert (%)", fit, desc)
         scatters.append({"name": col, "label": label, "fit": fit, "svg": Markup(svg), "desc": desc})
