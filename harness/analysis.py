@@ -116,19 +116,43 @@ def constituent_cka(sim: pd.DataFrame) -> pd.Series:
     return s.groupby("merge")["value"].mean()
 
 
-def cka_vs_gap(gaps: pd.DataFrame, sim: pd.DataFrame) -> dict:
+def cka_vs_gap(gaps: pd.DataFrame, sim: pd.DataFrame, seed: int = 0) -> dict:
     """Spearman correlation across merges between constituents' mean CKA and the mean relative gap to the
-    constituent experts (each merge one point)."""
+    constituent experts (each merge one point), with the fitted line (fit_with_band)."""
     g = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
     c = constituent_cka(sim) if not sim.empty else pd.Series(dtype=float)
     points = pd.DataFrame({"cka": c, "gap": g}).dropna()
-    out = {"n": int(len(points)), "points": points.reset_index(names="merge").to_dict("records"),
-           "spearman_rho": None, "p_value": None, "slope": None, "intercept": None}
-    if len(points) >= 3 and points["cka"].nunique() > 1 and points["gap"].nunique() > 1:
-        rho, pv = stats.spearmanr(points["cka"], points["gap"])
-        out.update(spearman_rho=float(rho), p_value=float(pv))
-        slope, intercept = np.polyfit(points["cka"], points["gap"], 1)
-        out.update(slope=float(slope), intercept=float(intercept))
+    fit = fit_with_band(points["cka"].to_numpy(), points["gap"].to_numpy(), seed)
+    return {"n": int(len(points)), "points": points.reset_index(names="merge").to_dict("records"),
+            "spearman_rho": fit["rho"], "p_value": fit["p_value"], "slope": fit["slope"], "intercept": fit["intercept"],
+            "rho_lo": fit["rho_lo"], "rho_hi": fit["rho_hi"]}
+
+
+def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
+    """Least-squares line, its 95% bootstrap band (resampling merges), Spearman's rho with a bootstrap
+    interval and scipy's p-value. 1000 resamples up to 1000 merges, 100 beyond (the interval is then narrow)."""
+    n_boot = n_boot or (1000 if len(x) <= 1000 else 100)
+    out = {"n": int(len(x)), "slope": None, "intercept": None, "band": [], "rho": None, "rho_lo": None, "rho_hi": None,
+           "p_value": None}
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    slope, intercept = np.polyfit(x, y, 1)
+    rho, pv = stats.spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(x.min(), x.max(), 12)
+    preds, rhos = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
+            continue
+        b, a = np.polyfit(x[i], y[i], 1)
+        preds.append(a + b * grid)
+        rhos.append(stats.spearmanr(x[i], y[i]).statistic)
+    preds = np.array(preds)
+    out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
+               rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),
+               band=[(float(g), float(lo), float(hi)) for g, lo, hi in
+                     zip(grid, np.percentile(preds, 2.5, 0), np.percentile(preds, 97.5, 0))])
     return out
 
 

@@ -235,11 +235,11 @@ def stage_analyze(ctx: Context) -> dict:
     results, sim, merges = load_tables(ctx)
     df = analysis.tidy(results)
     gaps = analysis.merge_gaps(df, merges)
-    corr = analysis.cka_vs_gap(gaps, sim)
+    corr = analysis.cka_vs_gap(gaps, sim, ctx.suite["seed"])
     rho = corr["spearman_rho"]
     paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
-    ctx.log(f"[analyze] {len(merges)} merges; Spearman(constituent CKA, gap to expert) = "
-            f"{'n/a' if rho is None else f'{rho:.3f}'} over n = {corr['n']}")
+    shown = "n/a" if rho is None else f"{rho:.3f} [{corr['rho_lo']:.2f}, {corr['rho_hi']:.2f}]"
+    ctx.log(f"[analyze] {len(merges)} merges; Spearman(constituent CKA, gap to expert) = {shown} over n = {corr['n']}")
     if not paired.empty:
         worse = int(((paired.ci_high < 0)).sum())
         ctx.log(f"[analyze] paired bootstrap: {worse} of {len(paired)} (merge, task) pairs significantly below their expert (95%)")

@@ -160,36 +160,6 @@ def diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
-    """Least-squares line, its 95% bootstrap band (resampling merges), Spearman's rho with a bootstrap
-    interval and scipy's p-value. 1000 resamples up to 1000 merges, 100 beyond (the interval is then narrow)."""
-    from scipy import stats
-
-    n_boot = n_boot or (1000 if len(x) <= 1000 else 100)
-    out = {"n": int(len(x)), "slope": None, "intercept": None, "band": [], "rho": None, "rho_lo": None, "rho_hi": None,
-           "p_value": None}
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return out
-    slope, intercept = np.polyfit(x, y, 1)
-    rho, pv = stats.spearmanr(x, y)
-    rng = np.random.default_rng(seed)
-    grid = np.linspace(x.min(), x.max(), 12)
-    preds, rhos = [], []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
-            continue
-        b, a = np.polyfit(x[i], y[i], 1)
-        preds.append(a + b * grid)
-        rhos.append(stats.spearmanr(x[i], y[i]).statistic)
-    preds = np.array(preds)
-    out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
-               rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),
-               band=[(float(g), float(lo), float(hi)) for g, lo, hi in
-                     zip(grid, np.percentile(preds, 2.5, 0), np.percentile(preds, 97.5, 0))])
-    return out
-
-
 _PAGES: dict | None = None
 
 
@@ -329,7 +299,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         if diag.empty or col not in diag:
             continue
         pts = pd.DataFrame({"x": diag[col], "y": gap_e}).dropna()
-        fit = fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
+        fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
         desc = (f"{len(pts)} merges; Spearman rho {_fmt(fit['rho'])} (95% CI {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}), "
                 f"p {pval(fit['p_value'])}; the line is the least-squares fit and the band its 95% bootstrap interval.")
         svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
