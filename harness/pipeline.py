@@ -36,6 +36,7 @@ class Context:
     only: list[str] | None = None          # submission ids to restrict to
     log: callable = print
     suite: dict = field(init=False)
+    _subs: list | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         from .evaluate import pick_device
@@ -56,16 +57,19 @@ class Context:
         return results_name(self.suite, self.preset, stem="similarity")
 
     def subs(self) -> list[submissions.Loaded]:
-        found = [s for s in submissions.discover(self.submissions_dir) if self.suite["id"] in s.manifest.suites]
-        return [s for s in found if not self.only or s.id in self.only]
+        """The submissions of this suite (read and validated once per run)."""
+        if self._subs is None:
+            found = [s for s in submissions.discover(self.submissions_dir) if self.suite["id"] in s.manifest.suites]
+            self._subs = [s for s in found if not self.only or s.id in self.only]
+        return self._subs
 
 
 def stage_corpus(ctx: Context) -> corpus_mod.Corpus:
     return corpus_mod.build(log=ctx.log)
 
 
-def stage_family(ctx: Context) -> dict:
-    return Builder(ctx.preset, log=ctx.log).build()
+def stage_family(ctx: Context, corp: corpus_mod.Corpus | None = None) -> dict:
+    return Builder(ctx.preset, log=ctx.log, corpus=corp).build()
 
 
 def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
@@ -269,7 +273,7 @@ def run(ctx: Context) -> list[str]:
     stage(1, "corpus")
     corp = stage_corpus(ctx)
     stage(2, "family")
-    stage_family(ctx)
+    stage_family(ctx, corp)
     stage(3, "merge")
     merged = stage_merges(ctx)
     stage(4, "evaluate")

@@ -154,7 +154,7 @@ def diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     n_layers = s.groupby("merge")["layer"].transform("max") + 1
     s = s.assign(group=[layer_group(l, n) for l, n in zip(s["layer"], n_layers)])
-    out = {"cka_all": s.groupby("merge")["value"].mean()}
+    out = {"cka_all": analysis.constituent_cka(s)}
     for g in LAYER_GROUPS:
         out[f"cka_{g}"] = s[s.group == g].groupby("merge")["value"].mean()
     return pd.DataFrame(out)

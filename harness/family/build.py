@@ -76,14 +76,13 @@ def model_hash(path: Path) -> str:
 class Builder:
     """Builds members on demand, reusing any whose inputs (spec, preset, tokenizer, parent) are unchanged."""
 
-    def __init__(self, preset_name: str = "tiny", log=print):
+    def __init__(self, preset_name: str = "tiny", log=print, corpus: corpus_mod.Corpus | None = None):
         self.preset = PRESETS[preset_name]
         self.log = log
         self.root = family_root(self.preset)
-        self.corpus = corpus_mod.build(log=log)
+        self.corpus = corpus or corpus_mod.build(log=log)
         self._streams: dict[str, np.ndarray] = {}
         self._pairs: dict[str, list] = {}
-        torch.set_num_threads(max(1, torch.get_num_threads()))
 
     # -- tokenizer -------------------------------------------------------------------------------
     def tokenizer_dir(self) -> Path:
