@@ -129,7 +129,12 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
 
 
 def validate_folder(folder: Path, members: set[str] | None = None, max_bytes: int | None = None) -> list[str]:
-    """Every problem of one submission folder, one line each; [] when it is valid."""
+    """Every problem of one submission folder, one line each; [] when it is valid. Control characters that the
+    manifest put into a message (a field named "\\n") are shown escaped, so a problem is always one line."""
+    return [p.replace("\r", "\\r").replace("\n", "\\n") for p in _validate_folder(folder, members, max_bytes)]
+
+
+def _validate_folder(folder: Path, members: set[str] | None, max_bytes: int | None) -> list[str]:
     try:
         if folder.is_symlink():
             return [f"{folder}: -: the submission folder is a symbolic link; commit a real folder"]

@@ -155,3 +155,13 @@ def test_random_manifests_never_traceback(tmp_path, manifest, recipe):
     assert isinstance(problems, list)
     assert not any("could not be checked" in p for p in problems), problems  # the catch-all never fires
     assert all(isinstance(p, str) and "\n" not in p for p in problems)
+
+
+def test_a_field_named_newline_stays_one_line(tmp_path):
+    """Found by the property test above: a manifest key "\\n" once put a line break into the message."""
+    d = tmp_path / "sub"
+    d.mkdir()
+    (d / "submission.yaml").write_text(yaml.safe_dump({"\n": None}))
+    problems = validate_folder(d)
+    assert problems and all("\n" not in p for p in problems)
+    assert any("\\n" in p for p in problems)
