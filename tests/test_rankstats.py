@@ -1,0 +1,48 @@
+"""Rank correlations against scipy's independent implementations, and their intervals on known cases."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from harness import rankstats
+
+
+def test_spearman_and_kendall_match_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=40), 1)
+    y = np.round(x + rng.normal(size=40), 1)
+    assert rankstats.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert rankstats.kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)  # tau-b
+    xb = np.stack([x, x[::-1]])
+    assert rankstats.kendall(xb, np.stack([y, y])).tolist() == pytest.approx(
+        [stats.kendalltau(x, y).statistic, stats.kendalltau(x[::-1], y).statistic], abs=1e-12)
+
+
+def test_partial_spearman_removes_a_shared_cause():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=300)
+    x = z + 0.3 * rng.normal(size=300)
+    y = z + 0.3 * rng.normal(size=300)
+    assert rankstats.spearman(x, y) > 0.7
+    assert abs(rankstats.partial_spearman(x, y, z[:, None])) < 0.15
+
+
+def test_partial_spearman_matches_residual_formula_for_one_covariate():
+    """With one covariate, the partial correlation of ranks is (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=50)
+    x, y = z + rng.normal(size=50), -z + rng.normal(size=50)
+    r = lambda a, b: stats.spearmanr(a, b).statistic
+    expected = (r(x, y) - r(x, z) * r(y, z)) / np.sqrt((1 - r(x, z) ** 2) * (1 - r(y, z) ** 2))
+    assert rankstats.partial_spearman(x, y, z[:, None]) == pytest.approx(expected, abs=1e-10)
+
+
+def test_correlate_intervals_and_p_values():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=60)
+    strong = rankstats.correlate(x, x + 0.2 * rng.normal(size=60), seed=0)
+    assert strong["rho_lo"] <= strong["rho"] <= strong["rho_hi"] and strong["rho_lo"] > 0.8
+    assert strong["rho_p"] == pytest.approx(1 / 1001)  # no permutation reaches it
+    noise = rankstats.correlate(x, rng.normal(size=60), seed=0)
+    assert noise["rho_lo"] < 0 < noise["rho_hi"] and noise["rho_p"] > 0.05
+    assert rankstats.correlate(x[:3], x[:3], seed=0)["rho"] is None  # too few points: no number
