@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="evaluate this checkpoint instead (a local Hugging Face folder, or org/name@<40-hex revision>); repeatable")
     p.add_argument("--out-dir", type=Path, default=Path("external"), help="with --model: where results go (default: external/)")
 
-    p = sub.add_parser("similarity", help="layer-wise CKA between each merge's constituents, and merge vs constituents")
+    p = sub.add_parser("similarity", help="diagnostics for every model and merge: CKA (linear, debiased, RBF, layer x layer), language-specific neurons, "
+                                            "task vectors, sign conflicts, loss barrier; cached by model hash and probe version")
     _common(p, eval_opts=True)
 
     p = sub.add_parser("analyze", help="merge gaps and the CKA-versus-gap correlation, from stored results")

@@ -56,6 +56,10 @@ class Context:
     def similarity_name(self) -> str:
         return results_name(self.suite, self.preset, stem="similarity")
 
+    @property
+    def neurons_name(self) -> str:
+        return results_name(self.suite, self.preset, stem="neurons")
+
     def subs(self) -> list[submissions.Loaded]:
         """The submissions of this suite (read and validated once per run)."""
         if self._subs is None:
@@ -180,30 +184,78 @@ def external_items(ctx: Context, models: list[str], out_dir: Path) -> list[tuple
     return items
 
 
-def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> None:
+def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dict:
+    """Neuron statistics for every model, and similarity rows (CKA, neuron overlap, weight space, loss path)
+    for every merge whose constituents are family members; everything cached by model hash and probe."""
     from .family.build import resolve
-    from .similarity.compute import PROBE_VERSION, SimilarityCache, merge_similarity_rows, probe_texts
+    from .similarity.compute import DIAG_VERSION, PROBE_VERSION, SimilarityCache, build_probe, merge_similarity_rows, neuron_summary
 
-    cache = SimilarityCache(probe_texts(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
-    for s in ctx.subs():
-        path, _ = merged[s.id]
-        if path is None or not all(c.startswith("family:") for c in s.manifest.constituents):
-            continue  # hub constituents: similarity needs their activations on the probe (not computed here yet)
-        target = s.results_path(ctx.similarity_name)
-        cons = [(c.split("/")[-1], model_hash(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
-        me = (s.id, model_hash(path), path)
+    t_start = time.perf_counter()
+    cache = SimilarityCache(build_probe(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
+    prov = lambda: {"harness": harness_version(), "git": git_hash(), "device": cache.device, "torch": torch_version()}
+    sets: dict[str, dict] = {}
+    shas: dict[str, str] = {}
+    items = _models(ctx, merged)
+    for i, (name, path, rpath, _extra) in enumerate(items, 1):
+        target = rpath.parent / ctx.neurons_name
+        try:
+            sha = shas[name] = model_hash(path)
+        except FileNotFoundError:
+            continue
         if target.exists():
-            old = schema.SimilarityFile.model_validate(store.read_json(target))
-            shas = {r.a_sha256 for r in old.rows} | {r.b_sha256 for r in old.rows}
-            if old.probe_sha256 == cache.sha and shas == {me[1]} | {c[1] for c in cons}:
+            old = schema.NeuronFile.model_validate(store.read_json(target))
+            if old.model_sha256 == sha and old.probe_sha256 == cache.sha and old.diagnostics == DIAG_VERSION:
+                sets[name] = old.sets
                 continue
         t0 = time.perf_counter()
-        rows = merge_similarity_rows(cache, me, cons)
-        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, rows=[schema.SimilarityRow(**r) for r in rows],
-                                  provenance={"harness": harness_version(), "git": git_hash(), "device": cache.device})
+        try:
+            rows, sets[name] = neuron_summary(cache.arrays(sha, path), cache.probe)
+        except ValueError as e:
+            ctx.log(f"[similarity] {name}: no neuron statistics: {e}")
+            continue
+        f = schema.NeuronFile(model=name, model_sha256=sha, probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION,
+                              provenance=prov(), rows=[schema.NeuronRow(**r) for r in rows], sets=sets[name])
         store.write_json(target, f.model_dump(mode="json"))
-        ctx.log(f"[similarity] {s.id}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
-    ctx.log("[similarity] done")
+        ctx.log(f"[similarity] ({i}/{len(items)}) {name}: neuron statistics ({time.perf_counter() - t0:.1f}s)")
+
+    preset = PRESETS[ctx.preset]
+    parents = {m.name: m.parent for m in members(preset)}
+    subs = [s for s in ctx.subs() if merged[s.id][0] is not None]
+    for i, s in enumerate(subs, 1):
+        path = merged[s.id][0]
+        if not all(c.startswith("family:") for c in s.manifest.constituents):
+            continue  # hub constituents: their activations on the probe are not computed here yet
+        target = s.results_path(ctx.similarity_name)
+        cons = [(c.split("/")[-1], model_hash(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
+        me = (s.id, shas.get(s.id) or model_hash(path), path)
+        if target.exists():
+            old = schema.SimilarityFile.model_validate(store.read_json(target))
+            old_shas = {r.a_sha256 for r in old.rows} | {r.b_sha256 for r in old.rows}
+            if old.probe_sha256 == cache.sha and old.diagnostics == DIAG_VERSION and old_shas == {me[1]} | {c[1] for c in cons}:
+                continue
+        bases = {}
+        for name, _sha, _p in cons:
+            base = s.manifest.base_model or (f"family:{FAMILY}/{parents[name]}" if parents.get(name) else None)
+            if base is None or not base.startswith("family:"):
+                bases = None
+                break
+            bp = resolve(base, ctx.preset)
+            bases[name] = (model_hash(bp), bp)
+        t0 = time.perf_counter()
+        rows = merge_similarity_rows(cache, me, cons, bases, sets, preset.layers)
+        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION, provenance=prov(),
+                                  rows=[schema.SimilarityRow(**r) for r in rows])
+        store.write_json(target, f.model_dump(mode="json", exclude_none=True))
+        ctx.log(f"[similarity] ({i}/{len(subs)}) {s.id}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
+    wall = time.perf_counter() - t_start
+    ctx.log(f"[similarity] done in {wall:.1f}s ({cache.computed} model passes or pair computations run, the rest cached)")
+    return {"wall_s": wall, "computed": cache.computed}
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, schema.DocsFile]:
@@ -235,11 +287,22 @@ def load_tables(ctx: Context) -> tuple[list[schema.ResultsFile], pd.DataFrame, d
     return results, pd.DataFrame(sims), merges
 
 
+def load_neurons(ctx: Context) -> pd.DataFrame:
+    """Every model's per-layer neuron rows, with the model's name."""
+    rows = []
+    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.neurons_name}")) + sorted(
+            ctx.submissions_dir.glob(f"*/results/{ctx.neurons_name}")):
+        nf = schema.NeuronFile.model_validate(store.read_json(f))
+        rows += [{"model": nf.model, **r.model_dump()} for r in nf.rows]
+    return pd.DataFrame(rows)
+
+
 def stage_analyze(ctx: Context) -> dict:
     results, sim, merges = load_tables(ctx)
     df = analysis.tidy(results)
     gaps = analysis.merge_gaps(df, merges)
     corr = analysis.cka_vs_gap(gaps, sim, ctx.suite["seed"])
+    tables = analysis.diagnostics_tables(gaps, sim, merges, load_neurons(ctx), ctx.suite)
     rho = corr["spearman_rho"]
     paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
     shown = "n/a" if rho is None else f"{rho:.3f} [{corr['rho_lo']:.2f}, {corr['rho_hi']:.2f}]"
@@ -247,7 +310,21 @@ def stage_analyze(ctx: Context) -> dict:
     if not paired.empty:
         worse = int(((paired.ci_high < 0)).sum())
         ctx.log(f"[analyze] paired bootstrap: {worse} of {len(paired)} (merge, task) pairs significantly below their expert (95%)")
-    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges, "paired": paired}
+    c = tables["correlations"]
+    if not c.empty:
+        top = c[c.reference == "expert"].dropna(subset=["rho"]).assign(a=lambda d: d.rho.abs()).sort_values("a", ascending=False)
+        for r in top.head(5).itertuples():
+            ctx.log(f"[analyze] {r.diagnostic:<28} vs gap to expert: rho {r.rho:+.3f} [{r.rho_lo:+.2f}, {r.rho_hi:+.2f}] "
+                    f"p_perm {r.rho_p:.3f}, tau {r.tau:+.3f}; partial rho {_fmt(r.partial_rho)} (n = {r.n})")
+    lolo = tables["lolo"]
+    if lolo.get("mae") is not None:
+        ctx.log(f"[analyze] leave-one-language-out gap predictor: held-out MAE {lolo['mae']:.2f} points "
+                f"(predicting the training mean: {lolo['baseline_mae']:.2f}) over {lolo['n']} (merge, task) gaps")
+    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges, "paired": paired, **tables}
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:+.3f}"
 
 
 def site_data(ctx: Context) -> site.SiteData:
@@ -259,7 +336,7 @@ def site_data(ctx: Context) -> site.SiteData:
         m["recipe_text"] = (s.folder / s.manifest.recipe).read_text(encoding="utf-8") if s.manifest.recipe else ""
         manifests[s.id] = m
     return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
-                         docs=load_docs(ctx, results))
+                         docs=load_docs(ctx, results), neurons=load_neurons(ctx))
 
 
 def stage_site(ctx: Context) -> Path:

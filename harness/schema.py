@@ -205,15 +205,19 @@ class DocsFile(Strict):
 
 
 class SimilarityRow(Strict):
-    """One tidy similarity row: a metric between two models at one layer."""
+    """One tidy similarity row: a metric between two models (at one layer, layer pair, group or path point)."""
 
-    metric: str                        # "cka_linear"
-    a: str                             # model names
+    metric: str                        # cka_linear | cka_debiased | cka_rbf | cka_linear_matrix | neuron_jaccard_{lape,ap}
+                                       # | task_cosine | sign_conflict[_trim] | sign_conflict_set[_trim] | path_bpb | loss_barrier
+    a: str                             # model names (a = b = the merge for constituent-set rows)
     b: str
     a_sha256: str
     b_sha256: str
-    relation: Literal["constituents", "merge-constituent"]
-    layer: int                         # 0 = embeddings output, L = last block
+    relation: Literal["constituents", "merge-constituent", "constituent-set"]
+    layer: int | None = None           # hidden-state index: 0 = embeddings output, L = last block
+    layer_b: int | None = None         # b's layer, for the layer x layer matrix
+    group: str | None = None           # weight-space layer group: all | embeddings | lower | middle | upper | head
+    alpha: float | None = None         # path_bpb: position on the linear path from a (0) to b (1)
     value: float
     probe: str                         # probe-set version
 
@@ -224,5 +228,30 @@ class SimilarityFile(Strict):
     schema_version: Literal[1] = 1
     probe: str
     probe_sha256: str
+    diagnostics: dict = {}             # versions and thresholds of what was computed (compute.DIAG_VERSION)
     provenance: dict
     rows: list[SimilarityRow]
+
+
+class NeuronRow(Strict):
+    """Language-specific neurons of one model: a count or mean selectivity at one layer for one language."""
+
+    metric: str                        # lape_count | ap_count | ap_mean | span_ap_{source,target} | span_count_{source,target}
+    layer: int                         # 0 = embedding output dimensions, l = gate neurons of block l
+    language: str
+    value: float
+    units: int                         # neurons (or dimensions) at this layer
+
+
+class NeuronFile(Strict):
+    """<model>/results/neurons.json: per-layer language-neuron statistics and the neuron sets themselves."""
+
+    schema_version: Literal[1] = 1
+    model: str
+    model_sha256: str
+    probe: str
+    probe_sha256: str
+    diagnostics: dict
+    provenance: dict
+    rows: list[NeuronRow]
+    sets: dict[str, dict[str, list[list[int]]]]  # method (lape | ap) -> language -> [layer, index] pairs

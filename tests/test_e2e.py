@@ -45,7 +45,13 @@ def test_run_micro_end_to_end(tmp_path):
         assert res.provenance.merge and res.provenance.merge["mergekit"]
         assert all(r.signature for r in res.rows if r.metric in ("chrf++", "bleu"))
         sim = schema.SimilarityFile.model_validate(json.loads((subs / s / "results" / "similarity+micro.json").read_text()))
-        assert all(0.0 <= r.value <= 1.0 + 1e-9 for r in sim.rows)
+        metrics = {r.metric for r in sim.rows}
+        assert {"cka_linear", "cka_debiased", "cka_rbf", "cka_linear_matrix", "loss_barrier", "path_bpb",
+                "neuron_jaccard_ap"} <= metrics
+        assert all(-0.2 <= r.value <= 1.0 + 1e-9 for r in sim.rows if r.metric.startswith("cka_"))
+        assert all(r.a_sha256 and r.b_sha256 for r in sim.rows)
+        schema.NeuronFile.model_validate(json.loads((subs / s / "results" / "neurons+micro.json").read_text()))
+    assert len(sorted(refs.glob("babel-mini/*/results/neurons+micro.json"))) == 26
     assert "ref-ties-mt-all-d0.5" in (out / "index.html").read_text()
     assert "Spearman" in (out / "analysis.html").read_text()
     assert (out / "models" / "ref-ties-mt-all-d0.5.html").exists()
@@ -57,5 +63,6 @@ def test_run_micro_end_to_end(tmp_path):
     second = _run(args, home)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "evaluating 0 on" in second.stdout
+    assert "(0 model passes or pair computations run, the rest cached)" in second.stdout
     assert "building" not in second.stdout and "[merge] ref-" not in second.stdout
     assert {p: p.stat().st_mtime_ns for p in refs.rglob("*.json")} == mtimes
