@@ -194,3 +194,177 @@ def paired_vs_expert(docs: dict[str, schema.DocsFile], merges: dict[str, list[st
             rows.append({"merge": merge, "task": task, "language": lang, "expert": expert,
                          **scoring.paired_delta(a, b, obs)})
     return pd.DataFrame(rows)
+
+
+# ---- every diagnostic against every gap (issue: similarity and neuron diagnostics) ---------------------------
+
+REFERENCES = ("expert", "mixed", "mt-all")
+PAIR_METRICS = ("cka_linear", "cka_debiased", "cka_rbf", "task_cosine", "sign_conflict", "sign_conflict_trim",
+                "loss_barrier", "neuron_jaccard_lape", "neuron_jaccard_ap")
+
+
+def merge_diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
+    """One row per merge, one column per diagnostic '<metric>:<group>' (mean over constituent pairs, and over the
+    group's layers): CKA variants per hidden-state group (embeddings, lower, middle, upper) and 'all'; weight-space
+    metrics per parameter group; loss barrier and neuron-set Jaccard ('all'); sign conflict across the whole set
+    (pairwise for two constituents); and 'cka_linear_merge:all', the merge's mean CKA to its constituents."""
+    from .similarity.groups import hidden_group
+
+    if sim.empty:
+        return pd.DataFrame()
+    sim = sim.reindex(columns=list(sim.columns) + [k for k in ("group", "layer", "layer_b", "alpha") if k not in sim.columns])
+    cols = {}
+    c = sim[sim.relation == "constituents"]
+    cka = c[c.metric.isin(["cka_linear", "cka_debiased", "cka_rbf"])].copy()
+    if not cka.empty:
+        n_layers = cka.groupby("merge")["layer"].transform("max").astype(int) + 1
+        cka["group"] = [hidden_group(int(l), int(n)) for l, n in zip(cka["layer"], n_layers)]
+        for (metric, group), g in cka.groupby(["metric", "group"]):
+            cols[f"{metric}:{group}"] = g.groupby("merge")["value"].mean()
+        for metric, g in cka.groupby("metric"):
+            cols[f"{metric}:all"] = g.groupby("merge")["value"].mean()
+    w = c[c.metric.isin(["task_cosine", "sign_conflict", "sign_conflict_trim"])]
+    for (metric, group), g in w.groupby(["metric", "group"]):
+        cols[f"{metric}:{group}"] = g.groupby("merge")["value"].mean()
+    for metric in ("loss_barrier", "neuron_jaccard_lape", "neuron_jaccard_ap"):
+        g = c[c.metric == metric]
+        if not g.empty:
+            cols[f"{metric}:all"] = g.groupby("merge")["value"].mean()
+    s = sim[sim.relation == "constituent-set"]
+    for metric, pair_metric in (("sign_conflict_set", "sign_conflict"), ("sign_conflict_set_trim", "sign_conflict_trim")):
+        for group in w["group"].dropna().unique() if not w.empty else []:
+            pair = cols.get(f"{pair_metric}:{group}", pd.Series(dtype=float))
+            two = pair[pair.index.isin(c.groupby("merge")["a"].nunique().loc[lambda v: v == 1].index)]
+            setv = s[(s.metric == metric) & (s.group == group)].groupby("merge")["value"].mean()
+            cols[f"{metric}:{group}"] = pd.concat([setv, two[~two.index.isin(setv.index)]])
+    m = sim[(sim.relation == "merge-constituent") & (sim.metric == "cka_linear")]
+    if not m.empty:
+        cols["cka_linear_merge:all"] = m.groupby("merge")["value"].mean()
+    return pd.DataFrame(cols).sort_index(axis=1)
+
+
+def merge_languages(constituents: list[str]) -> list[str]:
+    return sorted({l for l in (home_language(c) for c in constituents) if l})
+
+
+def merge_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
+    """Per merge: mean URIEL distance and script mismatch between its constituents' languages."""
+    from .languages import set_covariates
+
+    return pd.DataFrame({m: set_covariates(merge_languages(c)) for m, c in merges.items()}).T
+
+
+def gap_by_reference(gaps: pd.DataFrame) -> pd.DataFrame:
+    """Per merge (rows) and reference (columns): the mean relative gap in percent over the merge's tasks."""
+    if gaps.empty:
+        return pd.DataFrame()
+    return gaps.groupby(["merge", "reference"])["rel_gap_pct"].mean().unstack()
+
+
+def diagnostic_correlations(diag: pd.DataFrame, gapref: pd.DataFrame, covariates: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Tidy: one row per (diagnostic, reference) with Spearman and Kendall, 95% bootstrap intervals,
+    permutation p-values, and the Spearman correlation partial on URIEL distance and script mismatch
+    (over the merges whose constituents span at least two languages)."""
+    from . import rankstats
+
+    rows = []
+    for ref in [r for r in REFERENCES if r in gapref.columns]:
+        for d in diag.columns:
+            pts = pd.DataFrame({"x": diag[d], "y": gapref[ref]}).join(covariates).dropna(subset=["x", "y"])
+            res = rankstats.correlate(pts.x.to_numpy(), pts.y.to_numpy(), seed)
+            cov = pts.dropna()
+            part = rankstats.correlate(cov.x.to_numpy(), cov.y.to_numpy(), seed,
+                                       covariates=cov[["uriel_distance", "script_mismatch"]].to_numpy()) if len(cov) >= 6 else {}
+            metric, group = d.split(":")
+            rows.append({"diagnostic": d, "metric": metric, "group": group, "reference": ref, **res,
+                         "partial_n": len(cov), **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})
+    out = pd.DataFrame(rows)
+    num = [c for c in out.columns if c not in ("diagnostic", "metric", "group", "reference")]
+    return out.astype({c: float for c in num}) if not out.empty else out
+
+
+LOLO_FEATURES = ("cka_linear:all", "cka_debiased:all", "cka_rbf:all", "task_cosine:all", "sign_conflict_trim:all",
+                 "loss_barrier:all", "neuron_jaccard_ap:all", "expert_cka")
+
+
+def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataFrame, alpha: float = 1.0) -> dict:
+    """Predict each (merge, task) gap to its constituent expert from diagnostics alone (the merge's LOLO_FEATURES,
+    with expert_cka the merge's mean CKA to that expert) by ridge regression on standardised features, trained
+    on every other language and scored on the held-out one. Reports the held-out mean absolute error beside that
+    of predicting the training mean, per language and pooled."""
+    g = gaps[gaps.reference == "expert"][["merge", "task", "language", "ref_model", "rel_gap_pct"]].dropna()
+    if g.empty or diag.empty:
+        return {"rows": [], "mae": None, "baseline_mae": None, "n": 0}
+    mc = sim[(sim.relation == "merge-constituent") & (sim.metric == "cka_linear")] if not sim.empty else sim
+    ecka = mc.groupby(["merge", "b"])["value"].mean() if not mc.empty else pd.Series(dtype=float)
+    g = g.join(diag, on="merge")
+    g["expert_cka"] = [ecka.get((m, e), np.nan) for m, e in zip(g["merge"], g["ref_model"])]
+    feats = [f for f in LOLO_FEATURES if f in g.columns and g[f].notna().mean() > 0.5]
+    g = g.dropna(subset=feats)
+    rows, preds = [], []
+    for lang in sorted(g.language.unique()):
+        train, test = g[g.language != lang], g[g.language == lang]
+        if len(train) < len(feats) + 2:
+            continue
+        mu, sd = train[feats].mean(), train[feats].std().replace(0, 1)
+        xt = ((train[feats] - mu) / sd).to_numpy()
+        ym = train.rel_gap_pct.mean()
+        beta = np.linalg.solve(xt.T @ xt + alpha * np.eye(len(feats)), xt.T @ (train.rel_gap_pct.to_numpy() - ym))
+        pred = ((test[feats] - mu) / sd).to_numpy() @ beta + ym
+        err, base = np.abs(pred - test.rel_gap_pct.to_numpy()), np.abs(ym - test.rel_gap_pct.to_numpy())
+        rows.append({"language": lang, "n": len(test), "mae": float(err.mean()), "baseline_mae": float(base.mean())})
+        preds += list(zip(test.rel_gap_pct, pred))
+    if not rows:
+        return {"rows": [], "mae": None, "baseline_mae": None, "n": 0}
+    n = sum(r["n"] for r in rows)
+    actual, predicted = np.array(preds).T
+    return {"rows": rows, "features": feats, "n": n, "alpha": alpha,
+            "mae": sum(r["mae"] * r["n"] for r in rows) / n, "baseline_mae": sum(r["baseline_mae"] * r["n"] for r in rows) / n,
+            "spearman": float(stats.spearmanr(actual, predicted).statistic) if np.ptp(predicted) > 0 else None}
+
+
+def neuron_layers(neurons: pd.DataFrame) -> pd.DataFrame:
+    """Per model and layer: language-specific units summed over languages, and as a share of the layer's units,
+    for LAPE and AP (the per-layer histogram)."""
+    n = neurons[neurons.metric.isin(["lape_count", "ap_count"])]
+    out = n.groupby(["model", "metric", "layer"]).agg(count=("value", "sum"), units=("units", "first")).reset_index()
+    out["share"] = out["count"] / out["units"]
+    return out
+
+
+def neuron_movement(neurons: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """How selectivity moves from `mixed` to each `mt-en-<x>`: for every target x and language l, the change in
+    mean span-conditioned AP (source and target spans) and in LAPE neurons, with l's relation to x
+    (supervised, related, unsupervised)."""
+    from .languages import relation
+
+    piv = neurons[neurons.metric.isin(["span_ap_source", "span_ap_target", "lape_count", "ap_mean"])]
+    agg = piv.groupby(["model", "metric", "language"]).agg(value=("value", "mean"), total=("value", "sum"))
+    rows = []
+    for x in targets:
+        model = f"mt-en-{x}"
+        for (metric, lang), r in agg.loc[model].iterrows() if model in agg.index.get_level_values(0) else []:
+            if ("mixed", metric, lang) not in agg.index:
+                continue
+            col = "total" if metric == "lape_count" else "value"
+            before, after = agg.loc[("mixed", metric, lang), col], r[col]
+            rows.append({"model": model, "target": x, "language": lang, "relation": relation(lang, x), "metric": metric,
+                         "mixed": float(before), "finetuned": float(after), "delta": float(after - before)})
+    return pd.DataFrame(rows)
+
+
+def diagnostics_tables(gaps: pd.DataFrame, sim: pd.DataFrame, merges: dict[str, list[str]], neurons: pd.DataFrame,
+                       suite: dict) -> dict:
+    """The tidy tables of the diagnostics analysis, derived from stored rows (the site shows them, `analyze`
+    prints them): per-merge diagnostics, gaps by reference, covariates, correlations, the leave-one-language-out
+    predictor, neuron counts by layer and the mixed -> mt-en-<x> movement."""
+    diag = merge_diagnostics(sim)
+    gapref = gap_by_reference(gaps)
+    cov = merge_covariates(merges) if merges else pd.DataFrame(columns=["uriel_distance", "script_mismatch"])
+    corr = diagnostic_correlations(diag, gapref, cov, suite["seed"]) if not diag.empty and not gapref.empty else pd.DataFrame()
+    lolo = leave_one_language_out(gaps, diag, sim) if not gaps.empty else {"rows": [], "mae": None, "n": 0}
+    targets = [l for l in suite["languages"] if l != "en"]
+    layers = neuron_layers(neurons) if not neurons.empty else pd.DataFrame()
+    movement = neuron_movement(neurons, targets) if not neurons.empty else pd.DataFrame()
+    return {"diagnostics": diag, "gap_by_reference": gapref, "covariates": cov, "correlations": corr, "lolo": lolo,
+            "neuron_layers": layers, "neuron_movement": movement}

@@ -27,7 +27,12 @@ DEFAULT_OUT = ROOT / "site" / "_build"
 PAGE_ROWS = 200
 HEAT_ROWS = 200
 RANK_BOOT = 200
-LAYER_GROUPS = ("lower", "middle", "upper")
+SCATTERS = [("cka_linear:all", "mean constituent linear CKA, all layers"),
+            ("cka_linear:lower", "mean constituent linear CKA, lower blocks"),
+            ("cka_linear:middle", "mean constituent linear CKA, middle blocks"),
+            ("cka_linear:upper", "mean constituent linear CKA, upper blocks"),
+            ("task_cosine:all", "mean task-vector cosine"),
+            ("loss_barrier:all", "mean loss barrier (bits per byte)")]
 
 
 @dataclass
@@ -40,6 +45,7 @@ class SiteData:
     merges: dict[str, list[str]] = field(default_factory=dict)       # merge -> constituents
     manifests: dict[str, dict] = field(default_factory=dict)         # submission id -> manifest + recipe text
     docs: dict[str, schema.DocsFile] = field(default_factory=dict)   # model -> per-document statistics
+    neurons: pd.DataFrame = field(default_factory=pd.DataFrame)      # per-model neuron rows (with a model column)
 
 
 def _fmt(v, digits=3):
@@ -141,23 +147,42 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
 
 
-def layer_group(layer: int, n_layers: int) -> str:
-    """Thirds of the depth: embeddings output and the first third are 'lower', the last third 'upper'."""
-    frac = layer / max(1, n_layers - 1)
-    return "lower" if frac < 1 / 3 else ("middle" if frac < 2 / 3 else "upper")
+def _ci(v, lo, hi, digits=2) -> str:
+    return "–" if v is None or v != v else f"{v:+.{digits}f} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
-def diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
-    """Per merge: mean constituent CKA over all layers and per layer group (columns cka_all, cka_lower, ...)."""
-    s = sim[(sim.relation == "constituents") & (sim.metric == "cka_linear")] if not sim.empty else sim
-    if s.empty:
-        return pd.DataFrame()
-    n_layers = s.groupby("merge")["layer"].transform("max") + 1
-    s = s.assign(group=[layer_group(l, n) for l, n in zip(s["layer"], n_layers)])
-    out = {"cka_all": analysis.constituent_cka(s)}
-    for g in LAYER_GROUPS:
-        out[f"cka_{g}"] = s[s.group == g].groupby("merge")["value"].mean()
-    return pd.DataFrame(out)
+def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]:
+    """What the analysis page shows of the diagnostics tables: correlation rows (strongest first within each
+    reference), the leave-one-language-out predictor, neuron histograms by layer, and the neuron movement."""
+    corr = tables["correlations"]
+    rows = []
+    if not corr.empty:
+        c = corr.assign(order=corr.rho.abs().fillna(-1)).sort_values(["reference", "order"], ascending=[True, False])
+        for r in c.itertuples():
+            rows.append({"diagnostic": r.diagnostic, "reference": r.reference, "n": r.n,
+                         "rho": _ci(r.rho, r.rho_lo, r.rho_hi), "rho_p": pval(r.rho_p), "tau": _ci(r.tau, r.tau_lo, r.tau_hi),
+                         "tau_p": pval(r.tau_p), "partial": _ci(r.partial_rho, r.partial_lo, r.partial_hi),
+                         "partial_p": pval(r.partial_p), "partial_n": r.partial_n})
+    svgs = []
+    layers = tables["neuron_layers"]
+    if not layers.empty:
+        kind = lambda m: ("mono" if m.startswith("mono-") else "cpt" if m.startswith("cpt-") else "mt-en-x" if m.startswith("mt-en-")
+                          else m if m in ("mixed", "mt-all") else "init" if m.startswith("init-") else "merges")
+        lay = layers.assign(kind=[kind(m) for m in layers.model])
+        for metric, title in (("ap_count", "AP-selective units (top 1% per language)"), ("lape_count", "LAPE neurons")):
+            piv = lay[lay.metric == metric].groupby(["kind", "layer"])["share"].mean().unstack("layer").sort_index(axis=1)
+            series = {k: [100 * v for v in row] for k, row in zip(piv.index, piv.to_numpy())}
+            first = int(piv.columns.min()) if len(piv.columns) else 0
+            desc = (f"Share (%) of each layer's units that are language-specific, averaged over the models of each kind; "
+                    f"layer {first} is the first plotted ({'embedding output dimensions' if first == 0 else 'block 1'}).")
+            svgs.append({"title": title, "svg": Markup(plots.lines(series, title, f"layer (from {first})", "% of units", desc))})
+    mv = tables["neuron_movement"]
+    movement = []
+    if not mv.empty:
+        for (metric, rel), g in mv.groupby(["metric", "relation"]):
+            movement.append({"metric": metric, "relation": rel, "n": len(g), "mixed": _fmt(g["mixed"].mean()),
+                             "finetuned": _fmt(g["finetuned"].mean()), "delta": f"{g['delta'].mean():+.4f}"})
+    return rows, tables["lolo"], svgs, movement
 
 
 _PAGES: dict | None = None
@@ -292,10 +317,11 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                  "data/merge_gaps.csv has every merge.") if len(data.merges) > HEAT_ROWS else ""
     phase("heatmap")
     # analysis: diagnostics against the gap, CKA curves
-    diag = diagnostics(data.similarity)
+    tables = analysis.diagnostics_tables(gaps, data.similarity, data.merges, data.neurons, suite)
+    diag = tables["diagnostics"]
     gap_e = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
     scatters = []
-    for col, label in [("cka_all", "mean constituent CKA, all layers")] + [(f"cka_{g}", f"mean constituent CKA, {g} layers") for g in LAYER_GROUPS]:
+    for col, label in SCATTERS:
         if diag.empty or col not in diag:
             continue
         pts = pd.DataFrame({"x": diag[col], "y": gap_e}).dropna()
@@ -319,6 +345,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     curve_svg = Markup(plots.lines(curves, "Layer-wise CKA between constituents", "layer (0 = embeddings)", "linear CKA",
                                    curve_desc)) if curves else None
 
+    corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
     phase("analysis")
     # methods
     signatures = {}
@@ -346,7 +373,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"), encoding="utf-8")
     (tmp / "analysis.html").write_text(env.get_template("analysis.html.j2").render(
         **ctx, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
-        neurons_available=False), encoding="utf-8")
+        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement), encoding="utf-8")
     (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()},
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
@@ -381,6 +408,11 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         frame.to_csv(tmp / "data" / f"{name}.csv", index=False)
     (tmp / "data" / "correlations.json").write_text(json.dumps(
         [{"diagnostic": s["name"], **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1), encoding="utf-8")
+    for name in ("correlations", "neuron_layers", "neuron_movement"):
+        tables[name].to_csv(tmp / "data" / f"diagnostic_{name}.csv", index=False)
+    tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
+    data.neurons.to_csv(tmp / "data" / "neurons.csv", index=False)
+    (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1), encoding="utf-8")
     (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
 
     phase("downloads")
