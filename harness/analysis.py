@@ -368,3 +368,69 @@ def diagnostics_tables(gaps: pd.DataFrame, sim: pd.DataFrame, merges: dict[str, 
     movement = neuron_movement(neurons, targets) if not neurons.empty else pd.DataFrame()
     return {"diagnostics": diag, "gap_by_reference": gapref, "covariates": cov, "correlations": corr, "lolo": lolo,
             "neuron_layers": layers, "neuron_movement": movement}
+
+
+def replication(df: pd.DataFrame, gaps: pd.DataFrame, merges: dict[str, list[str]], tables: dict, corr: dict) -> list[dict]:
+    """The seeds' findings (DESIGN section 1) checked on the stored results, one row each: the finding, what was
+    measured, the figure, and whether it holds here ('yes', 'no', 'partly' or 'n/a' without the data)."""
+    from .languages import GENUS
+
+    rows = []
+    p = primary(df) if not df.empty else df
+
+    def add(finding, measure, figure, holds):
+        rows.append({"finding": finding, "measure": measure, "figure": figure, "holds": holds})
+
+    val = dict(zip(zip(p["model"], p["task"]), p["value"])) if not p.empty else {}
+    langs = sorted({home_language(m) for m in p["model"].unique() if str(m).startswith("mono-") and not str(m).endswith("-s1")} - {None}) if not p.empty else []
+    own = [l for l in langs if (f"mono-{l}", f"lm:{l}") in val]
+    if own:
+        best = [l for l in own if val[(f"mono-{l}", f"lm:{l}")] <= min(val.get((f"mono-{k}", f"lm:{l}"), math.inf) for k in own)]
+        add("Monolingual models are strongest in their own language", "mono-<l> has the lowest bpb on lm:<l> among mono models",
+            f"{len(best)} of {len(own)} languages", "yes" if len(best) == len(own) else ("partly" if best else "no"))
+    g = gaps[(gaps.reference == "expert") & gaps["merge"].map(lambda m: all("/mono-" in c for c in merges.get(m, [])))] if not gaps.empty else gaps
+    if not g.empty:
+        m = g.rel_gap_pct.mean()
+        add("Merges of monolingual models collapse", "mean relative bpb gap of mono merges to their experts",
+            f"{m:+.1f}% over {g['merge'].nunique()} merges ({(g.rel_gap_pct < 0).mean():.0%} of gaps negative)", "yes" if m < -5 else ("partly" if m < 0 else "no"))
+        same = g[g["merge"].map(lambda x: not any(c.endswith("-s1") for c in merges[x]))].groupby("merge").rel_gap_pct.mean()
+        indep = g[g["merge"].map(lambda x: any(c.endswith("-s1") for c in merges[x]) and not all(c.endswith("-s1") for c in merges[x]))].groupby("merge").rel_gap_pct.mean()
+        if len(indep) and len(same):
+            add("... more so with independent initialisations", "mean gap: merges with an init-s1 member vs same-init mono merges",
+                f"{indep.mean():+.1f}% ({len(indep)} merges) vs {same.mean():+.1f}% ({len(same)})", "yes" if indep.mean() < same.mean() else "no")
+    if not p.empty and merges:
+        lm = p[p.task_kind == "lm"].groupby("model")["value"].mean()
+        if "mixed" in lm:
+            ms = lm[lm.index.isin(list(merges))]
+            beaten = int((ms > lm["mixed"]).sum())
+            add("mixed beats every merge", "mean bpb over languages: mixed vs each merge",
+                f"mixed {lm['mixed']:.3f}; best merge {ms.min():.3f}; mixed better than {beaten} of {len(ms)}", "yes" if beaten == len(ms) else "no")
+    t = gaps[(gaps.reference == "expert") & (gaps.task_kind == "mt")] if not gaps.empty else gaps
+    if not t.empty:
+        div = t.language.map(lambda l: GENUS.get(l) not in ("Germanic", "Romance"))
+        a, b = t[~div].gap.mean(), t[div].gap.mean()
+        add("Translation merges lose more for divergent targets", "mean chrF++ gap to the mt-en-x expert: related (de fr es it) vs divergent (ru ar)",
+            f"related {a:+.2f}, divergent {b:+.2f}", "yes" if b < a else "no")
+    layers = tables.get("neuron_layers", pd.DataFrame())
+    if not layers.empty:
+        fam = layers[(layers.metric == "ap_count") & ~layers.model.isin(list(merges)) & ~layers.model.str.startswith("init-")]
+        share = fam.groupby("layer")["share"].mean()
+        from .similarity.groups import hidden_group
+
+        n = int(share.index.max()) + 1
+        by = share.groupby([hidden_group(int(l), n) for l in share.index]).mean()
+        edges = max(by.get("embeddings", 0), by.get("upper", 0))
+        add("Language-specific units concentrate in the embeddings and upper layers", "share of AP-selective units by group, trained family members",
+            ", ".join(f"{k} {100 * v:.1f}%" for k, v in by.items()), "yes" if edges > by.get("middle", math.inf) and edges >= by.get("lower", 0) else
+            ("partly" if edges > by.get("middle", math.inf) else "no"))
+    mv = tables.get("neuron_movement", pd.DataFrame())
+    if not mv.empty:
+        d = mv[mv.metric == "span_ap_target"].groupby("relation")["delta"].mean()
+        add("Fine-tuning makes selectivity less exclusive for supervised/related languages, more isolated for unsupervised",
+            "mean change of target-span AP from mixed to mt-en-x, by relation to x", ", ".join(f"{k} {v:+.4f}" for k, v in d.items()),
+            "yes" if d.get("supervised", 0) < 0 and d.get("related", 0) < 0 and d.get("unsupervised", 0) > 0 else "no")
+    if corr.get("spearman_rho") is not None:
+        add("Representational similarity predicts the merge gap", "Spearman(mean constituent linear CKA, mean gap to expert)",
+            f"rho {corr['spearman_rho']:+.3f} [{corr['rho_lo']:.2f}, {corr['rho_hi']:.2f}], n = {corr['n']}",
+            "yes" if corr["rho_lo"] > 0 else "no")
+    return rows

@@ -316,6 +316,8 @@ def stage_analyze(ctx: Context) -> dict:
         for r in top.head(5).itertuples():
             ctx.log(f"[analyze] {r.diagnostic:<28} vs gap to expert: rho {r.rho:+.3f} [{r.rho_lo:+.2f}, {r.rho_hi:+.2f}] "
                     f"p_perm {r.rho_p:.3f}, tau {r.tau:+.3f}; partial rho {_fmt(r.partial_rho)} (n = {r.n})")
+    for r in analysis.replication(df, gaps, merges, tables, corr):
+        ctx.log(f"[analyze] replication: {r['finding']}: {r['figure']} -> {r['holds']}")
     lolo = tables["lolo"]
     if lolo.get("mae") is not None:
         ctx.log(f"[analyze] leave-one-language-out gap predictor: held-out MAE {lolo['mae']:.2f} points "

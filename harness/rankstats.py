@@ -54,6 +54,14 @@ def residualize(r: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     return r - design @ beta
 
 
+def _residualize_batch(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """residualize over a batch: r (B, n), c (B, k, n) -> residuals (B, n), by the pseudo-inverse of each design
+    (a resample where a covariate is constant has a singular design; pinv still gives the least-squares fit)."""
+    design = np.concatenate([np.ones((r.shape[0], 1, r.shape[1])), c], axis=1).transpose(0, 2, 1)  # (B, n, k+1)
+    beta = np.linalg.pinv(design) @ r[..., None]
+    return r - (design @ beta)[..., 0]
+
+
 def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> float:
     """Spearman correlation of x and y controlling for covariates (n, k): Pearson correlation of the residuals
     of their ranks regressed on the covariates' ranks."""
@@ -95,7 +103,8 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
         keep = [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]
         c = c[:, keep]
         obs = partial_spearman(x, y, c)
-        bs = [partial_spearman(x[i], y[i], c[i]) for i in boot if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0]
+        bx, by, bc = _rank(x[boot]), _rank(y[boot]), _rank(np.moveaxis(c[boot], 1, 2))  # (B, n), (B, n), (B, k, n)
+        bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
         cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
         rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
         ps = _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm])

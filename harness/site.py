@@ -346,6 +346,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                                    curve_desc)) if curves else None
 
     corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
+    replication = analysis.replication(df, gaps, data.merges, tables, analysis.cka_vs_gap(gaps, data.similarity, suite["seed"])) if not df.empty else []
     phase("analysis")
     # methods
     signatures = {}
@@ -373,7 +374,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"), encoding="utf-8")
     (tmp / "analysis.html").write_text(env.get_template("analysis.html.j2").render(
         **ctx, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
-        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement), encoding="utf-8")
+        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication), encoding="utf-8")
     (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()},
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
@@ -412,6 +413,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         tables[name].to_csv(tmp / "data" / f"diagnostic_{name}.csv", index=False)
     tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
     data.neurons.to_csv(tmp / "data" / "neurons.csv", index=False)
+    pd.DataFrame(replication).to_csv(tmp / "data" / "replication.csv", index=False)
     (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1), encoding="utf-8")
     (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
 

@@ -46,3 +46,15 @@ def test_correlate_intervals_and_p_values():
     noise = rankstats.correlate(x, rng.normal(size=60), seed=0)
     assert noise["rho_lo"] < 0 < noise["rho_hi"] and noise["rho_p"] > 0.05
     assert rankstats.correlate(x[:3], x[:3], seed=0)["rho"] is None  # too few points: no number
+
+
+def test_batched_partial_matches_one_at_a_time():
+    rng = np.random.default_rng(4)
+    x, y, z = rng.normal(size=(3, 25))
+    c = np.column_stack([z, (z > 0).astype(float)])
+    idx = rng.integers(0, 25, size=(5, 25))
+    bc = rankstats._rank(np.moveaxis(c[idx], 1, 2))
+    batched = rankstats._pearson(rankstats._residualize_batch(rankstats._rank(x[idx]), bc),
+                                 rankstats._residualize_batch(rankstats._rank(y[idx]), bc))
+    single = [rankstats.partial_spearman(x[i], y[i], c[i]) for i in idx]
+    assert batched == pytest.approx(single, abs=1e-9)
