@@ -393,11 +393,18 @@ def replication(df: pd.DataFrame, gaps: pd.DataFrame, merges: dict[str, list[str
         m = g.rel_gap_pct.mean()
         add("Merges of monolingual models collapse", "mean relative bpb gap of mono merges to their experts",
             f"{m:+.1f}% over {g['merge'].nunique()} merges ({(g.rel_gap_pct < 0).mean():.0%} of gaps negative)", "yes" if m < -5 else ("partly" if m < 0 else "no"))
-        same = g[g["merge"].map(lambda x: not any(c.endswith("-s1") for c in merges[x]))].groupby("merge").rel_gap_pct.mean()
-        indep = g[g["merge"].map(lambda x: any(c.endswith("-s1") for c in merges[x]) and not all(c.endswith("-s1") for c in merges[x]))].groupby("merge").rel_gap_pct.mean()
-        if len(indep) and len(same):
-            add("... more so with independent initialisations", "mean gap: merges with an init-s1 member vs same-init mono merges",
-                f"{indep.mean():+.1f}% ({len(indep)} merges) vs {same.mean():+.1f}% ({len(same)})", "yes" if indep.mean() < same.mean() else "no")
+        # matched comparison: an independent-init merge against the same-init merge of the same method and languages
+        key = lambda x: (x.split("-mono-")[0], tuple(merge_languages(merges[x])))
+        per = g.groupby("merge").rel_gap_pct.mean()
+        indep, same = {}, {}
+        for x, v in per.items():
+            (indep if any(c.endswith("-s1") for c in merges[x]) else same).setdefault(key(x), []).append(v)
+        matched = [k for k in indep if k in same]
+        if matched:
+            a, b = np.mean([np.mean(indep[k]) for k in matched]), np.mean([np.mean(same[k]) for k in matched])
+            add("... more so with independent initialisations", "mean gap to experts: merges with an init-s1 member vs the same-init merge of the same method and languages",
+                f"{a:+.1f}% vs {b:+.1f}% ({len(matched)} matched: {', '.join(f'{k[0]} {chr(43).join(k[1])}' for k in matched)})",
+                "yes" if a < b else "no")
     if not p.empty and merges:
         lm = p[p.task_kind == "lm"].groupby("model")["value"].mean()
         if "mixed" in lm:
@@ -408,9 +415,10 @@ def replication(df: pd.DataFrame, gaps: pd.DataFrame, merges: dict[str, list[str
     t = gaps[(gaps.reference == "expert") & (gaps.task_kind == "mt")] if not gaps.empty else gaps
     if not t.empty:
         div = t.language.map(lambda l: GENUS.get(l) not in ("Germanic", "Romance"))
-        a, b = t[~div].gap.mean(), t[div].gap.mean()
-        add("Translation merges lose more for divergent targets", "mean chrF++ gap to the mt-en-x expert: related (de fr es it) vs divergent (ru ar)",
-            f"related {a:+.2f}, divergent {b:+.2f}", "yes" if b < a else "no")
+        a, b = t[~div].rel_gap_pct.mean(), t[div].rel_gap_pct.mean()
+        add("Translation merges lose more for divergent targets", "mean relative chrF++ gap to the mt-en-x expert: related (de fr es it) vs divergent (ru ar)",
+            f"related {a:+.1f}%, divergent {b:+.1f}% (absolute: {t[~div].gap.mean():+.2f} vs {t[div].gap.mean():+.2f} chrF++)",
+            "yes" if b < a else "no")
     layers = tables.get("neuron_layers", pd.DataFrame())
     if not layers.empty:
         fam = layers[(layers.metric == "ap_count") & ~layers.model.isin(list(merges)) & ~layers.model.str.startswith("init-")]

@@ -315,7 +315,7 @@ def stage_analyze(ctx: Context) -> dict:
         top = c[c.reference == "expert"].dropna(subset=["rho"]).assign(a=lambda d: d.rho.abs()).sort_values("a", ascending=False)
         for r in top.head(5).itertuples():
             ctx.log(f"[analyze] {r.diagnostic:<28} vs gap to expert: rho {r.rho:+.3f} [{r.rho_lo:+.2f}, {r.rho_hi:+.2f}] "
-                    f"p_perm {r.rho_p:.3f}, tau {r.tau:+.3f}; partial rho {_fmt(r.partial_rho)} (n = {r.n})")
+                    f"p_perm {r.rho_p:.3f}, tau {r.tau:+.3f} (n = {int(r.n)}); partial rho {_fmt(r.partial_rho)} (n = {int(r.partial_n)})")
     for r in analysis.replication(df, gaps, merges, tables, corr):
         ctx.log(f"[analyze] replication: {r['finding']}: {r['figure']} -> {r['holds']}")
     lolo = tables["lolo"]

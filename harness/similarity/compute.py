@@ -22,10 +22,14 @@ PROBE_VERSION = "probe-v2"
 PROBE_SPEC = {"cka_verses": 16, "rbf_tokens": 2048, "neuron_verses": 64, "mt_verses": 32, "dev_verses": 16,
               "seed": 0, "pivot": "en"}
 # Version of what is computed from the probe (metrics, thresholds); part of every cache key.
-DIAG_VERSION = {"v": "diag-v1", "rbf_fraction": cka.RBF_FRACTION, "lape": [neurons.LAPE_TOP_RATE, neurons.LAPE_FILTER_RATE,
+DIAG_VERSION = {"v": "diag-v2", "path_on": "the pair's expert languages", "rbf_fraction": cka.RBF_FRACTION, "lape": [neurons.LAPE_TOP_RATE, neurons.LAPE_FILTER_RATE,
                 neurons.LAPE_BAR_RATE], "ap_top_frac": neurons.AP_TOP_FRAC, "span_ap": neurons.SPAN_SELECTIVE_AP,
                 "trim": weights.TRIM_DENSITY, "path_points": weights.PATH_POINTS}
 CKA_METRICS = ("cka_linear", "cka_debiased", "cka_rbf")
+# What each cached pair computation depends on beyond the models and the probe; bump one to recompute only it.
+PAIR_VERSIONS = {"cka": ["cka-v1", cka.RBF_FRACTION], "ckam": ["cka-v1", cka.RBF_FRACTION],
+                 "weights": ["weights-v1", weights.TRIM_DENSITY], "weightset": ["weights-v1", weights.TRIM_DENSITY],
+                 "pathl": ["path-v2", weights.PATH_POINTS]}
 
 
 @dataclass
@@ -260,7 +264,6 @@ class SimilarityCache:
     def __init__(self, probe: Probe, device: str = "cpu"):
         self.probe, self.device = probe, device
         self.sha = probe.sha
-        self.diag = store.sha256_obj(DIAG_VERSION)[:12]
         self.root = store.home() / "similarity" / f"{PROBE_VERSION}-{self.sha[:12]}"
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._grams: dict[str, list] = {}
@@ -302,7 +305,9 @@ class SimilarityCache:
         return self._grams[sha]
 
     def _pair(self, kind: str, key: list[str], compute) -> dict:
-        f = self.root / "pairs" / f"{kind}-{self.diag}-{store.sha256_obj(key)[:24]}.json"
+        """A pair result cached under the pair's hashes and the version of that one computation (PAIR_VERSIONS),
+        so changing one diagnostic leaves the others' caches valid."""
+        f = self.root / "pairs" / f"{kind}-{store.sha256_obj({'key': key, 'v': PAIR_VERSIONS[kind]})[:24]}.json"
         if f.exists():
             return store.read_json(f)
         value = compute()
@@ -350,24 +355,29 @@ class SimilarityCache:
 
         return self._pair("weightset", [x for i in items for x in (i[0], i[2])], compute)
 
-    def path(self, a: tuple[str, Path], b: tuple[str, Path]) -> dict:
-        """Dev bits per byte at PATH_POINTS evenly spaced points of the linear path from a to b (sorted by hash)."""
+    def path(self, a: tuple[str, Path], b: tuple[str, Path], languages: list[str] | None = None) -> dict:
+        """Dev bits per byte at PATH_POINTS evenly spaced points of the linear path from a to b (a, b sorted by
+        hash), on the dev verses of `languages` (all probe languages when None), and its loss barrier."""
         (sa, pa), (sb, pb) = sorted([a, b])
 
         def compute():
-            from ..scoring import bits_per_byte
-
             tok, model = _load(pa, self.device)
             wa, wb = _weights(pa), _weights(pb)
-            al = weights.alphas()
-            bpb = []
-            for alpha in al:
+            per_lang = {l: [] for l in self.probe.languages}
+            k = PROBE_SPEC["dev_verses"]
+            for alpha in weights.alphas():
                 model.load_state_dict(weights.interpolate(wa, wb, alpha), strict=True)
                 ll, nb = dev_likelihood(model, tok, self.probe.dev_texts, self.device)
-                bpb.append(bits_per_byte(ll, nb))
-            return {"alpha": al, "bpb": bpb, "barrier": weights.loss_barrier(bpb, al)}
+                for i, l in enumerate(self.probe.languages):
+                    per_lang[l].append([float(ll[i * k:(i + 1) * k].sum()), float(nb[i * k:(i + 1) * k].sum())])
+            return {"alpha": weights.alphas(), "ll_bytes": per_lang}
 
-        return self._pair("path", [sa, sb], compute)
+        res = self._pair("pathl", [sa, sb], compute)
+        langs = [l for l in (languages or self.probe.languages) if l in res["ll_bytes"]] or self.probe.languages
+        ll = np.sum([[p[0] for p in res["ll_bytes"][l]] for l in langs], 0)
+        nb = np.sum([[p[1] for p in res["ll_bytes"][l]] for l in langs], 0)
+        bpb = (-ll / np.log(2) / nb).tolist()
+        return {"alpha": res["alpha"], "bpb": bpb, "barrier": weights.loss_barrier(bpb, res["alpha"]), "languages": langs}
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -388,6 +398,14 @@ def _task_vector(item: tuple[str, Path, str, Path]) -> dict[str, torch.Tensor]:
 def _row(metric, x, y, relation, value, **extra) -> dict:
     return {"metric": metric, "a": x[0], "b": y[0], "a_sha256": x[1], "b_sha256": y[1], "relation": relation,
             "value": float(value), "probe": PROBE_VERSION, **extra}
+
+
+def pair_languages(a: str, b: str) -> list[str] | None:
+    """The languages two family members are experts in (their dev text scores the loss path); None for others."""
+    from ..analysis import home_language
+
+    langs = sorted({l for l in (home_language(a), home_language(b)) if l})
+    return langs or None
 
 
 def merge_similarity_rows(cache: SimilarityCache, merge: tuple[str, str, Path],
@@ -432,7 +450,7 @@ def merge_similarity_rows(cache: SimilarityCache, merge: tuple[str, str, Path],
                 for metric, key in (("task_cosine", "cosine"), ("sign_conflict", "conflict_raw"), ("sign_conflict_trim", "conflict_trim")):
                     if g in w[key] and w[key][g] == w[key][g]:
                         rows.append(_row(metric, x, y, "constituents", w[key][g], group=g))
-        p = cache.path((x[1], x[2]), (y[1], y[2]))
+        p = cache.path((x[1], x[2]), (y[1], y[2]), languages=pair_languages(x[0], y[0]))
         flip = sorted([x[1], y[1]])[0] != x[1]
         for alpha, v in zip(p["alpha"], p["bpb"]):
             rows.append(_row("path_bpb", x, y, "constituents", v, alpha=round(1 - alpha, 10) if flip else alpha))
