@@ -273,8 +273,8 @@ def diagnostic_correlations(diag: pd.DataFrame, gapref: pd.DataFrame, covariates
             pts = pd.DataFrame({"x": diag[d], "y": gapref[ref]}).join(covariates).dropna(subset=["x", "y"])
             res = rankstats.correlate(pts.x.to_numpy(), pts.y.to_numpy(), seed)
             cov = pts.dropna()
-            part = rankstats.correlate(cov.x.to_numpy(), cov.y.to_numpy(), seed,
-                                       covariates=cov[["uriel_distance", "script_mismatch"]].to_numpy()) if len(cov) >= 6 else {}
+            part = rankstats.partial_correlate(cov.x.to_numpy(), cov.y.to_numpy(),
+                                               cov[["uriel_distance", "script_mismatch"]].to_numpy(), seed) if len(cov) >= 6 else {}
             metric, group = d.split(":")
             rows.append({"diagnostic": d, "metric": metric, "group": group, "reference": ref, **res,
                          "partial_n": len(cov), **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})

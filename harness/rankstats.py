@@ -31,10 +31,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall's tau-b along the last axis: sum_{i<j} s_x s_y / sqrt(sum s_x^2 sum s_y^2), s = sign of differences."""
-    sx = np.sign(x[..., :, None] - x[..., None, :])
-    sy = np.sign(y[..., :, None] - y[..., None, :])
-    iu = np.triu_indices(x.shape[-1], 1)
-    sx, sy = sx[..., iu[0], iu[1]], sy[..., iu[0], iu[1]]
+    i, j = np.triu_indices(x.shape[-1], 1)
+    sx, sy = np.sign(x[..., i] - x[..., j]), np.sign(y[..., i] - y[..., j])
     den = np.sqrt((sx * sx).sum(-1) * (sy * sy).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (sx * sy).sum(-1) / np.where(den > 0, den, 1), np.nan)
@@ -99,15 +97,32 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     summary("rho", spearman)
     summary("tau", kendall if n <= 200 else _kendall_rows)
     if covariates is not None:
-        c = np.asarray(covariates, float).reshape(n, -1)
-        keep = [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]
-        c = c[:, keep]
-        obs = partial_spearman(x, y, c)
-        bx, by, bc = _rank(x[boot]), _rank(y[boot]), _rank(np.moveaxis(c[boot], 1, 2))  # (B, n), (B, n), (B, k, n)
-        bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
-        cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
-        rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
-        ps = _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm])
-        out.update(partial_rho=obs, partial_lo=float(np.nanpercentile(bs, 2.5)), partial_hi=float(np.nanpercentile(bs, 97.5)),
-                   partial_p=float((1 + np.sum(np.abs(ps) >= abs(obs) - 1e-12)) / (1 + n_perm)))
+        out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
+    return out
+
+
+def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed: int, n_boot: int = N_BOOT,
+                      n_perm: int = N_PERM) -> dict:
+    """Partial Spearman rho of x and y given covariates (n, k), its 95% bootstrap interval and permutation p-value
+    (permuting y's residuals). Covariates constant over the sample are dropped."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    out = {"partial_rho": None, "partial_lo": None, "partial_hi": None, "partial_p": None}
+    if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    if n > 200:
+        n_boot, n_perm = min(n_boot, 200), min(n_perm, 200)
+    rng = np.random.default_rng(seed + 1)
+    boot = rng.integers(0, n, size=(n_boot, n))
+    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    c = np.asarray(covariates, float).reshape(n, -1)
+    c = c[:, [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]]
+    obs = partial_spearman(x, y, c)
+    bx, by, bc = _rank(x[boot]), _rank(y[boot]), _rank(np.moveaxis(c[boot], 1, 2))  # (B, n), (B, n), (B, k, n)
+    bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
+    cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
+    rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
+    ps = _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm])
+    out.update(partial_rho=obs, partial_lo=float(np.nanpercentile(bs, 2.5)), partial_hi=float(np.nanpercentile(bs, 97.5)),
+               partial_p=float((1 + np.sum(np.abs(ps) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
