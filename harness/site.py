@@ -159,10 +159,10 @@ def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]
     if not corr.empty:
         c = corr.assign(order=corr.rho.abs().fillna(-1)).sort_values(["reference", "order"], ascending=[True, False])
         for r in c.itertuples():
-            rows.append({"diagnostic": r.diagnostic, "reference": r.reference, "n": r.n,
+            rows.append({"diagnostic": r.diagnostic, "reference": r.reference, "n": int(r.n),
                          "rho": _ci(r.rho, r.rho_lo, r.rho_hi), "rho_p": pval(r.rho_p), "tau": _ci(r.tau, r.tau_lo, r.tau_hi),
                          "tau_p": pval(r.tau_p), "partial": _ci(r.partial_rho, r.partial_lo, r.partial_hi),
-                         "partial_p": pval(r.partial_p), "partial_n": r.partial_n})
+                         "partial_p": pval(r.partial_p), "partial_n": int(r.partial_n)})
     svgs = []
     layers = tables["neuron_layers"]
     if not layers.empty:
