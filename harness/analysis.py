@@ -199,8 +199,6 @@ def paired_vs_expert(docs: dict[str, schema.DocsFile], merges: dict[str, list[st
 # ---- every diagnostic against every gap (issue: similarity and neuron diagnostics) ---------------------------
 
 REFERENCES = ("expert", "mixed", "mt-all")
-PAIR_METRICS = ("cka_linear", "cka_debiased", "cka_rbf", "task_cosine", "sign_conflict", "sign_conflict_trim",
-                "loss_barrier", "neuron_jaccard_lape", "neuron_jaccard_ap")
 
 
 def merge_diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
@@ -244,6 +242,7 @@ def merge_diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
 
 
 def merge_languages(constituents: list[str]) -> list[str]:
+    """The languages the constituents are experts in, sorted and distinct."""
     return sorted({l for l in (home_language(c) for c in constituents) if l})
 
 

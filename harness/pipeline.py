@@ -13,7 +13,7 @@ import pandas as pd
 from . import analysis, corpus as corpus_mod, merge as merge_mod, schema, site, store, submissions
 from .family.build import FAMILY, Builder, member_dir, members, model_hash
 from .family.presets import PRESETS
-from .provenance import git_hash, harness_version
+from .provenance import git_hash, harness_version, packages
 from .suite import load_suite, results_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -192,14 +192,20 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dic
 
     t_start = time.perf_counter()
     cache = SimilarityCache(build_probe(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
-    prov = lambda: {"harness": harness_version(), "git": git_hash(), "device": cache.device, "torch": torch_version()}
+    prov = {"harness": harness_version(), "git": git_hash(), "device": cache.device, "torch": packages()["torch"]}
     sets: dict[str, dict] = {}
-    shas: dict[str, str] = {}
+    shas: dict[Path, str] = {}  # checkpoint folder -> hash: each checkpoint hashed once per run
+
+    def sha_of(path: Path) -> str:
+        if path not in shas:
+            shas[path] = model_hash(path)
+        return shas[path]
+
     items = _models(ctx, merged)
     for i, (name, path, rpath, _extra) in enumerate(items, 1):
         target = rpath.parent / ctx.neurons_name
         try:
-            sha = shas[name] = model_hash(path)
+            sha = sha_of(path)
         except FileNotFoundError:
             continue
         if target.exists():
@@ -214,7 +220,7 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dic
             ctx.log(f"[similarity] {name}: no neuron statistics: {e}")
             continue
         f = schema.NeuronFile(model=name, model_sha256=sha, probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION,
-                              provenance=prov(), rows=[schema.NeuronRow(**r) for r in rows], sets=sets[name])
+                              provenance=prov, rows=[schema.NeuronRow(**r) for r in rows], sets=sets[name])
         store.write_json(target, f.model_dump(mode="json"))
         ctx.log(f"[similarity] ({i}/{len(items)}) {name}: neuron statistics ({time.perf_counter() - t0:.1f}s)")
 
@@ -226,8 +232,8 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dic
         if not all(c.startswith("family:") for c in s.manifest.constituents):
             continue  # hub constituents: their activations on the probe are not computed here yet
         target = s.results_path(ctx.similarity_name)
-        cons = [(c.split("/")[-1], model_hash(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
-        me = (s.id, shas.get(s.id) or model_hash(path), path)
+        cons = [(c.split("/")[-1], sha_of(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
+        me = (s.id, sha_of(path), path)
         if target.exists():
             old = schema.SimilarityFile.model_validate(store.read_json(target))
             old_shas = {r.a_sha256 for r in old.rows} | {r.b_sha256 for r in old.rows}
@@ -240,22 +246,16 @@ def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dic
                 bases = None
                 break
             bp = resolve(base, ctx.preset)
-            bases[name] = (model_hash(bp), bp)
+            bases[name] = (sha_of(bp), bp)
         t0 = time.perf_counter()
         rows = merge_similarity_rows(cache, me, cons, bases, sets, preset.layers)
-        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION, provenance=prov(),
+        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION, provenance=prov,
                                   rows=[schema.SimilarityRow(**r) for r in rows])
         store.write_json(target, f.model_dump(mode="json", exclude_none=True))
         ctx.log(f"[similarity] ({i}/{len(subs)}) {s.id}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
     wall = time.perf_counter() - t_start
     ctx.log(f"[similarity] done in {wall:.1f}s ({cache.computed} model passes or pair computations run, the rest cached)")
     return {"wall_s": wall, "computed": cache.computed}
-
-
-def torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, schema.DocsFile]:

@@ -71,10 +71,6 @@ def build_probe(corpus: Corpus, languages: list[str]) -> Probe:
     return Probe(languages, cka_texts, neuron_texts, labels, mt, dev_texts)
 
 
-def probe_sha(texts: list[str]) -> str:
-    return store.sha256_obj({"v": PROBE_VERSION, "texts": texts})
-
-
 # ---- one model over the probe ------------------------------------------------------------------------------
 
 def _load(path: Path, device: str):
@@ -93,6 +89,16 @@ def _gates(model) -> list:
     return [l.mlp.act_fn for l in layers]
 
 
+def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded input ids and attention mask, (len(seqs), longest)."""
+    width = max(len(q) for q in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, q in enumerate(seqs):
+        ids[r, :len(q)], mask[r, :len(q)] = torch.tensor(q), 1
+    return ids, mask
+
+
 @torch.no_grad()
 def _forward(model, seqs: list[list[int]], device: str, batch: int = 16):
     """Yields (i, hidden states per layer (T_i, width), gate activations per block (T_i, N), logits (T_i, V))
@@ -103,12 +109,7 @@ def _forward(model, seqs: list[list[int]], device: str, batch: int = 16):
     try:
         for s in range(0, len(seqs), batch):
             chunk = seqs[s:s + batch]
-            width = max(len(q) for q in chunk)
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            for r, q in enumerate(chunk):
-                ids[r, :len(q)] = torch.tensor(q)
-                mask[r, :len(q)] = 1
+            ids, mask = _pad(chunk)
             captured.clear()
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
             hs = [h.float().cpu() for h in out.hidden_states]
@@ -186,11 +187,7 @@ def dev_likelihood(model, tok, texts: list[str], device: str) -> tuple[np.ndarra
     ll = np.zeros(len(seqs))
     for s in range(0, len(seqs), 16):
         chunk = seqs[s:s + 16]
-        width = max(len(q) for q in chunk)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        mask = torch.zeros(len(chunk), width, dtype=torch.long)
-        for r, q in enumerate(chunk):
-            ids[r, :len(q)], mask[r, :len(q)] = torch.tensor(q), 1
+        ids, mask = _pad(chunk)
         logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double(), -1).cpu()
         for r, q in enumerate(chunk):
             tgt = torch.tensor(q[1:])
@@ -248,11 +245,6 @@ def neuron_summary(a: dict[str, np.ndarray], probe: Probe) -> tuple[list[dict], 
 def sets_mask(sets: dict[str, list[list[int]]], languages: list[str]) -> set[tuple[str, int, int]]:
     """A language-neuron set as (language, layer, index) triples, for Jaccard between models."""
     return {(lang, l, i) for lang in languages for l, i in sets.get(lang, [])}
-
-
-def set_jaccard(a: set, b: set) -> float:
-    union = a | b
-    return len(a & b) / len(union) if union else float("nan")
 
 
 # ---- caches ------------------------------------------------------------------------------------------------
@@ -402,10 +394,9 @@ def _row(metric, x, y, relation, value, **extra) -> dict:
 
 def pair_languages(a: str, b: str) -> list[str] | None:
     """The languages two family members are experts in (their dev text scores the loss path); None for others."""
-    from ..analysis import home_language
+    from ..analysis import merge_languages
 
-    langs = sorted({l for l in (home_language(a), home_language(b)) if l})
-    return langs or None
+    return merge_languages([a, b]) or None
 
 
 def merge_similarity_rows(cache: SimilarityCache, merge: tuple[str, str, Path],
@@ -437,7 +428,7 @@ def merge_similarity_rows(cache: SimilarityCache, merge: tuple[str, str, Path],
         if neuron_sets and x[0] in neuron_sets and y[0] in neuron_sets:
             langs = cache.probe.languages
             for kind in ("lape", "ap"):
-                j = set_jaccard(sets_mask(neuron_sets[x[0]][kind], langs), sets_mask(neuron_sets[y[0]][kind], langs))
+                j = neurons.jaccard(sets_mask(neuron_sets[x[0]][kind], langs), sets_mask(neuron_sets[y[0]][kind], langs))
                 if j == j:
                     rows.append(_row(f"neuron_jaccard_{kind}", x, y, relation, j))
 

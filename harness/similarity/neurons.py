@@ -111,10 +111,12 @@ def top_selective(ap: np.ndarray, top_frac: float = AP_TOP_FRAC) -> np.ndarray:
     return mask
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """|A & B| / |A | B| of two boolean masks of the same shape; nan when both are empty."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else math.nan
+def jaccard(a: np.ndarray | set, b: np.ndarray | set) -> float:
+    """|A & B| / |A | B| of two boolean masks of the same shape, or of two sets; nan when both are empty."""
+    if isinstance(a, np.ndarray):
+        a, b = set(np.flatnonzero(a).tolist()), set(np.flatnonzero(b).tolist())
+    union = a | b
+    return len(a & b) / len(union) if union else math.nan
 
 
 def span_mask(offsets: list[tuple[int, int]], start: int, end: int) -> np.ndarray:
