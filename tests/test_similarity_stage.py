@@ -79,7 +79,8 @@ def test_rows_cache_and_orientation(three):
     assert path[0][1] == pytest.approx(own(cons[0]), rel=1e-6)
     assert path[-1][1] == pytest.approx(own(cons[1]), rel=1e-6)
     barrier = next(r["value"] for r in rows if r["metric"] == "loss_barrier")
-    assert barrier >= 0.0
+    (a0, l0), (a1, l1) = path[0], path[-1]
+    assert barrier == pytest.approx(max(v - (l0 + (l1 - l0) * (a - a0)) for a, v in path), abs=1e-9)
 
     # a fresh cache object over the same home computes nothing and gives the same rows
     again = SimilarityCache(probe)

@@ -56,6 +56,11 @@ def test_interpolation_and_barrier():
     assert weights.loss_barrier(straight, al) == pytest.approx(0.0, abs=1e-12)
     bump = [v + (0.7 if a_ == 0.5 else 0.0) for v, a_ in zip(straight, al)]
     assert weights.loss_barrier(bump, al) == pytest.approx(0.7)
+    # a path below its line everywhere inside has barrier exactly 0 (the ends), never a negative number
+    dip = [v - (0.3 if 0 < a_ < 1 else 0.0) for v, a_ in zip(straight, al)]
+    assert weights.loss_barrier(dip, al) == 0.0
+    # a constructed path with its peak off the middle: line from 1 to 3; at alpha 0.75 the line is 2.5, the loss 5
+    assert weights.loss_barrier([1.0, 2.0, 3.0, 5.0, 3.0], [0.0, 0.25, 0.5, 0.75, 1.0]) == pytest.approx(2.5)
 
 
 def test_task_vector_refuses_mismatched_names():

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-RBF_FRACTION = 0.5  # bandwidth sigma = this fraction of the median pairwise distance (Kornblith et al. use 0.2-0.8)
+RBF_THRESHOLD = 0.5  # sigma^2 = threshold^2 x median squared pairwise distance (Kornblith et al. 2019 report 0.2-0.8)
 
 
 def _center(x: torch.Tensor) -> torch.Tensor:
@@ -80,20 +80,19 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     return x @ x.T
 
 
-def gram_rbf(x: torch.Tensor, fraction: float = RBF_FRACTION) -> torch.Tensor:
-    """RBF kernel exp(-|x_i - x_j|^2 / (2 sigma^2)) with sigma = fraction * median pairwise distance
-    (off-diagonal pairs). x: (n, p) -> (n, n)."""
+def gram_rbf(x: torch.Tensor, threshold: float = RBF_THRESHOLD) -> torch.Tensor:
+    """RBF kernel exp(-|x_i - x_j|^2 / (2 sigma^2)) with sigma^2 = threshold^2 * the median of ALL n^2 squared
+    pairwise distances, the diagonal's zeros included: the bandwidth convention of Kornblith et al. (2019)'s
+    published reference code, so values compare with papers that used it. x: (n, p) -> (n, n)."""
     x = x.double()
     sq = (x * x).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min_(0.0)
-    n = x.shape[0]
-    iu = torch.triu_indices(n, n, offset=1, device=x.device)
-    dist = d2[iu[0], iu[1]].sqrt()  # each pair once: the same median as over all off-diagonal entries
-    m = dist.numel()
-    lo = dist.kthvalue((m + 1) // 2).values
-    median = lo if m % 2 else 0.5 * (lo + dist.kthvalue(m // 2 + 1).values)
-    sigma2 = (fraction * median) ** 2
-    return torch.exp(-d2 / (2.0 * sigma2))
+    d2.fill_diagonal_(0.0)
+    flat = d2.flatten()
+    m = flat.numel()
+    lo = flat.kthvalue((m + 1) // 2).values
+    median = lo if m % 2 else 0.5 * (lo + flat.kthvalue(m // 2 + 1).values)  # numpy's median of an even count
+    return torch.exp(-d2 / (2.0 * threshold ** 2 * median))
 
 
 def center_gram(k: torch.Tensor) -> torch.Tensor:
@@ -130,10 +129,10 @@ def gram_linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return cka_gram(gram_linear(x), gram_linear(y))
 
 
-def rbf_cka(x: torch.Tensor, y: torch.Tensor, fraction: float = RBF_FRACTION) -> float:
+def rbf_cka(x: torch.Tensor, y: torch.Tensor, threshold: float = RBF_THRESHOLD) -> float:
     """RBF-kernel CKA. x: (n, p), y: (n, q); bandwidth per gram_rbf."""
     _same_rows(x, y)
-    return cka_gram(gram_rbf(x, fraction), gram_rbf(y, fraction))
+    return cka_gram(gram_rbf(x, threshold), gram_rbf(y, threshold))
 
 
 def minibatch_cka(x: torch.Tensor, y: torch.Tensor, batch: int = 1024,

@@ -22,12 +22,12 @@ PROBE_VERSION = "probe-v2"
 PROBE_SPEC = {"cka_verses": 16, "rbf_tokens": 2048, "neuron_verses": 64, "mt_verses": 32, "dev_verses": 16,
               "seed": 0, "pivot": "en"}
 # Version of what is computed from the probe (metrics, thresholds); part of every cache key.
-DIAG_VERSION = {"v": "diag-v2", "path_on": "the pair's expert languages", "rbf_fraction": cka.RBF_FRACTION, "lape": [neurons.LAPE_TOP_RATE, neurons.LAPE_FILTER_RATE,
+DIAG_VERSION = {"v": "diag-v3", "path_on": "the pair's expert languages", "rbf_threshold": cka.RBF_THRESHOLD, "lape": [neurons.LAPE_TOP_RATE, neurons.LAPE_FILTER_RATE,
                 neurons.LAPE_BAR_RATE], "ap_top_frac": neurons.AP_TOP_FRAC, "span_ap": neurons.SPAN_SELECTIVE_AP,
                 "trim": weights.TRIM_DENSITY, "path_points": weights.PATH_POINTS}
 CKA_METRICS = ("cka_linear", "cka_debiased", "cka_rbf")
 # What each cached pair computation depends on beyond the models and the probe; bump one to recompute only it.
-PAIR_VERSIONS = {"cka": ["cka-v1", cka.RBF_FRACTION], "ckam": ["cka-v1", cka.RBF_FRACTION],
+PAIR_VERSIONS = {"cka": ["cka-v2", cka.RBF_THRESHOLD], "ckam": ["cka-v2", cka.RBF_THRESHOLD],
                  "weights": ["weights-v1", weights.TRIM_DENSITY], "weightset": ["weights-v1", weights.TRIM_DENSITY],
                  "pathl": ["path-v2", weights.PATH_POINTS]}
 

@@ -90,6 +90,7 @@ def alphas(points: int = PATH_POINTS) -> list[float]:
 
 def loss_barrier(losses: list[float], alpha: list[float]) -> float:
     """max over the path of loss(alpha) - [(1 - alpha) loss(0) + alpha loss(1)]: how far the path rises above
-    the straight line between its ends (0 for linearly connected models; can be negative)."""
+    the straight line between its ends. Never negative: both ends lie on that line, so the maximum is at least
+    0, reached when the whole path stays on or below the line (linearly connected models)."""
     l0, l1 = losses[0], losses[-1]
     return float(max(l - ((1 - a) * l0 + a * l1) for l, a in zip(losses, alpha)))
