@@ -202,7 +202,8 @@ def validity_view(vtable: list[dict]) -> list[dict]:
                     "control_value": _fmt(r["control_value"]), "difference": _ci(r["difference"], r["diff_ci_low"], r["diff_ci_high"], 3),
                     "floor_value": _fmt(r["floor_value"]),
                     "floor_difference": _ci(r["floor_difference"], r["floor_ci_low"], r["floor_ci_high"], 3),
-                    "live": "live" if r["live"] else "not live", "cls": "" if r["live"] else "dead",
+                    "live": "yes, primary" if r["live"] else "not used" if r["task_live"] else "no",
+                    "cls": "" if r["task_live"] else "dead",
                     "reason": r["reason"], "interval": r["interval"]})
     return out
 

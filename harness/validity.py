@@ -128,7 +128,7 @@ def _lm(task, lang, r: Rule, rows, docs, suite) -> tuple[TaskValidity, list[dict
              "floor_ci_high": None}
     if e is None or f is None:
         reason = f"no stored {r.lm_metric} for {expert if e is None else r.floor}"
-        return TaskValidity(live=False, reason=reason, **base), [{**table, "live": False, "reason": reason}]
+        return TaskValidity(live=False, reason=reason, **base), [{**table, "live": False, "task_live": False, "reason": reason}]
     diff = f["value"] - e["value"]
     ci = _paired_bpb_gain(docs, r.floor, expert, task, suite["seed"])
     how = "paired bootstrap over documents"
@@ -138,7 +138,7 @@ def _lm(task, lang, r: Rule, rows, docs, suite) -> tuple[TaskValidity, list[dict
     reason = "" if live else (f"no interval stored for {expert}" if ci is None else
                               f"expert not below {r.floor} in {r.lm_metric.replace('_', ' ')}")
     table.update(difference=diff, diff_ci_low=ci and ci[0], diff_ci_high=ci and ci[1], interval=how)
-    return TaskValidity(live=live, reason=reason, **base), [{**table, "live": live, "reason": reason}]
+    return TaskValidity(live=live, reason=reason, **base), [{**table, "live": live, "task_live": live, "reason": reason}]
 
 
 def _mt(task, lang, r: Rule, rows, suite) -> tuple[TaskValidity, list[dict]]:
@@ -152,7 +152,7 @@ def _mt(task, lang, r: Rule, rows, suite) -> tuple[TaskValidity, list[dict]]:
         missing += s is None
         above = e is not None and f is not None and (e["value"] - f["value"]) * (1 if e["higher_is_better"] else -1) > 0
         ok = chosen is None and carries_signal(s) and above
-        reason = ("" if ok else "a metric earlier in the suite's order is live" if chosen is not None else
+        reason = ("" if ok else f"{chosen.metric} comes first and is live" if chosen is not None else
                   f"no stored {c.signal} for {expert}" if s is None else DEAD_MT if not carries_signal(s) else
                   f"no stored {c.metric} for {r.floor}" if f is None else f"expert not above {r.floor} in {c.metric}")
         if ok:
@@ -166,7 +166,10 @@ def _mt(task, lang, r: Rule, rows, suite) -> tuple[TaskValidity, list[dict]]:
                       "control_value": v(ctl), "difference": v(s), "diff_ci_low": v(s, "ci_low"),
                       "diff_ci_high": v(s, "ci_high"), "interval": f"{c.signal} (paired bootstrap over documents)",
                       "floor_value": v(fsc), "floor_difference": v(fs), "floor_ci_low": v(fs, "ci_low"),
-                      "floor_ci_high": v(fs, "ci_high"), "live": ok, "reason": reason, "score": c.score})
+                      "floor_ci_high": v(fs, "ci_high"), "live": ok, "reason": reason, "score": c.score,
+                      "signal": carries_signal(s)})
+    for t in table:
+        t["task_live"] = chosen is not None
     if chosen is not None:
         return chosen, table
     first = r.mt[0]
