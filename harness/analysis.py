@@ -45,10 +45,12 @@ def normalized(value, floor: float, expert: float, higher_is_better: bool):
 
 def scored(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     """One row per (model, task) on the task's shown metric (validity.TaskValidity.metric): its value, whether
-    the task is live, whether the model's own score carries signal against its control (mt; None for lm), and the
-    normalized score, live tasks only; a translation score without signal of its own counts at most 0 (the
-    floor): a score that does not depend on the source earns no credit. tasks: task -> TaskValidity."""
-    cols = ["model", "task", "task_kind", "metric", "value", "stderr", "live", "signal", "norm"]
+    the task is live, whether the model's own score carries signal against its control (mt: True or False, None
+    where the model has no control row stored; None for lm), whether it is credited, and the normalized score,
+    live tasks only. A translation score not shown to carry signal of its own (interval including zero, or no
+    control stored) counts at most 0 (the floor): a score that does not depend on the source earns no credit.
+    tasks: task -> TaskValidity."""
+    cols = ["model", "task", "task_kind", "metric", "value", "stderr", "live", "signal", "credited", "norm"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     metric_of = {t: tv.metric for t, tv in tasks.items()}
@@ -56,15 +58,15 @@ def scored(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     s = df[df["metric"] == df["task"].map(metric_of)].dropna(subset=["value"])
     s = s[["model", "task", "task_kind", "metric", "value", "stderr"]].drop_duplicates(["model", "task"]).reset_index(drop=True)
     sig = df[df["metric"] == df["task"].map(signal_of)]
-    sig = dict(zip(zip(sig["model"], sig["task"]), pd.to_numeric(sig["ci_low"], errors="coerce") > 0))
+    sig = dict(zip(zip(sig["model"], sig["task"]), (pd.to_numeric(sig["ci_low"], errors="coerce") > 0).tolist()))
     s["live"] = [tasks[t].live for t in s["task"]]
-    s["signal"] = [sig.get((m, t), False) if t in signal_of else None for m, t in zip(s["model"], s["task"])]
+    s["signal"] = [sig.get((m, t)) for m, t in zip(s["model"], s["task"])]
+    s["credited"] = [t not in signal_of or g is True for t, g in zip(s["task"], s["signal"])]
     s["norm"] = math.nan
     for task, g in s[s["live"]].groupby("task"):
         tv = tasks[task]
         norm = normalized(g["value"].to_numpy(dtype=float), tv.floor_value, tv.expert_value, tv.higher_is_better)
-        no_signal = (g["signal"] == False).to_numpy()  # noqa: E712 (None means: not applicable)
-        s.loc[g.index, "norm"] = np.where(no_signal, np.minimum(norm, 0.0), norm)
+        s.loc[g.index, "norm"] = np.where(g["credited"].to_numpy(dtype=bool), norm, np.minimum(norm, 0.0))
     return s[cols]
 
 

@@ -161,8 +161,7 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
         rows = np.array([row_of[m] for m in g["model"]])
         norm = analysis.normalized(_task_samples(tv, g, docs, suite, rng, n_boot, idx_of), tv.floor_value,
                                    tv.expert_value, tv.higher_is_better)
-        no_signal = (g["signal"] == False).to_numpy()[:, None]  # noqa: E712 (None: not applicable)
-        total[rows] += np.where(no_signal, np.minimum(norm, 0.0), norm)
+        total[rows] += np.where(g["credited"].to_numpy(dtype=bool)[:, None], norm, np.minimum(norm, 0.0))
         counts[rows] += 1
     scores = np.where(counts > 0, total / np.maximum(counts, 1), -np.inf)
     ranks = (-scores).argsort(0, kind="stable").argsort(0) + 1  # rank of each model within each resample
@@ -173,22 +172,25 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
 METRIC_LABEL = {"bits_per_byte": "bpb", "chrf++": "chrF++", "xmi": "XMI", "bleu": "BLEU"}
 NO_SIGNAL = ("no signal: this model's own interval against its shuffled-source control includes zero; "
              "the score counts at most 0 in the babel score")
+NO_CONTROL = ("no control: this model's results predate the shuffled-source control; re-evaluate it; "
+              "the score counts at most 0 in the babel score")
 
 
 def _task_column(tv) -> dict:
     """How the leaderboard shows one task: its metric, label, digits, and whether it is live (and why not)."""
     return {"task": tv.task, "metric": tv.metric, "label": METRIC_LABEL.get(tv.metric, tv.metric), "live": tv.live,
-            "reason": tv.reason, "digits": 2 if tv.metric in ("chrf++", "bleu") else 3,
+            "reason": tv.reason, "digits": 2 if tv.metric in ("chrf++", "bleu") else 3, "checks_signal": tv.signal is not None,
             "cls": ("" if tv.live else "dead") + (" lm" if tv.kind == "lm" else " mt")}
 
 
 def _score_cell(value, col: dict, signal) -> dict:
     """One leaderboard cell: the formatted value, its CSS class (dead: the task is not live; nosig: the model's
-    own score carries no signal against its control) and whether to mark it 'ns'."""
-    ns = signal is False and value is not None
+    own score is not shown to carry signal against its control) and its mark: 'ns' where the interval includes
+    zero, 'nc' where no control is stored."""
+    mark = "" if value is None or not col["checks_signal"] or signal is True else "ns" if signal is False else "nc"
     dead = "" if col["live"] else " dead"
-    return {"text": _fmt(value, col["digits"]), "cls": "num" + dead + (" nosig" if ns else ""), "ns": ns,
-            "rate_cls": "num rate" + dead}
+    return {"text": _fmt(value, col["digits"]), "cls": "num" + dead + (" nosig" if mark else ""), "ns": mark == "ns",
+            "nc": mark == "nc", "rate_cls": "num rate" + dead}
 
 
 def validity_view(vtable: list[dict]) -> list[dict]:
@@ -359,7 +361,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
             "score": score, "n_live": n_live, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
             "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
-            "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]],
+            "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],
             "empty": [cell.get((model, t, "empty_rate")) for t in mt_tasks],
             "off": [cell.get((model, t, "off_target_rate")) for t in mt_tasks]})
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
@@ -424,7 +426,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     provs = [r.provenance for r in data.results]
     ctx = dict(suite=suite, built=now_utc(), git=git_hash(), lm_tasks=lm_tasks, mt_tasks=mt_tasks,
                n_models=len(data.results), n_merges=len(data.merges), failed=failed,
-               cols=[task_cols[t] for t in lm_tasks + mt_tasks], no_signal=NO_SIGNAL,
+               cols=[task_cols[t] for t in lm_tasks + mt_tasks], no_signal=NO_SIGNAL, no_control=NO_CONTROL,
                live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]],
                dead=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if not c["live"]])
 

@@ -176,7 +176,7 @@ def _mt(task, lang, r: Rule, rows, suite) -> tuple[TaskValidity, list[dict]]:
     e, f = rows.get((expert, task, first.metric)), rows.get((r.floor, task, first.metric))
     reasons = [t["reason"] for t in table]
     reason = DEAD_MT if DEAD_MT in reasons else (reasons[0] if missing < len(r.mt) else
-                                                   f"no control rows stored for {expert}; re-evaluate it")
+                                                   f"no control rows stored for {expert} (re-evaluate it)")
     return TaskValidity(task=task, kind="mt", language=lang, expert=expert, live=False, metric=first.metric,
                         higher_is_better=True if e is None else bool(e["higher_is_better"]), signal=first.signal,
                         floor_value=f and f["value"], expert_value=e and e["value"], reason=reason), table

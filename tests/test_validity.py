@@ -128,7 +128,8 @@ def test_leaderboard_counts_live_tasks_only_and_caps_scores_without_signal():
     extra = [_r("a", "lm:en", "bits_per_byte", 5.0, 4.9, 5.1, False), _r("a", "lm:de", "bits_per_byte", 2.0, 1.9, 2.1, False),
              _r("a", t, "chrf++", 17.5), _r("a", t, "chrf++_over_control", 3.0, 1.0, 5.0),
              _r("b", "lm:en", "bits_per_byte", 2.0, 1.9, 2.1, False), _r("b", "lm:de", "bits_per_byte", 9.5, 9.4, 9.6, False),
-             _r("b", t, "chrf++", 30.0), _r("b", t, "chrf++_over_control", 1.0, -1.0, 3.0)]
+             _r("b", t, "chrf++", 30.0), _r("b", t, "chrf++_over_control", 1.0, -1.0, 3.0),
+             _r("c", t, "chrf++", 30.0)]  # c: results from before the control existed
     df = _family(extra=extra)
     tasks, _ = validity.assess(df, _suite())
     board = analysis.leaderboard(df, tasks)
@@ -137,6 +138,9 @@ def test_leaderboard_counts_live_tasks_only_and_caps_scores_without_signal():
     # b: lm:en 100, lm:de -25, mt 100 but without signal of its own -> at most 0 -> 75 / 3
     assert board.loc["b", "babel_score"] == pytest.approx(25.0)
     assert board.loc["mt-en-de", "babel_score"] == pytest.approx(100.0)  # the mt expert only has mt scores
+    assert board.loc["c", "babel_score"] == 0.0  # no control stored: not shown to carry signal, at most 0
+    s = analysis.scored(df, tasks).set_index(["model", "task"])
+    assert s.loc[("b", t), "signal"] is False and s.loc[("c", t), "signal"] is None and s.loc[("a", t), "signal"] is True
     assert board.loc["init-s0", "babel_score"] == pytest.approx(0.0)
     assert board.loc["a", "n_live"] == 3 and board.loc["a", "mean_chrf"] == 17.5
     # with mt:en-de dead, only the lm tasks count: a (50 + 100) / 2 = 75, b (100 - 25) / 2 = 37.5
