@@ -1,5 +1,6 @@
-"""Merge gaps, the documented aggregate, and the correlation between constituents' representational
-similarity (CKA) and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al. 2026)."""
+"""Merge gaps, the documented aggregate (issue 12.6: over live tasks, the share of the expert's gain over the
+untrained floor that a model keeps), and the correlation between constituents' representational similarity (CKA)
+and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al. 2026)."""
 
 from __future__ import annotations
 
@@ -31,27 +32,63 @@ def primary(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["metric"] == df["task_kind"].map(PRIMARY)]
 
 
-def normalized(metric: str, value):
-    """The 0-100 per-task score of the aggregate: chrF++ as is, 100 * (1 - bpb / 8) for bits per byte.
-    value: a float or a numpy array of them."""
-    if metric == "bits_per_byte":
-        return 100.0 * (1.0 - value / 8.0)
-    return value
+def normalized(value, floor: float, expert: float, higher_is_better: bool):
+    """The aggregate's per-task score: the share, in percent, of the expert's gain over the untrained floor that
+    the model keeps. 100 * (floor - value) / (floor - expert) for bits per byte, 100 * (value - floor) /
+    (expert - floor) for higher-is-better metrics: 100 = the expert, 0 = the floor, negative = worse than the
+    floor (unbounded below). value: a float or a numpy array; the expert must beat the floor (a live task)."""
+    gain = (expert - floor) if higher_is_better else (floor - expert)
+    if not gain > 0:
+        raise ValueError(f"normalized: the expert ({expert}) does not beat the floor ({floor}); only live tasks are normalized")
+    return 100.0 * ((value - floor) if higher_is_better else (floor - value)) / gain
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: one row per model, the babel score (mean normalized primary score over tasks), the mean
-    bits per byte and chrF++, and one column per task; sorted best first."""
-    p = primary(df).copy()
-    p["norm"] = [normalized(m, v) for m, v in zip(p["metric"], p["value"])]
-    wide = p.pivot_table(index="model", columns="task", values="value")
+def scored(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
+    """One row per (model, task) on the task's shown metric (validity.TaskValidity.metric): its value, whether
+    the task is live, whether the model's own score carries signal against its control (mt: True or False, None
+    where the model has no control row stored; None for lm), whether it is credited, and the normalized score,
+    live tasks only. A translation score not shown to carry signal of its own (interval including zero, or no
+    control stored) counts at most 0 (the floor): a score that does not depend on the source earns no credit.
+    tasks: task -> TaskValidity."""
+    cols = ["model", "task", "task_kind", "metric", "value", "stderr", "live", "signal", "credited", "norm"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    metric_of = {t: tv.metric for t, tv in tasks.items()}
+    signal_of = {t: tv.signal for t, tv in tasks.items() if tv.signal}
+    s = df[df["metric"] == df["task"].map(metric_of)].dropna(subset=["value"])
+    s = s[["model", "task", "task_kind", "metric", "value", "stderr"]].drop_duplicates(["model", "task"]).reset_index(drop=True)
+    sig = df[df["metric"] == df["task"].map(signal_of)]
+    sig = dict(zip(zip(sig["model"], sig["task"]), (pd.to_numeric(sig["ci_low"], errors="coerce") > 0).tolist()))
+    s["live"] = [tasks[t].live for t in s["task"]]
+    s["signal"] = [sig.get((m, t)) for m, t in zip(s["model"], s["task"])]
+    s["credited"] = [t not in signal_of or g is True for t, g in zip(s["task"], s["signal"])]
+    s["norm"] = math.nan
+    for task, g in s[s["live"]].groupby("task"):
+        tv = tasks[task]
+        norm = normalized(g["value"].to_numpy(dtype=float), tv.floor_value, tv.expert_value, tv.higher_is_better)
+        s.loc[g.index, "norm"] = np.where(g["credited"].to_numpy(dtype=bool), norm, np.minimum(norm, 0.0))
+    return s[cols]
+
+
+def leaderboard(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
+    """Wide table: one row per model; the babel score (mean normalized score over the live tasks it has), the
+    number of live tasks behind it, mean bits per byte over live lm tasks and mean chrF++ over the live mt tasks
+    whose metric is chrF++, and one column per task (its shown metric, live or not); best first, models without
+    a live score last. tasks: task -> validity.TaskValidity."""
+    s = scored(df, tasks)
+    if s.empty:
+        return pd.DataFrame(columns=["babel_score", "n_live", "mean_bpb", "mean_chrf"])
+    live = s[s.live]
+    wide = s.pivot_table(index="model", columns="task", values="value")
     out = pd.DataFrame({
-        "babel_score": p.groupby("model")["norm"].mean(),
-        "mean_bpb": p[p.task_kind == "lm"].groupby("model")["value"].mean(),
-        "mean_chrf": p[p.task_kind == "mt"].groupby("model")["value"].mean(),
-    }).join(wide)
+        "babel_score": live.groupby("model")["norm"].mean(),
+        "n_live": live.groupby("model")["norm"].count(),
+        "mean_bpb": live[live.metric == "bits_per_byte"].groupby("model")["value"].mean(),
+        "mean_chrf": live[live.metric == "chrf++"].groupby("model")["value"].mean(),
+    }, index=wide.index).join(wide)
+    out["n_live"] = out["n_live"].fillna(0).astype(int)
     meta = df.drop_duplicates("model").set_index("model")[["kind", "arm", "method"]]
-    return out.join(meta).sort_values("babel_score", ascending=False)
+    return out.join(meta).sort_values("babel_score", ascending=False, na_position="last", kind="stable")
 
 
 def home_language(member: str) -> str | None:

@@ -17,7 +17,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from . import analysis, plots, schema, scoring
+from . import analysis, plots, schema, scoring, validity
 from .provenance import git_hash, now_utc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,13 @@ def html_table(caption: str, headers: list[str], rows: list[list], num_from: int
                   f'<tbody>{"".join(out)}</tbody></table>')
 
 
+def _greyed(dead: bool, cells: list) -> list:
+    """html_table cells with the 'dead' class added when their task is not live."""
+    if not dead:
+        return cells
+    return [(c[0], f"{c[1]} dead") if isinstance(c, tuple) else (c, "dead") for c in cells]
+
+
 def _mean_expert_gap(gap_records: list[dict]) -> dict[str, float]:
     sums: dict[str, list[float]] = {}
     for g in gap_records:
@@ -109,15 +116,39 @@ def _group(records: list[dict], key: str) -> dict[str, list[dict]]:
 
 
 # -- derived tables ----------------------------------------------------------------------------------
-def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, n_boot: int = RANK_BOOT) -> dict:
+def _task_samples(tv, g: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, rng, n_boot: int,
+                  idx_of: dict) -> np.ndarray:
+    """(models of g, n_boot) bootstrap samples of one task's shown metric: the paired bootstrap over documents
+    where the model's per-document statistics hold it (bits per byte, chrF++, XMI), else a normal with the row's
+    stderr. Every model of a task is resampled on the same document indices."""
+    value = g["value"].to_numpy(dtype=float)[:, None]
+    stderr = pd.to_numeric(g["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[:, None]
+    samples = value + stderr * rng.standard_normal((len(g), n_boot))
+    for k, m in enumerate(g["model"]):
+        d = docs.get(m)
+        if d is None or tv.task not in d.tasks:
+            continue
+        td = d.tasks[tv.task]
+        n = len(td.ids)
+        idx = idx_of.setdefault(n, scoring.bootstrap_indices(n, suite["seed"], n_boot))
+        if tv.metric in ("bits_per_byte", "chrf++") and (td.ll if tv.kind == "lm" else td.stats) is not None:
+            samples[k] = analysis._boot_primary(tv.kind, td, idx, suite, tv.language)[1]
+        elif tv.metric == "xmi" and (x := validity.xmi_boot(td, idx)) is not None:
+            samples[k] = x
+    return samples
+
+
+def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, tasks: dict,
+                   n_boot: int = RANK_BOOT) -> dict:
     """95% interval of each model's leaderboard rank under the bootstrap.
 
-    Each task's documents are resampled identically for every model (a paired bootstrap) when per-document
-    statistics exist; a model without them draws its task scores from a normal with the row's stderr.
-    The babel score of each resample is the mean normalized score over tasks; ranks are taken per resample.
+    Each live task's shown metric is resampled (_task_samples) and normalized exactly as on the leaderboard
+    (analysis.normalized, floor and expert at their point estimates; a translation score without signal of its
+    own capped at 0); the babel score of a resample is the mean over the model's live tasks, and ranks are taken
+    per resample (a model without a live task ranks last). tasks: task -> validity.TaskValidity.
     """
-    p = analysis.primary(df)
-    models = sorted(p["model"].unique())
+    s = analysis.scored(df, tasks)
+    models = sorted(s["model"].unique())
     if not models:
         return {}
     rng = np.random.default_rng(suite["seed"])
@@ -125,26 +156,58 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
     idx_of: dict[int, np.ndarray] = {}
     total = np.zeros((len(models), n_boot))
     counts = np.zeros((len(models), 1))
-    for task, g in p.groupby("task"):
-        kind, lang = task.split(":")[0], task.split(":")[1].split("-")[-1]
+    for task, g in s[s["live"]].groupby("task"):
+        tv = tasks[task]
         rows = np.array([row_of[m] for m in g["model"]])
-        # normal approximation from the stored stderr, for every model of this task at once ...
-        value = g["value"].to_numpy(dtype=float)[:, None]
-        stderr = pd.to_numeric(g["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[:, None]
-        samples = value + stderr * rng.standard_normal((len(g), n_boot))
-        # ... replaced by the paired bootstrap over documents where per-document statistics exist
-        for k, m in enumerate(g["model"]):
-            d = docs.get(m)
-            if d is not None and task in d.tasks:
-                n = len(d.tasks[task].ids)
-                idx = idx_of.setdefault(n, scoring.bootstrap_indices(n, suite["seed"], n_boot))
-                samples[k] = analysis._boot_primary(kind, d.tasks[task], idx, suite, lang)[1]
-        total[rows] += analysis.normalized(g["metric"].iloc[0], samples)
+        norm = analysis.normalized(_task_samples(tv, g, docs, suite, rng, n_boot, idx_of), tv.floor_value,
+                                   tv.expert_value, tv.higher_is_better)
+        total[rows] += np.where(g["credited"].to_numpy(dtype=bool)[:, None], norm, np.minimum(norm, 0.0))
         counts[rows] += 1
-    scores = total / np.maximum(counts, 1)
-    ranks = (-scores).argsort(0).argsort(0) + 1  # rank of each model within each resample
+    scores = np.where(counts > 0, total / np.maximum(counts, 1), -np.inf)
+    ranks = (-scores).argsort(0, kind="stable").argsort(0) + 1  # rank of each model within each resample
     lo, hi = np.percentile(ranks, [2.5, 97.5], axis=1).astype(int)
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
+
+
+METRIC_LABEL = {"bits_per_byte": "bpb", "chrf++": "chrF++", "xmi": "XMI", "bleu": "BLEU"}
+NO_SIGNAL = ("no signal: this model's own interval against its shuffled-source control includes zero; "
+             "the score counts at most 0 in the babel score")
+NO_CONTROL = ("no control: this model's results predate the shuffled-source control; re-evaluate it; "
+              "the score counts at most 0 in the babel score")
+
+
+def _task_column(tv) -> dict:
+    """How the leaderboard shows one task: its metric, label, digits, and whether it is live (and why not)."""
+    return {"task": tv.task, "metric": tv.metric, "label": METRIC_LABEL.get(tv.metric, tv.metric), "live": tv.live,
+            "reason": tv.reason, "digits": 2 if tv.metric in ("chrf++", "bleu") else 3, "checks_signal": tv.signal is not None,
+            "cls": ("" if tv.live else "dead") + (" lm" if tv.kind == "lm" else " mt")}
+
+
+def _score_cell(value, col: dict, signal) -> dict:
+    """One leaderboard cell: the formatted value, its CSS class (dead: the task is not live; nosig: the model's
+    own score is not shown to carry signal against its control) and its mark: 'ns' where the interval includes
+    zero, 'nc' where no control is stored."""
+    mark = "" if value is None or not col["checks_signal"] or signal is True else "ns" if signal is False else "nc"
+    dead = "" if col["live"] else " dead"
+    return {"text": _fmt(value, col["digits"]), "cls": "num" + dead + (" nosig" if mark else ""), "ns": mark == "ns",
+            "nc": mark == "nc", "rate_cls": "num rate" + dead}
+
+
+def validity_view(vtable: list[dict]) -> list[dict]:
+    """The methods page's validity table: one row per task and candidate metric, formatted."""
+    out = []
+    for r in vtable:
+        out.append({"task": r["task"], "metric": METRIC_LABEL.get(r["metric"], r["metric"]), "expert": r["expert"],
+                    "score_name": r.get("score", r["metric"]), "control": r["control"],
+                    "expert_value": _fmt(r["expert_value"]),
+                    "expert_ci": f"[{_fmt(r['expert_ci_low'])}, {_fmt(r['expert_ci_high'])}]" if r["expert_ci_low"] is not None else "",
+                    "control_value": _fmt(r["control_value"]), "difference": _ci(r["difference"], r["diff_ci_low"], r["diff_ci_high"], 3),
+                    "floor_value": _fmt(r["floor_value"]),
+                    "floor_difference": _ci(r["floor_difference"], r["floor_ci_low"], r["floor_ci_high"], 3),
+                    "live": "yes, primary" if r["live"] else "not used" if r["task_live"] else "no",
+                    "cls": "" if r["task_live"] else "dead",
+                    "reason": r["reason"], "interval": r["interval"]})
+    return out
 
 
 def _ci(v, lo, hi, digits=2) -> str:
@@ -202,6 +265,7 @@ def _render_model_pages(indices) -> int:
     sim_of = _group(sim[sim["merge"].isin(names)].to_dict("records") if not sim.empty else [], "merge")
     rank_of = {r["model"]: r for r in board_rows}
     order = {t: i for i, t in enumerate(lm_tasks + mt_tasks)}
+    dead = {c["task"] for c in ctx["dead"]}
     for res in results:
         name = res.model.name
         by_task = _group([r.model_dump() for r in res.rows], "task")
@@ -218,10 +282,11 @@ def _render_model_pages(indices) -> int:
                 sim_rows.append({"a": a, "b": b, "relation": rel, "mean": sum(by_layer) / len(by_layer), "by_layer": by_layer})
             sim_svg = Markup(plots.lines({f"{r['a']} ~ {r['b']}": r["by_layer"] for r in sim_rows},
                                          f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
-        scores = html_table("Every metric of every task; n is the number of documents",
+        scores = html_table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
                             ["task", "metric", "value", "95% interval", "n", "signature"],
-                            [[t["task"], (m["metric"], "txt"), _fmt(m["value"]), f"{_fmt(m['lo'])} – {_fmt(m['hi'])}", m["n"],
-                              (m["signature"] or "", "sig")] for t in table for m in t["metrics"]], num_from=2) if table else None
+                            [[t["task"], *_greyed(t["task"] in dead, [
+                                (m["metric"], "txt"), _fmt(m["value"]), f"{_fmt(m['lo'])} – {_fmt(m['hi'])}", m["n"],
+                                (m["signature"] or "", "sig")])] for t in table for m in t["metrics"]], num_from=2) if table else None
         gap_rows = gaps_of.get(name, [])
         gaps_t = html_table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
                             ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
@@ -268,12 +333,13 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     df = analysis.tidy([r for r in data.results if r.status == "ok"])
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
-    board = analysis.leaderboard(df) if not df.empty else pd.DataFrame()
+    tasks, vtable = validity.assess(df, suite, data.docs)
+    board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
     gap_records = analysis.merge_gap_records(df, data.merges) if not df.empty else []
     gaps = pd.DataFrame(gap_records)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     phase("tables")
-    ranks = rank_intervals(df, data.docs, suite) if not df.empty else {}
+    ranks = rank_intervals(df, data.docs, suite, tasks) if not df.empty else {}
     phase("ranks")
     by_name = {r.model.name: r for r in data.results}
 
@@ -282,17 +348,21 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     for r in data.results:
         for row in r.rows:
             cell[(r.model.name, row.task, row.metric)] = row.value
-    primary_metric = {t: analysis.PRIMARY[t.split(":")[0]] for t in lm_tasks + mt_tasks}
+    scored = analysis.scored(df, tasks)
+    signal_of = dict(zip(zip(scored["model"], scored["task"]), scored["signal"]))
+    task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
     board_rows = []
-    cols = [board[c] for c in ("babel_score", "mean_bpb", "mean_chrf")] if not board.empty else [[], [], []]
-    for i, (model, score, bpb, chrf) in enumerate(zip(board.index, *cols), 1):
+    cols = [board[c] for c in ("babel_score", "n_live", "mean_bpb", "mean_chrf")] if not board.empty else [[]] * 4
+    for i, (model, score, n_live, bpb, chrf) in enumerate(zip(board.index, *cols), 1):
         res = by_name[model]
+        cells = {t: _score_cell(cell.get((model, t, c["metric"])), c, signal_of.get((model, t))) for t, c in task_cols.items()}
         board_rows.append({
             "rank": i, "model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
             "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
-            "score": score, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
-            "lm": [cell.get((model, t, primary_metric[t])) for t in lm_tasks],
-            "mt": [cell.get((model, t, primary_metric[t])) for t in mt_tasks],
+            "score": score, "n_live": n_live, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
+            "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
+            "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],
+            "empty": [cell.get((model, t, "empty_rate")) for t in mt_tasks],
             "off": [cell.get((model, t, "off_target_rate")) for t in mt_tasks]})
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
               for r in data.results if r.status == "failed"]
@@ -355,7 +425,10 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             signatures.setdefault(r.metric, set()).add(r.signature)
     provs = [r.provenance for r in data.results]
     ctx = dict(suite=suite, built=now_utc(), git=git_hash(), lm_tasks=lm_tasks, mt_tasks=mt_tasks,
-               n_models=len(data.results), n_merges=len(data.merges), failed=failed)
+               n_models=len(data.results), n_merges=len(data.merges), failed=failed,
+               cols=[task_cols[t] for t in lm_tasks + mt_tasks], no_signal=NO_SIGNAL, no_control=NO_CONTROL,
+               live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]],
+               dead=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if not c["live"]])
 
     env = _env()
     tmp = out.with_name(out.name + ".partial")
@@ -376,7 +449,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         **ctx, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication), encoding="utf-8")
     (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
-        **ctx, signatures={k: sorted(v) for k, v in signatures.items()},
+        **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
+        floor=validity.rule(suite).floor,
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
         suite_yaml=json.dumps({k: v for k, v in suite.items()}, indent=1, ensure_ascii=False)), encoding="utf-8")
 
@@ -414,6 +488,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
     data.neurons.to_csv(tmp / "data" / "neurons.csv", index=False)
     pd.DataFrame(replication).to_csv(tmp / "data" / "replication.csv", index=False)
+    pd.DataFrame(vtable).to_csv(tmp / "data" / "validity.csv", index=False)
     (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1), encoding="utf-8")
     (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
 

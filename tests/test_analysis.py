@@ -39,12 +39,26 @@ def test_gap_sign_convention():
 
 
 def test_aggregate_rule():
-    df = _df([("a", "lm:en", "en", "bits_per_byte", 2.0), ("a", "mt:en-de", "de", "chrf++", 40.0),
-              ("b", "lm:en", "en", "bits_per_byte", 4.0), ("b", "mt:en-de", "de", "chrf++", 50.0)])
-    board = analysis.leaderboard(df)
-    assert board.loc["a", "babel_score"] == pytest.approx((75.0 + 40.0) / 2)
-    assert board.loc["b", "babel_score"] == pytest.approx((50.0 + 50.0) / 2)
-    assert list(board.index) == ["a", "b"]
+    """Share of the expert's gain over init-s0, live tasks only: lm:en floor 8, expert 2; mt:en-de floor 5, expert 30."""
+    from harness import validity
+    from harness.suite import load_suite
+
+    df = _df([("init-s0", "lm:en", "en", "bits_per_byte", 8.0), ("mono-en", "lm:en", "en", "bits_per_byte", 2.0),
+              ("init-s0", "mt:en-de", "de", "chrf++", 5.0), ("mt-en-de", "mt:en-de", "de", "chrf++", 30.0),
+              ("a", "lm:en", "en", "bits_per_byte", 2.0), ("a", "mt:en-de", "de", "chrf++", 10.0),
+              ("b", "lm:en", "en", "bits_per_byte", 5.0), ("b", "mt:en-de", "de", "chrf++", 30.0)])
+    df["ci_low"], df["ci_high"], df["stderr"], df["n"], df["higher_is_better"] = df["value"], df["value"], 0.0, 5, df.metric != "bits_per_byte"
+    sig = _df([(m, "mt:en-de", "de", "chrf++_over_control", 3.0) for m in ("mt-en-de", "a", "b")])
+    sig["ci_low"], sig["ci_high"], sig["stderr"], sig["n"], sig["higher_is_better"] = 1.0, 5.0, 1.0, 5, True
+    df = pd.concat([df, sig], ignore_index=True)
+    suite = {"id": "t", "languages": ["en", "de"], "pivot": "en", "seed": 1, "validity": load_suite()["validity"]}
+    tasks, _ = validity.assess(df, suite)
+    assert [t for t, tv in tasks.items() if tv.live] == ["lm:en", "mt:en-de"]  # lm:de has no results: not live
+    board = analysis.leaderboard(df, tasks)
+    assert board.loc["a", "babel_score"] == pytest.approx((100.0 + 20.0) / 2)  # 5 of the 25 chrF++ points
+    assert board.loc["b", "babel_score"] == pytest.approx((50.0 + 100.0) / 2)
+    order = list(board.index)
+    assert order.index("b") < order.index("a") and order[-1] == "init-s0" and board.loc["init-s0", "babel_score"] == 0.0
 
 
 def test_cka_vs_gap_spearman():

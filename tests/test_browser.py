@@ -89,7 +89,10 @@ def test_index_offline_no_errors_sorts_and_filters(built, browser):
 def test_table_complete_without_javascript(built, browser):
     page, log = _open(browser, (built / "index.html").as_uri(), js=False)
     rows = page.locator("#overall tbody tr")
-    assert rows.count() == 15 + 6  # every family member and merge; the failed one is listed apart
+    assert rows.count() == 16 + 6  # every family member and merge; the failed one is listed apart
+    dead = page.locator("#overall thead th.dead")  # the task that is not live: shown, greyed, its reason in the notes
+    assert dead.count() == 1 and dead.is_visible() and "mt:en-ar" in dead.inner_text()
+    assert "below its shuffled-source control" in page.locator("#overall .notes").first.inner_text()
     assert page.locator("#failed").count() == 1
     assert page.locator("#filters").is_hidden()  # controls that need JS stay out of the way
 
@@ -135,7 +138,7 @@ def test_accessibility_basics(built, browser):
     assert page.locator("table caption").count() == page.locator("table").count()
     assert page.locator("thead th[scope=col]").count() > 0 and page.locator("tbody th[scope=row]").count() > 0
     # WCAG AA contrast (4.5:1) for body text, muted text, links and table headers
-    for sel in ("body", ".rule", "footer", "a", "thead th", ".off"):
+    for sel in ("body", ".rule", "footer", "a", "thead th", "td.dead", "abbr.ns", "td.rate", ".notes"):
         fg, bg = page.locator(sel).first.evaluate("""e => {
             const c = s => s.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
             let b = e, bg = 'rgba(0, 0, 0, 0)';

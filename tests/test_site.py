@@ -1,19 +1,27 @@
-"""The static site renders from results alone, escapes what submitters write, and requests nothing."""
+"""The static site renders from results alone, escapes what submitters write, requests nothing, counts live tasks
+only, greys the others with their reason, and shows the validity table."""
 
+import csv
 import re
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from harness import schema, site
+from harness import analysis, schema, site, validity
 from harness.suite import load_suite
+from sitefixtures import DEAD_TASK, XMI_TASK, family_and_merges
 
 EVIL = "<script>alert(1)</script>"
 
 
-def _result(name, kind, bpb, chrf, constituents=()):
-    rows = [schema.ResultRow(task="lm:en", language="en", metric="bits_per_byte", value=bpb, n=5, higher_is_better=False),
+def _result(name, kind, bpb, chrf, over=(3.0, 1.0, 5.0), constituents=()):
+    rows = [schema.ResultRow(task="lm:en", language="en", metric="bits_per_byte", value=bpb, n=5, higher_is_better=False,
+                             ci_low=bpb - 0.05, ci_high=bpb + 0.05),
             schema.ResultRow(task="mt:en-de", language="de", metric="chrf++", value=chrf, n=5, higher_is_better=True,
-                             signature="nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0")]
+                             signature="nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"),
+            schema.ResultRow(task="mt:en-de", language="de", metric="chrf++_over_control", value=over[0], ci_low=over[1],
+                             ci_high=over[2], n=5, higher_is_better=True)]
     return schema.ResultsFile(
         suite="babel-mini-v1", suite_sha256="0" * 64, tasks={"lm:en": 1, "mt:en-de": 1},
         model=schema.ModelInfo(name=name, kind=kind, sha256="1" * 64, weights={}, constituents=list(constituents),
@@ -25,8 +33,9 @@ def _result(name, kind, bpb, chrf, constituents=()):
 
 def test_site_builds_and_escapes(tmp_path):
     cons = ["family:babel-mini/mono-en", "family:babel-mini/mt-en-de"]
-    results = [_result("mono-en", "family", 2.0, 10.0), _result("mt-en-de", "family", 2.2, 30.0),
-               _result("mixed", "family", 2.1, 20.0), _result(EVIL, "submission", 2.3, 25.0, cons)]
+    results = [_result("init-s0", "family", 8.0, 5.0, over=(0.0, -1.0, 1.0)), _result("mono-en", "family", 2.0, 10.0),
+               _result("mt-en-de", "family", 2.2, 30.0), _result("mixed", "family", 2.1, 20.0),
+               _result(EVIL, "submission", 2.3, 25.0, over=(1.0, -1.0, 3.0), constituents=cons)]
     sim = pd.DataFrame([{"merge": EVIL, "relation": "constituents", "metric": "cka_linear", "value": 0.7, "layer": 0,
                          "a": "mono-en", "b": "mt-en-de"}])
     index = site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges={EVIL: cons}), tmp_path / "site", log=lambda *_: None)
@@ -34,10 +43,96 @@ def test_site_builds_and_escapes(tmp_path):
     assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "Content-Security-Policy" in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the page must not reference other hosts"
-    # leaderboard order follows the documented aggregate: mt-en-de (100*(1-2.2/8)+30)/2 = 51.25 is first
-    first = re.search(r"<tbody>.*?<th scope=\"row\"><a href=\"[^\"]+\">([^<]+)</a></th>", html, re.S).group(1)
-    assert first == "mt-en-de"
+    # the documented aggregate, by hand: lm:en floor 8, expert 2 (6 bits of gain); mt:en-de floor 5, expert 30 (25 points).
+    # mt-en-de (100*5.8/6 + 100)/2 = 98.33; mixed (100*5.9/6 + 60)/2 = 79.17; mono-en (100 + 20)/2 = 60;
+    # the submission (100*5.7/6 + min(80, 0))/2 = 47.5: its chrF++ is within its own control, so it earns nothing
+    order = re.findall(r"<tr [^>]*><td class=\"num\">\d+</td><th scope=\"row\"><a href=\"[^\"]+\">([^<]+)</a></th>",
+                       html.split('<section id="lm">')[0])
+    assert order == ["mt-en-de", "mixed", "mono-en", "&lt;script&gt;alert(1)&lt;/script&gt;", "init-s0"]
+    assert "47.50" in html and "98.33" in html
     for f in ("style.css", "site.js", "analysis.html", "methods.html", "data/results.csv", "data/results.json",
-              "data/leaderboard.csv", "data/merge_gaps.csv", "data/correlations.json", "data/rank_intervals.json"):
+              "data/leaderboard.csv", "data/merge_gaps.csv", "data/correlations.json", "data/rank_intervals.json",
+              "data/validity.csv"):
         assert (tmp_path / "site" / f).is_file(), f
     assert len(list((tmp_path / "site" / "models").glob("*.html"))) == len(results)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    results, sim, merges = family_and_merges(3)
+    out = tmp_path_factory.mktemp("site") / "site"
+    site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges), out, log=lambda *_: None)
+    return out, results
+
+
+def test_dead_task_is_greyed_with_its_reason(built):
+    out, results = built
+    html = (out / "index.html").read_text()
+    head = re.search(rf'<th scope="col" data-sort="num" class="dead mt" title="not live: ([^"]+)">{DEAD_TASK} ', html)
+    assert head and head.group(1) == validity.DEAD_MT
+    assert f"{DEAD_TASK} ({validity.DEAD_MT})" in html  # the footnote, readable without hovering
+    assert "Counted here:</strong> 12 live tasks" in html and f"{XMI_TASK} (XMI)" in html
+    overall = html.split('<section id="overall">')[1].split("</section>")[0]
+    rows = re.findall(r"<tr class=.*?</tr>", overall, re.S)
+    assert len(rows) == len([r for r in results if r.status == "ok"])
+    dead_col = 5 + 5 + 7 + 5  # lead cells, score/rank/live/bpb/chrF, 7 lm tasks, then mt:en-de .. mt:en-ar
+    for r in rows:
+        cells = re.findall(r"<t[dh][^>]*>", r)
+        assert 'class="num dead' in cells[dead_col] and "dead" not in "".join(cells[:dead_col])
+    # init-s0's chrF++ carries no signal against its control: marked, and counted at most 0
+    init = next(r for r in rows if ">init-s0<" in r)
+    assert 'class="num nosig"' in init and '<abbr class="ns"' in init
+
+
+def test_babel_score_by_hand(built):
+    out, results = built
+    vals = {(r.model.name, x.task, x.metric): x for r in results if r.status == "ok" for x in r.rows}
+    floor = lambda t, m: vals[("init-s0", t, m)].value
+    # live tasks of the fixture: lm:* (bpb), mt:en-{de,fr,es,it} (chrF++), mt:en-ru (XMI); mt:en-ar is dead
+    parts = []
+    for l in ["en", "de", "fr", "es", "it", "ru", "ar"]:
+        t = f"lm:{l}"
+        f, e, v = floor(t, "bits_per_byte"), vals[(f"mono-{l}", t, "bits_per_byte")].value, vals[("mixed", t, "bits_per_byte")].value
+        parts.append(100 * (f - v) / (f - e))
+    for x, m, sig in [("de", "chrf++", "chrf++_over_control"), ("fr", "chrf++", "chrf++_over_control"),
+                      ("es", "chrf++", "chrf++_over_control"), ("it", "chrf++", "chrf++_over_control"), ("ru", "xmi", "xmi")]:
+        t = f"mt:en-{x}"
+        f, e, v = floor(t, m), vals[(f"mt-en-{x}", t, m)].value, vals[("mixed", t, m)].value
+        share = 100 * (v - f) / (e - f)
+        parts.append(share if vals[("mixed", t, sig)].ci_low > 0 else min(share, 0.0))
+    board = {r["model"]: r for r in csv.DictReader((out / "data" / "leaderboard.csv").open())}
+    assert float(board["mixed"]["babel_score"]) == pytest.approx(sum(parts) / len(parts))
+    assert int(board["mixed"]["n_live"]) == 12
+
+
+def test_methods_page_shows_the_validity_table(built):
+    out, _ = built
+    html = (out / "methods.html").read_text()
+    table = html.split('<section id="validity">')[1].split("</section>")[0]
+    assert "Validity of each task: 12 live, 1 not live" in table
+    rows = re.findall(r"<tr class=\"([^\"]*)\"><th scope=\"row\">([^<]+)</th><td>([^<]+)</td>.*?</tr>", table, re.S)
+    assert len(rows) == 7 + 6 * 2  # one per lm task, two candidate metrics per mt task
+    assert {(c, m) for c, t, m in rows if t == DEAD_TASK} == {("dead", "chrF++"), ("dead", "XMI")}
+    assert all(c == "" for c, t, _ in rows if t != DEAD_TASK)
+    dead = re.search(rf"<th scope=\"row\">{DEAD_TASK}</th><td>chrF\+\+</td>.*?</tr>", table, re.S).group(0)
+    assert "+0.300 [-1.700, 2.300]" in dead and validity.DEAD_MT in dead and "<td>no</td>" in dead
+    csv_rows = list(csv.DictReader((out / "data" / "validity.csv").open()))
+    assert len(csv_rows) == 19 and {r["task"] for r in csv_rows if r["live"] == "True"} == {
+        f"lm:{l}" for l in ["en", "de", "fr", "es", "it", "ru", "ar"]} | {f"mt:en-{x}" for x in ["de", "fr", "es", "it", "ru"]}
+
+
+def test_rank_intervals_ignore_dead_tasks():
+    results, _, _ = family_and_merges(2, evil=False, failed=False)
+    suite = load_suite()
+
+    def ranks(task, metric, value):
+        rs = [r.model_copy(deep=True) for r in results]
+        for x in next(r for r in rs if r.model.name == "merge-00001").rows:
+            if x.task == task and x.metric == metric:
+                x.value = value
+        df = analysis.tidy(rs)
+        tasks, _ = validity.assess(df, suite)
+        return site.rank_intervals(df, {}, suite, tasks, n_boot=50)["merge-00001"]
+
+    assert ranks(DEAD_TASK, "chrf++", 1000.0) == ranks(DEAD_TASK, "chrf++", 0.0)  # a dead task cannot move a rank
+    assert ranks("lm:en", "bits_per_byte", 0.0)[1] < ranks("lm:en", "bits_per_byte", 50.0)[0]  # a live one does
