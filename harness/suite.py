@@ -11,6 +11,11 @@ from . import store
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEFAULT_SUITE = "babel-mini-v1"
 
+# Blocks that say how stored scores are read (prose, the aggregate, which tasks are live), not how they are
+# computed: editing them changes the site, never a stored number, so they stay out of the suite's hash that
+# results and cached units are keyed by.
+DERIVED = ("sha256", "name", "description", "aggregate", "validity")
+
 
 def load_suite(name_or_path: str = DEFAULT_SUITE) -> dict:
     path = Path(name_or_path)
@@ -19,8 +24,9 @@ def load_suite(name_or_path: str = DEFAULT_SUITE) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such suite; suites live in {SUITES_DIR} as <id>.yaml")
     suite = yaml.safe_load(path.read_text(encoding="utf-8"))
-    suite["sha256"] = store.sha256_obj({k: v for k, v in suite.items() if k != "sha256"})
+    suite["sha256"] = store.sha256_obj({k: v for k, v in suite.items() if k not in DERIVED})
     return suite
+
 
 
 def results_name(suite: dict, preset: str | None = None, stem: str | None = None) -> str:
