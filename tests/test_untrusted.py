@@ -48,15 +48,16 @@ def test_planted_pickle_is_never_loaded(tmp_path, tiny_models):
     (d / "model" / "pytorch_model.bin").write_bytes(pickle.dumps(Planted(str(marker))))
     problems = validate_folder(d)
     assert any("pytorch_model.bin: -: pickle-based weights are never loaded" in p for p in problems), problems
-    # the evaluation path refuses it too, and nothing unpickles it on the way
+    # the evaluation path refuses it at the gate, and nothing unpickles it on the way
     from harness.pipeline import Context, stage_merges
 
     (tmp_path / "subs").mkdir()
     shutil.move(str(d), tmp_path / "subs" / d.name)
-    ctx = Context(submissions_dir=tmp_path / "subs", references_dir=tmp_path / "refs", log=lambda *_: None)
+    errs = []
+    ctx = Context(submissions_dir=tmp_path / "subs", references_dir=tmp_path / "refs", log=lambda *_: None, err=errs.append)
     merged = stage_merges(ctx)
-    assert merged["ck-sub"][0] is None and "pickle-based weights" in merged["ck-sub"][1]["error"]
-    assert not marker.exists()
+    assert merged == {} and len(errs) == 1 and "pickle-based weights" in errs[0] and ctx.refused == errs
+    assert not marker.exists() and not (tmp_path / "subs" / "ck-sub" / "results").exists()
 
 
 def test_pickle_disguised_as_safetensors(tmp_path, tiny_models):
@@ -114,9 +115,9 @@ def test_config_dimensions_must_match_tensors(tmp_path, tiny_models):
     d = checkpoint_submission(tmp_path, tiny_models[0])
     cfg = json.loads((d / "model" / "config.json").read_text())
     (d / "model" / "config.json").write_text(json.dumps({**cfg, "hidden_size": cfg["hidden_size"] * 2}))
-    assert any("config.json: model.embed_tokens.weight has shape" in p for p in validate_folder(d))
+    assert any("config.json: model.embed_tokens.weight: has shape" in p for p in validate_folder(d))
     (d / "model" / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": cfg["num_hidden_layers"] + 1}))
-    assert any("num_hidden_layers is" in p for p in validate_folder(d))
+    assert any("config.json: num_hidden_layers: the config says" in p for p in validate_folder(d))
 
 
 def test_truncated_header_is_one_line(tmp_path, tiny_models):
@@ -134,5 +135,5 @@ def test_merge_errors_are_one_line(tmp_path, tiny_models):
          "models": [{"model": str(m)} for m in tiny_models]}
     (tmp_path / "recipe.yml").write_text(yaml.safe_dump(r))
     with pytest.raises(MergeError) as e:
-        run_recipe(tmp_path / "recipe.yml", preset="micro", seed=0, log=lambda *_: None)
+        run_recipe(tmp_path / "recipe.yml", preset="micro", seed=0, log=lambda *_: None, allow_local=True)
     assert "\n" not in str(e.value) and "mergekit failed" in str(e.value) and "recipe.yml: merge_method:" in str(e.value)
