@@ -63,6 +63,13 @@ def _odd_text(f: Path, data) -> list[str]:
     return out
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What the YAML parser found, and where (1-based line and column)."""
+    what = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
+
+
 def load_yaml(f: Path, what: str) -> tuple[object, list[str]]:
     """Parse one untrusted YAML file within the bounds: size (before parsing), UTF-8, syntax, no aliases,
     depth and node count (from the event stream, before anything is built), plain text in every string."""
@@ -93,8 +100,7 @@ def load_yaml(f: Path, what: str) -> tuple[object, list[str]]:
                               "a manifest or recipe is small and flat, simplify it"]
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        return None, [f"{f}: -: not valid YAML ({first}); fix the syntax"]
+        return None, [f"{f}: -: not valid YAML ({_yaml_problem(e)}); fix the syntax"]
     odd = _odd_text(f, data)
     return (None, odd) if odd else (data, [])
 
@@ -185,7 +191,8 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
         try:
             schema._model_ref(str(r))
         except ValueError as e:
-            out.append(f"{f}: models: '{r}' is refused: {e}")
+            out.append(f"{f}: models: '{r}' is refused (only family members and pinned hub models are read); {e}")
+    refused = bool(out)  # a refused reference is reported once, not again as a disagreement
     models = [x.get("model") for x in recipe.get("models") or [] if isinstance(x, dict)]
     if method in PAIRS and len(models) != PAIRS[method]:
         out.append(f"{f}: models: {method} merges exactly {PAIRS[method]} models, got {len(models)}; "
@@ -196,10 +203,10 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
         out.append(f"{manifest}: method_family: '{m.method_family}' but the recipe runs '{method}'; make them agree")
     base = recipe.get("base_model")
     named = [r for r in refs if r != base] or refs
-    if set(named) != set(m.constituents) and set(refs) != set(m.constituents):
+    if not refused and set(named) != set(m.constituents) and set(refs) != set(m.constituents):
         out.append(f"{manifest}: constituents: {sorted(m.constituents)} differ from the recipe's models "
                    f"{sorted(named)}; list the same models")
-    if base and m.base_model != base:
+    if not refused and base and m.base_model != base:
         out.append(f"{manifest}: base_model: '{m.base_model}' but the recipe's base is '{base}'; make them agree")
     return out
 
