@@ -17,6 +17,7 @@ FAMILY_PREFIX = "family:babel-mini/"
 NEEDS_BASE = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
               "della_linear", "model_stock", "sce"}
 PAIRS = {"slerp": 2, "nuslerp": 2}
+MERGE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 MAX_YAML_BYTES = 2**20     # submission.yaml and the recipe, checked before either is parsed
 MAX_YAML_DEPTH = 16        # nesting of mappings and lists
 MAX_YAML_NODES = 10_000    # scalars, mappings and lists in one file
@@ -193,6 +194,9 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
         except ValueError as e:
             out.append(f"{f}: models: '{r}' is refused (only family members and pinned hub models are read); {e}")
     refused = bool(out)  # a refused reference is reported once, not again as a disagreement
+    for key in ("dtype", "out_dtype"):  # mergekit reads these only when it merges (mergekit.common.dtype_from_name)
+        if recipe.get(key) is not None and str(recipe[key]).removeprefix("torch.") not in MERGE_DTYPES:
+            out.append(f"{f}: {key}: '{recipe[key]}' is not a dtype mergekit merges in; use one of {', '.join(MERGE_DTYPES)}")
     models = [x.get("model") for x in recipe.get("models") or [] if isinstance(x, dict)]
     if method in PAIRS and len(models) != PAIRS[method]:
         out.append(f"{f}: models: {method} merges exactly {PAIRS[method]} models, got {len(models)}; "
