@@ -83,6 +83,20 @@ CLASSES = {
 }
 
 
+def make_hostile(subs: Path, root: Path, model: Path, outside: Path, marker: Path) -> None:
+    """One submission of each class in CLASSES under subs (`model`: a valid checkpoint to tamper with; `outside`:
+    a checkpoint outside the submission that a recipe names; root: where the symbolic link points)."""
+    recipe_sub(subs, "abs-recipe", manifest("abs-recipe", recipe="/etc/hostname"))
+    recipe_sub(subs, "outside-model", recipe={**RECIPE, "models": [RECIPE["models"][0], {"model": str(outside), "parameters": {"weight": 1.0}}]})
+    checkpoint_sub(subs, "huge-header", model, huge_header)
+    recipe_sub(subs, "big-manifest", raw=yaml.safe_dump(manifest("big-manifest")) + "# " + "x" * 2**20 + "\n")
+    recipe_sub(subs, "new\nline", manifest("new-line"))
+    recipe_sub(subs, "surrogate", raw=yaml.safe_dump(manifest("surrogate")).replace("A hostile submission", '"\\ud800x"'))
+    real = recipe_sub(root, "sym-link")
+    (subs / "sym-link").symlink_to(real, target_is_directory=True)
+    checkpoint_sub(subs, "pickled", model, lambda m: (m / "pytorch_model.bin").write_bytes(pickle.dumps(Planted(str(marker)))))
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, tiny_models):
     """A submissions folder holding one submission of each refused class, an outside model, a cache home with
@@ -93,16 +107,7 @@ def hostile(tmp_path_factory, tiny_models):
     subs.mkdir()
     shutil.copytree(tiny_models[0], outside)
     marker = root / "PWNED"
-    recipe_sub(subs, "abs-recipe", manifest("abs-recipe", recipe="/etc/hostname"))
-    recipe_sub(subs, "outside-model", recipe={**RECIPE, "models": [RECIPE["models"][0], {"model": str(outside), "parameters": {"weight": 1.0}}]})
-    checkpoint_sub(subs, "huge-header", tiny_models[0], huge_header)
-    recipe_sub(subs, "big-manifest", raw=yaml.safe_dump(manifest("big-manifest")) + "# " + "x" * 2**20 + "\n")
-    recipe_sub(subs, "new\nline", manifest("new-line"))
-    recipe_sub(subs, "surrogate", raw=yaml.safe_dump(manifest("surrogate")).replace("A hostile submission", '"\\ud800x"'))
-    real = recipe_sub(root, "sym-link")
-    (subs / "sym-link").symlink_to(real, target_is_directory=True)
-    checkpoint_sub(subs, "pickled", tiny_models[0],
-                   lambda m: (m / "pytorch_model.bin").write_bytes(pickle.dumps(Planted(str(marker)))))
+    make_hostile(subs, root, tiny_models[0], outside, marker)
     env = {**os.environ, "BABELMERGE_HOME": str(home), "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "harness.cli", "corpus", "build"], env=env, check=True, capture_output=True, timeout=600)
     return subs, root, home, outside, marker, env
