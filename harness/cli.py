@@ -1,4 +1,6 @@
-"""The `babelmerge` command line: one subcommand per stage of the pipeline, and `run` for all of them."""
+"""The `babelmerge` command line: one subcommand per stage of the pipeline, and `run` for all of them. Every
+command that reads submissions passes them through the gate first (`submissions.gate`): a refused one is
+named on stderr, one escaped line per problem, nothing else of it is read, and the command exits 1."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .safety import escape
 from .submissions import SubmissionError
 
 
@@ -91,22 +94,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
 
     args = ap.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a message is never lost to the terminal's encoding
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
         print("babelmerge: interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, KeyError, SubmissionError) as e:
-        print(f"babelmerge: {e}", file=sys.stderr)
+        print(f"babelmerge: {escape((str(e).splitlines() or [type(e).__name__])[0])}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args) -> int:
-    from . import pipeline
+def _gated(ctx, rc: int) -> int:
+    """The exit status of a command that read submissions: 1 if the gate refused any."""
+    if ctx.refused:
+        print(f"babelmerge: submissions refused ({len(ctx.refused)} problem(s) above), nothing of them read, merged or "
+              "written; fix them (`babelmerge validate`) or remove them", file=sys.stderr)
+        return 1
+    return rc
 
-    if args.cmd == "run":
-        return 1 if pipeline.run(_ctx(args)) else 0
-    elif args.cmd == "corpus":
+
+def _dispatch(args) -> int:
+    if args.cmd in ("run", "merge", "evaluate", "similarity", "analyze", "site"):
+        only = [Path(i).name for i in getattr(args, "ids", None) or []] or None
+        ctx = _ctx(args, only=only)
+        if not (args.cmd == "evaluate" and args.model):
+            ctx.subs()  # the gate first: refusals are shown before any long stage starts
+        return _gated(ctx, _stage(args, ctx))
+    if args.cmd == "corpus":
         from . import corpus
 
         corpus.build()
@@ -120,26 +137,6 @@ def _dispatch(args) -> int:
 
         for d in write_grid(args.submissions or SUBMISSIONS_DIR):
             print(d)
-    elif args.cmd == "merge":
-        pipeline.stage_merges(_ctx(args))
-    elif args.cmd == "evaluate":
-        ctx = _ctx(args, only=[Path(i).name for i in args.ids] or None)
-        if args.model:
-            failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
-                                             items=pipeline.external_items(ctx, args.model, args.out_dir))
-        else:
-            failed = pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
-        return 1 if failed else 0
-    elif args.cmd == "similarity":
-        ctx = _ctx(args)
-        pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
-    elif args.cmd == "analyze":
-        res = pipeline.stage_analyze(_ctx(args))
-        gaps = res["gaps"]
-        if not gaps.empty:
-            print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct").round(1).to_string())
-    elif args.cmd == "site":
-        pipeline.stage_site(_ctx(args))
     elif args.cmd == "validate":
         return _validate(args.paths)
     elif args.cmd == "schema":
@@ -151,12 +148,39 @@ def _dispatch(args) -> int:
     return 0
 
 
+def _stage(args, ctx) -> int:
+    """Run a command that reads submissions (after the gate); its own exit status."""
+    from . import pipeline
+
+    if args.cmd == "run":
+        return 1 if pipeline.run(ctx) else 0
+    if args.cmd == "merge":
+        merged = pipeline.stage_merges(ctx)
+        return 1 if any(p is None for p, _ in merged.values()) else 0
+    elif args.cmd == "evaluate":
+        if args.model:
+            failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
+                                             items=pipeline.external_items(ctx, args.model, args.out_dir))
+        else:
+            failed = pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+        return 1 if failed else 0
+    elif args.cmd == "similarity":
+        pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+    elif args.cmd == "analyze":
+        res = pipeline.stage_analyze(ctx)
+        gaps = res["gaps"]
+        if not gaps.empty:
+            print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct").round(1).to_string())
+    elif args.cmd == "site":
+        pipeline.stage_site(ctx)
+    return 0
+
+
 def _validate(paths: list[Path]) -> int:
-    from .submissions import SUBMISSIONS_DIR
+    from .submissions import SUBMISSIONS_DIR, folders
     from .validation import validate_paths
 
-    folders = paths or sorted(d for d in SUBMISSIONS_DIR.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
-    problems, n = validate_paths(folders)
+    problems, n = validate_paths(paths or folders(SUBMISSIONS_DIR))
     for line in problems:
         print(line)
     print(f"{n} submission(s) checked, {len(problems)} problem(s)")

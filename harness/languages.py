@@ -1,13 +1,16 @@
 """What the analysis knows about the suite's languages: script, genus (for 'related' languages), and the
 typological distance between two languages from URIEL (Littell et al. 2017, "URIEL and lang2vec"), read
-from the data files that the PyPI package `lang2vec` ships (its own module imports pkg_resources, which
-current setuptools no longer provides, so the arrays are read directly; no pickle)."""
+from the data file that the PyPI package `lang2vec` ships. The module `lang2vec` is never imported: it needs
+pkg_resources (gone from current setuptools), and the package's console script `lang2vec.py` shadows it
+whenever an entry point runs with the scripts folder first on sys.path. The file is found through the
+installed distribution's RECORD and read as plain arrays (no pickle)."""
 
 from __future__ import annotations
 
 import functools
 import itertools
-from importlib import resources
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -19,10 +22,23 @@ GENUS = {"en": "Germanic", "de": "Germanic", "fr": "Romance", "es": "Romance", "
 URIEL_SETS = ("S_", "P_", "INV_")
 
 
+URIEL_FILE = "lang2vec/data/feature_predictions.npz"  # as listed in lang2vec 1.1.2's RECORD
+
+
+def uriel_file() -> Path:
+    """The installed copy of lang2vec's URIEL feature predictions, located without importing any module."""
+    try:
+        dist = metadata.distribution("lang2vec")
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError("lang2vec is not installed; run scripts/setup.sh (it is pinned in constraints.txt)") from None
+    if not any(str(f) == URIEL_FILE for f in dist.files or []):
+        raise FileNotFoundError(f"lang2vec {dist.version} does not ship {URIEL_FILE}; install the pinned lang2vec==1.1.2")
+    return Path(dist.locate_file(URIEL_FILE))
+
+
 @functools.lru_cache(maxsize=None)
 def _uriel() -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    path = resources.files("lang2vec") / "data" / "feature_predictions.npz"
-    with resources.as_file(path) as p, np.load(p, allow_pickle=False) as z:
+    with np.load(uriel_file(), allow_pickle=False) as z:
         langs, feats, data = z["langs"], z["feats"], z["data"][:, :, 0]
     return {str(l): i for i, l in enumerate(langs)}, feats, data
 

@@ -1,5 +1,5 @@
-"""The mergekit bridge: resolve a recipe's family references to checkpoints, run mergekit's Python API,
-and cache the output by recipe, constituent hashes and mergekit version."""
+"""The mergekit bridge: resolve a recipe's family references (and pinned hub ids) to checkpoints, refusing
+anything else, run mergekit's Python API, and cache the output by recipe, constituent hashes and mergekit version."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from pathlib import Path
 
 import yaml
 
-from . import store
+from . import schema, store
+from .safety import escape, inspect_checkpoint
 from .family.build import model_hash, resolve, weight_hashes
 
 
 class MergeError(ValueError):
-    """A recipe that mergekit could not execute: one line."""
+    """A recipe that is refused or that mergekit could not execute: one line (escaped)."""
+
+    def __init__(self, line: str):
+        super().__init__(escape(line))
 
 
 def model_refs(recipe: dict) -> list[str]:
@@ -47,10 +51,38 @@ def _substitute(obj, mapping: dict[str, str]):
     return obj
 
 
-def resolve_recipe(recipe: dict, preset: str) -> tuple[dict, dict[str, Path]]:
-    """Replace `family:babel-mini/<member>` references by checkpoint paths; local folders stay as they are.
-    Returns the resolved recipe and every referenced checkpoint folder (hashed into the cache key)."""
-    paths = {r: resolve(r, preset) if r.startswith("family:") else Path(r) for r in model_refs(recipe)}
+def hub_checkpoint(ref: str) -> Path:
+    """The hub cache folder of `org/name@<40-hex revision>`, inspected like a submitted checkpoint. The hub id is
+    never read as a local path, even where one of that name exists."""
+    from .sources import resolve_model
+
+    if not schema.HUB_REF.match(ref) or Path(ref).exists():
+        raise FileNotFoundError(f"{ref}: not a pinned hub id (org/name@<40-hex revision>), or one that is also a local "
+                                "path; name the model on the hub")
+    path = resolve_model(ref)
+    inspect_checkpoint(path, path)
+    return path
+
+
+def checkpoint_of(ref: str, preset: str, recipe_path: Path, allow_local: bool = False) -> Path:
+    """The checkpoint folder a recipe model names: `family:babel-mini/<member>` or a pinned hub id. Any other
+    reference (a local path above all: a submitted recipe must read nothing outside the submission) is
+    refused, unless `allow_local` (trusted callers only, such as this bridge's own tests)."""
+    if schema.FAMILY_REF.match(ref):
+        return resolve(ref, preset)
+    if schema.HUB_REF.match(ref):
+        return hub_checkpoint(ref)
+    if allow_local:
+        return Path(ref)
+    raise MergeError(f"{recipe_path}: models: '{ref}' is refused; name a family member as family:babel-mini/<member> "
+                     "or a hub model as org/name@<40-hex revision>")
+
+
+def resolve_recipe(recipe: dict, preset: str, recipe_path: Path = Path("recipe.yml"),
+                   allow_local: bool = False) -> tuple[dict, dict[str, Path]]:
+    """Replace every model reference by its checkpoint folder (`checkpoint_of`). Returns the resolved recipe and
+    every referenced checkpoint folder (hashed into the cache key)."""
+    paths = {r: checkpoint_of(r, preset, recipe_path, allow_local) for r in model_refs(recipe)}
     for r, p in paths.items():
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"recipe model '{r}': no checkpoint at {p}; use family:babel-mini/<member> or a local folder")
@@ -62,13 +94,18 @@ def merge_key(recipe: dict, paths: dict[str, Path], seed: int) -> str:
                              "mergekit": metadata.version("mergekit"), "seed": seed})
 
 
-def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", log=print) -> tuple[Path, dict]:
-    """Execute a recipe (cached); returns the merged checkpoint folder and its merge provenance."""
+def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", log=print,
+               allow_local: bool = False) -> tuple[Path, dict]:
+    """Execute a recipe (cached); returns the merged checkpoint folder and its merge provenance. Model references
+    are resolved by `checkpoint_of` (local paths refused unless `allow_local`)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
     recipe = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
-    resolved, paths = resolve_recipe(recipe, preset)
+    if not isinstance(recipe, dict):
+        raise MergeError(f"{recipe_path}: -: a mergekit recipe is a mapping (merge_method, models, ...); "
+                         "run `babelmerge validate` on the submission")
+    resolved, paths = resolve_recipe(recipe, preset, Path(recipe_path), allow_local)
     key = merge_key(recipe, paths, seed)
     out = store.home() / "merges" / key[:24]
     meta = out / "babelmerge-merge.json"

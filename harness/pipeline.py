@@ -4,6 +4,7 @@ skipping work whose inputs have not changed."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,9 @@ class Context:
     limit: int | None = None
     only: list[str] | None = None          # submission ids to restrict to
     log: callable = print
+    err: callable = field(default=lambda line: print(line, file=sys.stderr, flush=True))  # refusal lines
     suite: dict = field(init=False)
+    refused: list[str] = field(init=False, default_factory=list)  # the gate's problem lines, one per problem
     _subs: list | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
@@ -61,10 +64,14 @@ class Context:
         return results_name(self.suite, self.preset, stem="neurons")
 
     def subs(self) -> list[submissions.Loaded]:
-        """The submissions of this suite (read and validated once per run)."""
+        """The submissions of this suite that pass the gate (`babelmerge validate`'s checks, once per run); each
+        refused one's problem lines go to `err` once and into `refused`, and nothing else of it is read."""
         if self._subs is None:
-            found = [s for s in submissions.discover(self.submissions_dir) if self.suite["id"] in s.manifest.suites]
-            self._subs = [s for s in found if not self.only or s.id in self.only]
+            g = submissions.gate(self.submissions_dir, self.only)
+            self.refused = g.lines
+            for line in self.refused:
+                self.err(line)
+            self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites]
         return self._subs
 
 
@@ -81,7 +88,6 @@ def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
     cannot be merged or whose checkpoint is refused."""
     from .merge import MergeError
     from .safety import UnsafeCheckpoint, inspect_checkpoint
-    from .sources import resolve_model
 
     out = {}
     for s in ctx.subs():
@@ -90,8 +96,11 @@ def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
                 out[s.id] = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device, ctx.log)
             else:
                 ck = s.manifest.checkpoint
-                path = s.folder / ck.path if ck.path is not None else resolve_model(ck.hub)
-                inspect_checkpoint(path, s.folder if ck.path is not None else path, ck.sha256)
+                if ck.path is not None:  # inspected by the gate
+                    path = s.folder / ck.path
+                else:
+                    path = merge_mod.hub_checkpoint(ck.hub)
+                    inspect_checkpoint(path, path, ck.sha256)
                 out[s.id] = (path, None)
         except (MergeError, UnsafeCheckpoint, FileNotFoundError, ValueError) as e:
             ctx.log(f"[merge] {s.id}: FAILED: {e}")
@@ -263,8 +272,8 @@ def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, sche
     from .evaluate import docs_path
 
     out = {}
-    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.results_name}")) + sorted(
-            ctx.submissions_dir.glob(f"*/results/{ctx.results_name}")):
+    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.results_name}")) + [
+            s.results_path(ctx.results_name) for s in ctx.subs() if s.results_path(ctx.results_name).exists()]:
         d = docs_path(f)
         if d.exists():
             doc = schema.DocsFile.model_validate(store.read_json(d))
@@ -275,8 +284,8 @@ def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, sche
 
 def load_tables(ctx: Context) -> tuple[list[schema.ResultsFile], pd.DataFrame, dict[str, list[str]]]:
     """Everything the analysis and site read: results, similarity rows, merge constituents."""
-    results = submissions.all_results(ctx.results_name, ctx.submissions_dir, ctx.references_dir)
     subs = ctx.subs()
+    results = submissions.all_results(ctx.results_name, subs, ctx.references_dir)
     merges = {s.id: s.manifest.constituents for s in subs if s.results_path(ctx.results_name).exists()}
     sims = []
     for s in subs:
@@ -290,8 +299,8 @@ def load_tables(ctx: Context) -> tuple[list[schema.ResultsFile], pd.DataFrame, d
 def load_neurons(ctx: Context) -> pd.DataFrame:
     """Every model's per-layer neuron rows, with the model's name."""
     rows = []
-    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.neurons_name}")) + sorted(
-            ctx.submissions_dir.glob(f"*/results/{ctx.neurons_name}")):
+    for f in sorted(ctx.references_dir.glob(f"*/*/results/{ctx.neurons_name}")) + [
+            s.results_path(ctx.neurons_name) for s in ctx.subs() if s.results_path(ctx.neurons_name).exists()]:
         nf = schema.NeuronFile.model_validate(store.read_json(f))
         rows += [{"model": nf.model, **r.model_dump()} for r in nf.rows]
     return pd.DataFrame(rows)

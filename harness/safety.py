@@ -1,13 +1,17 @@
-"""Untrusted checkpoints, inspected before anything loads them: safetensors only (a pickle is refused by
-name and by its bytes before anything could unpickle it), no custom code, no link or path out of the
-submission, a size limit, sha256 checked, and the config's dimensions checked against the tensors'
-shapes read from the safetensors header alone."""
+"""Untrusted checkpoints, inspected before anything loads them (the safetensors format as specified in
+huggingface/safetensors' README: an 8-byte little-endian header length, a JSON header, a byte buffer):
+safetensors only (a pickle is refused by name and by its bytes before anything could unpickle it), no custom
+code, no link or path out of the submission, size limits, sha256 checked, every tensor's dtype, shape and
+byte range checked against the file, and the tensor names and shapes checked against the config. Also the one
+escape for untrusted text in a problem line."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+import unicodedata
 from pathlib import Path
 
 from . import store
@@ -15,11 +19,38 @@ from . import store
 MAX_BYTES = int(os.environ.get("BABELMERGE_MAX_CHECKPOINT_BYTES", 20 * 2**30))
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".h5", ".msgpack")
 ALLOWED_SUFFIXES = (".safetensors", ".json", ".txt", ".md", ".model", ".yml", ".yaml")
-MAX_HEADER = 100 * 2**20
+MAX_HEADER = 100 * 2**20        # bytes of a safetensors JSON header (the safetensors library's own limit)
+MAX_CONFIG = 2**20              # bytes of config.json, checked before it is parsed
+MAX_DIM = 2**24                 # any one config dimension (vocabulary, width, MLP size, heads)
+MAX_LAYERS = 1024               # num_hidden_layers
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}   # the floating dtypes a causal LM's weights may hold
+LLAMA_TYPES = ("llama", "mistral")  # architectures whose tensor names are checked (the family's own is llama)
+BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """`text` with every character that could break or disguise a one-line message written as an escape:
+    \\n \\r \\t, other C0/C1 controls and DEL, line and paragraph separators, bidi controls (U+061C, U+200E/F,
+    U+202A-202E, U+2066-2069) and lone surrogates. Everything else is kept as it is."""
+    out = []
+    for ch in str(text):
+        if ch in _SHORT:
+            out.append(_SHORT[ch])
+            continue
+        o = ord(ch)
+        if o in BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class UnsafeCheckpoint(Exception):
-    """One line: `file: field: what is wrong; what to do`."""
+    """One line: `file: field: what is wrong; what to do` (escaped)."""
+
+    def __init__(self, line: str):
+        super().__init__(escape(line))
 
 
 def inside(root: Path, path: Path) -> bool:
@@ -27,7 +58,7 @@ def inside(root: Path, path: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True
-    except ValueError:
+    except (ValueError, OSError):
         return False
 
 
@@ -38,40 +69,127 @@ def _looks_pickled(f: Path) -> bool:
     return (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head == b"PK"
 
 
-def safetensors_header(f: Path) -> dict:
-    """The JSON header of a safetensors file (tensor names, dtypes, shapes); no tensor is read."""
+def _bad(f: Path, field: str, what: str) -> UnsafeCheckpoint:
+    return UnsafeCheckpoint(f"{f}: {field}: {what}; re-export the checkpoint with safetensors (save_pretrained)")
+
+
+def safetensors_header(f: Path) -> dict[str, dict]:
+    """Tensor name -> {dtype, shape, data_offsets} of one safetensors file, every entry checked the way loading
+    would check it: header length at most MAX_HEADER and inside the file; a JSON object; string-to-string
+    `__metadata__`; dtype in DTYPE_BYTES; shape a list of non-negative ints; data_offsets [begin, end] with
+    end - begin = bytes(dtype) * prod(shape); the byte ranges tiling the data buffer exactly (no gap, no
+    overlap, nothing past the end of the file). No tensor data is read."""
+    size = f.stat().st_size
     with open(f, "rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise UnsafeCheckpoint(f"{f}: -: not a safetensors file (too short); re-export with safetensors")
+            raise _bad(f, "-", "not a safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", raw)
-        if n > MAX_HEADER or n > f.stat().st_size - 8:
-            raise UnsafeCheckpoint(f"{f}: -: corrupt safetensors header (length {n}); re-export the checkpoint")
-        try:
-            return json.loads(fh.read(n))
-        except ValueError:
-            raise UnsafeCheckpoint(f"{f}: -: corrupt safetensors header (not JSON); re-export the checkpoint") from None
+        if n > MAX_HEADER:
+            raise _bad(f, "-", f"corrupt safetensors header (length {n} exceeds the limit of {MAX_HEADER} bytes)")
+        if n > size - 8:
+            raise _bad(f, "-", f"corrupt safetensors header (length {n} runs past the end of the {size}-byte file)")
+        text = fh.read(n)
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _bad(f, "-", "corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise _bad(f, "-", "corrupt safetensors header (not a JSON object)")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _bad(f, "__metadata__", "must map strings to strings")
+    spans = []
+    for name, t in header.items():
+        if not isinstance(t, dict) or set(t) != {"dtype", "shape", "data_offsets"}:
+            raise _bad(f, name, "a tensor entry needs exactly dtype, shape and data_offsets")
+        dtype, shape, off = t["dtype"], t["shape"], t["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise UnsafeCheckpoint(f"{f}: {name}: dtype {str(dtype)[:20]!r} is not accepted; save the weights as one of "
+                                   f"{', '.join(DTYPE_BYTES)}")
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and 0 <= d <= 2**40 for d in shape)):
+            raise _bad(f, name, "shape must be a list of at most 8 non-negative integers")
+        if not (isinstance(off, list) and len(off) == 2 and all(type(x) is int for x in off) and 0 <= off[0] <= off[1]):
+            raise _bad(f, name, "data_offsets must be [begin, end] with 0 <= begin <= end")
+        need = DTYPE_BYTES[dtype] * math.prod(shape)
+        if off[1] - off[0] != need:
+            raise _bad(f, name, f"data_offsets span {off[1] - off[0]} bytes but {dtype} x {shape} needs {need}")
+        spans.append((off[0], off[1], name))
+    data, pos = size - 8 - n, 0
+    for begin, end, name in sorted(spans):
+        if begin != pos:
+            raise _bad(f, name, f"data_offsets start at byte {begin} where {pos} was expected (tensors must tile "
+                                "the data buffer without gap or overlap)")
+        pos = end
+    if pos != data:
+        raise _bad(f, "-", f"the tensors cover {pos} bytes of a {data}-byte data buffer")
+    return header
 
 
-def check_dimensions(config: dict, shapes: dict[str, list[int]], where: Path) -> None:
-    """The config's vocabulary, width, depth and MLP size must match the tensors (LLaMA-style names)."""
-    def want(name, shape):
-        got = shapes.get(name)
-        if got is not None and list(got) != list(shape):
-            raise UnsafeCheckpoint(f"{where}: config.json: {name} has shape {got} but the config implies {shape}; "
-                                   "fix config.json or the weights so they agree")
+def config_dims(config: dict, where: Path) -> dict[str, int]:
+    """The dimensions of a LLaMA-style config (model_type in LLAMA_TYPES), each an integer in [1, MAX_DIM]
+    (layers at most MAX_LAYERS): V vocab, H width, I MLP size, L layers, A heads, K key-value heads, D head size."""
+    f = where / "config.json"
+    mtype = config.get("model_type")
+    if mtype not in LLAMA_TYPES:
+        raise UnsafeCheckpoint(f"{f}: model_type: {str(mtype)[:40]!r} is not supported; babelmerge checks and loads "
+                               f"LLaMA-style checkpoints (model_type {' or '.join(LLAMA_TYPES)})")
+    keys = {"V": "vocab_size", "H": "hidden_size", "I": "intermediate_size", "L": "num_hidden_layers", "A": "num_attention_heads"}
+    dims = {}
+    for k, key in {**keys, "K": "num_key_value_heads", "D": "head_dim"}.items():
+        v = config.get(key)
+        if v is None and k in ("K", "D"):
+            continue
+        if type(v) is not int or not 1 <= v <= (MAX_LAYERS if k == "L" else MAX_DIM):
+            raise UnsafeCheckpoint(f"{f}: {key}: must be an integer from 1 to {MAX_LAYERS if k == 'L' else MAX_DIM}; "
+                                   "fix config.json")
+        dims[k] = v
+    dims.setdefault("K", dims["A"])
+    dims.setdefault("D", dims["H"] // dims["A"])
+    return dims
 
-    v, h = config.get("vocab_size"), config.get("hidden_size")
-    if v and h:
-        want("model.embed_tokens.weight", [v, h])
-        want("lm_head.weight", [v, h])
-    if h and config.get("intermediate_size"):
-        want("model.layers.0.mlp.gate_proj.weight", [config["intermediate_size"], h])
+
+def expected_tensors(config: dict, dims: dict[str, int]) -> tuple[dict[str, list[int]], set[str]]:
+    """Every tensor a LLaMA-style causal LM with these dimensions holds, name -> shape, and the names that may
+    be absent (lm_head.weight when the embeddings are tied)."""
+    V, H, I, L, A, K, D = (dims[k] for k in "VHILAKD")
+    want = {"model.embed_tokens.weight": [V, H], "model.norm.weight": [H], "lm_head.weight": [V, H]}
+    attn = {"q_proj": A * D, "k_proj": K * D, "v_proj": K * D}
+    for i in range(L):
+        p = f"model.layers.{i}."
+        want |= {p + "input_layernorm.weight": [H], p + "post_attention_layernorm.weight": [H],
+                 p + "self_attn.o_proj.weight": [H, A * D], p + "mlp.gate_proj.weight": [I, H],
+                 p + "mlp.up_proj.weight": [I, H], p + "mlp.down_proj.weight": [H, I]}
+        want |= {p + f"self_attn.{n}.weight": [rows, H] for n, rows in attn.items()}
+        if config.get("attention_bias") is True:
+            want |= {p + f"self_attn.{n}.bias": [rows] for n, rows in attn.items()} | {p + "self_attn.o_proj.bias": [H]}
+        if config.get("mlp_bias") is True:
+            want |= {p + "mlp.gate_proj.bias": [I], p + "mlp.up_proj.bias": [I], p + "mlp.down_proj.bias": [H]}
+    optional = {"lm_head.weight"} if config.get("tie_word_embeddings") is True else set()
+    return want, optional
+
+
+def check_tensors(config: dict, shapes: dict[str, list[int]], where: Path) -> None:
+    """The tensors must be exactly the config's LLaMA-style set: depth, then each name and shape, then nothing extra."""
+    f = where / "config.json"
+    dims = config_dims(config, where)
     layers = {int(k.split(".")[2]) for k in shapes if k.startswith("model.layers.") and k.split(".")[2].isdigit()}
-    n = config.get("num_hidden_layers")
-    if layers and n is not None and max(layers) + 1 != n:
-        raise UnsafeCheckpoint(f"{where}: config.json: num_hidden_layers is {n} but the weights hold {max(layers) + 1} "
-                               "layers; fix config.json")
+    if layers and max(layers) + 1 != dims["L"]:
+        raise UnsafeCheckpoint(f"{f}: num_hidden_layers: the config says {dims['L']} but the weights hold "
+                               f"{max(layers) + 1} layers; fix config.json")
+    want, optional = expected_tensors(config, dims)
+    for name, shape in want.items():
+        got = shapes.get(name)
+        if got is None and name not in optional:
+            raise UnsafeCheckpoint(f"{where}: {name}: missing from the weights but the config implies it; "
+                                   "export every tensor of the model")
+        if got is not None and list(got) != shape:
+            raise UnsafeCheckpoint(f"{f}: {name}: has shape {got} but the config implies {shape}; "
+                                   "fix config.json or the weights so they agree")
+    extra = sorted(set(shapes) - set(want))
+    if extra:
+        raise UnsafeCheckpoint(f"{where}: {extra[0]}: an unknown tensor ({len(extra)} in all) that a LLaMA-style model "
+                               "does not hold; remove it or fix config.json")
 
 
 def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None = None, max_bytes: int = MAX_BYTES) -> None:
@@ -99,12 +217,14 @@ def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None =
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise UnsafeCheckpoint(f"{cfg_path}: -: missing; a Hugging Face checkpoint needs its config.json")
+    if cfg_path.stat().st_size > MAX_CONFIG:
+        raise UnsafeCheckpoint(f"{cfg_path}: -: larger than {MAX_CONFIG} bytes; a config is a few kilobytes, remove what is not one")
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError:
+        config = json.loads(cfg_path.read_bytes())
+    except (ValueError, RecursionError):
         raise UnsafeCheckpoint(f"{cfg_path}: -: not valid JSON; fix the syntax") from None
     if not isinstance(config, dict):
-        raise UnsafeCheckpoint(f"{cfg_path}: -: must be a JSON object")
+        raise UnsafeCheckpoint(f"{cfg_path}: -: must be a JSON object; write the model's config as one")
     for key in ("auto_map", "trust_remote_code"):
         if key in config:
             raise UnsafeCheckpoint(f"{cfg_path}: {key}: asks for custom code, which is never run; use a standard "
@@ -122,9 +242,10 @@ def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None =
             if store.sha256_file(w) != sha256[w.name]:
                 raise UnsafeCheckpoint(f"{w}: checkpoint.sha256: the file's sha256 differs from the manifest; "
                                        "recompute it with sha256sum or re-upload the file")
-    shapes = {}
+    shapes: dict[str, list[int]] = {}
     for w in weights:
         for name, meta in safetensors_header(w).items():
-            if name != "__metadata__":
-                shapes[name] = meta.get("shape")
-    check_dimensions(config, shapes, cfg_path.parent)
+            if name in shapes:
+                raise UnsafeCheckpoint(f"{w}: {name}: the tensor is also in another weight file; keep one copy")
+            shapes[name] = meta["shape"]
+    check_tensors(config, shapes, folder)

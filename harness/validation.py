@@ -1,20 +1,109 @@
-"""`babelmerge validate`: every check a submission gets before anything runs it, one line per problem,
-`file: field: what is wrong; what to do`. Never raises on bad input."""
+"""`babelmerge validate` and the gate every command goes through: every check a submission gets before anything
+reads it further, one line per problem, `file: field: what is wrong; what to do`, escaped. Never raises on bad
+input. The bounds are stated in submissions/README.md."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from . import schema
-from .safety import UnsafeCheckpoint, inside, inspect_checkpoint
+from .safety import BIDI, UnsafeCheckpoint, escape, inside, inspect_checkpoint
 
 FAMILY_PREFIX = "family:babel-mini/"
 NEEDS_BASE = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
               "della_linear", "model_stock", "sce"}
 PAIRS = {"slerp": 2, "nuslerp": 2}
+MERGE_DTYPES = ("float32", "bfloat16", "float16", "float64")
+MAX_YAML_BYTES = 2**20     # submission.yaml and the recipe, checked before either is parsed
+MAX_YAML_DEPTH = 16        # nesting of mappings and lists
+MAX_YAML_NODES = 10_000    # scalars, mappings and lists in one file
+MAX_LINE = 600             # characters of one problem line; a longer echo of a value is cut in the middle
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def line(text: str) -> str:
+    """A problem line as printed: escaped (one line, no bidi tricks) and at most MAX_LINE characters, cut inside
+    the 'what is wrong' part so the file, the field and the fix stay whole."""
+    text = escape(text)
+    if len(text) <= MAX_LINE:
+        return text
+    head, sep, fix = text.rpartition("; ")
+    fix = fix[:200]
+    return head[:MAX_LINE - len(fix) - 5] + "..." + sep + fix
+
+
+def _odd_char(text: str) -> str | None:
+    """The first control, separator, bidi or lone-surrogate character of `text` (None if there is none)."""
+    for ch in text:
+        if ord(ch) in BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            return ch
+    return None
+
+
+def _odd_text(f: Path, data) -> list[str]:
+    """One line per top-level field holding a key or string with a control, bidi or surrogate character."""
+    out = []
+    top = data.items() if isinstance(data, dict) else [("-", data)]
+    for key, value in top:
+        stack, hit = [(str(key), key), (str(key), value)], None
+        while stack and hit is None:
+            where, v = stack.pop()
+            if isinstance(v, str) and _odd_char(v) is not None:
+                hit = (where, _odd_char(v))
+            elif isinstance(v, dict):
+                stack += [(f"{where}.{k}", k) for k in v] + [(f"{where}.{k}", x) for k, x in v.items()]
+            elif isinstance(v, list):
+                stack += [(f"{where}.{i}", x) for i, x in enumerate(v)]
+        if hit:
+            out.append(f"{f}: {hit[0]}: holds the control, bidi or surrogate character {escape(hit[1])}; "
+                       "remove it (plain text only)")
+    return out
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What the YAML parser found, and where (1-based line and column)."""
+    what = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else what
+
+
+def load_yaml(f: Path, what: str) -> tuple[object, list[str]]:
+    """Parse one untrusted YAML file within the bounds: size (before parsing), UTF-8, syntax, no aliases,
+    depth and node count (from the event stream, before anything is built), plain text in every string."""
+    if f.is_symlink():
+        return None, [f"{f}: -: symbolic links are refused; commit the file itself"]
+    if not f.is_file():
+        return None, [f"{f}: -: file missing; {what}"]
+    with open(f, "rb") as fh:
+        raw = fh.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        return None, [f"{f}: -: larger than the limit of {MAX_YAML_BYTES} bytes; a manifest or recipe is a few "
+                      "kilobytes, shorten it"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, [f"{f}: -: not UTF-8 (byte {e.start}); save the file as UTF-8"]
+    try:
+        depth, nodes = 0, 0
+        for ev in yaml.parse(text, Loader=_Loader):
+            if isinstance(ev, yaml.AliasEvent):
+                return None, [f"{f}: -: YAML aliases (*name) are refused; write the value out"]
+            if isinstance(ev, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                nodes += 1
+            depth += isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+            depth -= isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent))
+            if depth > MAX_YAML_DEPTH or nodes > MAX_YAML_NODES:
+                return None, [f"{f}: -: nested deeper than {MAX_YAML_DEPTH} or more than {MAX_YAML_NODES} values; "
+                              "a manifest or recipe is small and flat, simplify it"]
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        return None, [f"{f}: -: not valid YAML ({_yaml_problem(e)}); fix the syntax"]
+    odd = _odd_text(f, data)
+    return (None, odd) if odd else (data, [])
 
 
 def family_members() -> set[str]:
@@ -36,15 +125,9 @@ def _pydantic_lines(f: Path, e: ValidationError) -> list[str]:
 
 def read_manifest(folder: Path) -> tuple[schema.Submission | None, list[str]]:
     f = folder / "submission.yaml"
-    if f.is_symlink():
-        return None, [f"{f}: -: symbolic links are refused; commit the file itself"]
-    if not f.is_file():
-        return None, [f"{f}: -: file missing; every submission folder needs a submission.yaml"]
-    try:
-        data = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return None, [f"{f}: -: not valid YAML ({first}); fix the syntax"]
+    data, problems = load_yaml(f, "every submission folder needs a submission.yaml")
+    if problems:
+        return None, problems
     if not isinstance(data, dict):
         return None, [f"{f}: -: must be a mapping of fields (key: value); see submissions/README.md"]
     try:
@@ -57,6 +140,8 @@ def read_manifest(folder: Path) -> tuple[schema.Submission | None, list[str]]:
 
 
 def check_refs(f: Path, m: schema.Submission, members: set[str]) -> list[str]:
+    from .suite import SUITES_DIR
+
     out = []
     for field, refs in (("constituents", m.constituents), ("base_model", [m.base_model] if m.base_model else [])):
         for ref in refs:
@@ -68,9 +153,7 @@ def check_refs(f: Path, m: schema.Submission, members: set[str]) -> list[str]:
         out.append(f"{f}: constituents: mixes family members and hub models, whose tokenizers and vocabularies differ; "
                    "merge models that share one tokenizer")
     for s in m.suites:
-        from .suite import SUITES_DIR
-
-        if not (SUITES_DIR / f"{s}.yaml").is_file():
+        if not schema._ID.match(s) or not (SUITES_DIR / f"{s}.yaml").is_file():
             out.append(f"{f}: suites: unknown suite '{s}'; use one of the files in suites/")
     return out
 
@@ -78,15 +161,15 @@ def check_refs(f: Path, m: schema.Submission, members: set[str]) -> list[str]:
 def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
     from .merge import model_refs
 
+    manifest = folder / "submission.yaml"
     f = folder / (m.recipe or "recipe.yml")
-    if f.is_symlink() or not inside(folder, f):
-        return [f"{folder / 'submission.yaml'}: recipe: '{m.recipe}' leaves the submission folder; put the recipe inside it"]
-    if not f.is_file():
-        return [f"{folder / 'submission.yaml'}: recipe: '{m.recipe}' is missing; add it beside submission.yaml"]
-    try:
-        recipe = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        return [f"{f}: -: not valid YAML ({str(e).splitlines()[0]}); fix the syntax"]
+    if not m.recipe or Path(m.recipe).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
+        return [f"{manifest}: recipe: '{m.recipe}' leaves the submission folder; name a file inside it (recipe.yml)"]
+    if not f.exists() and not f.is_symlink():
+        return [f"{manifest}: recipe: '{m.recipe}' is missing; add it beside submission.yaml"]
+    recipe, problems = load_yaml(f, "add the recipe beside submission.yaml")
+    if problems:
+        return problems
     if not isinstance(recipe, dict):
         return [f"{f}: -: a mergekit recipe is a mapping (merge_method, models, ...); see submissions/README.md"]
     method = recipe.get("merge_method")
@@ -105,6 +188,15 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
                 for err in e.errors()[:3]]
     refs = model_refs(recipe)
     out = []
+    for r in refs:
+        try:
+            schema._model_ref(str(r))
+        except ValueError as e:
+            out.append(f"{f}: models: '{r}' is refused (only family members and pinned hub models are read); {e}")
+    refused = bool(out)  # a refused reference is reported once, not again as a disagreement
+    for key in ("dtype", "out_dtype"):  # mergekit reads these only when it merges (mergekit.common.dtype_from_name)
+        if recipe.get(key) is not None and str(recipe[key]).removeprefix("torch.") not in MERGE_DTYPES:
+            out.append(f"{f}: {key}: '{recipe[key]}' is not a dtype mergekit merges in; use one of {', '.join(MERGE_DTYPES)}")
     models = [x.get("model") for x in recipe.get("models") or [] if isinstance(x, dict)]
     if method in PAIRS and len(models) != PAIRS[method]:
         out.append(f"{f}: models: {method} merges exactly {PAIRS[method]} models, got {len(models)}; "
@@ -112,49 +204,56 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
     if (method in NEEDS_BASE or method == "slerp") and not recipe.get("base_model"):
         out.append(f"{f}: base_model: {method} needs a base model; add base_model: family:babel-mini/mixed (or the shared base)")
     if m.method_family and m.method_family != method:
-        out.append(f"{folder / 'submission.yaml'}: method_family: '{m.method_family}' but the recipe runs '{method}'; make them agree")
+        out.append(f"{manifest}: method_family: '{m.method_family}' but the recipe runs '{method}'; make them agree")
     base = recipe.get("base_model")
     named = [r for r in refs if r != base] or refs
-    if set(named) != set(m.constituents) and set(refs) != set(m.constituents):
-        out.append(f"{folder / 'submission.yaml'}: constituents: {sorted(m.constituents)} differ from the recipe's models "
+    if not refused and set(named) != set(m.constituents) and set(refs) != set(m.constituents):
+        out.append(f"{manifest}: constituents: {sorted(m.constituents)} differ from the recipe's models "
                    f"{sorted(named)}; list the same models")
-    if base and m.base_model != base:
-        out.append(f"{folder / 'submission.yaml'}: base_model: '{m.base_model}' but the recipe's base is '{base}'; make them agree")
-    for r in refs:
-        try:
-            schema._model_ref(str(r))
-        except ValueError as e:
-            out.append(f"{f}: models: '{r}': {e}")
+    if not refused and base and m.base_model != base:
+        out.append(f"{manifest}: base_model: '{m.base_model}' but the recipe's base is '{base}'; make them agree")
     return out
 
 
-def validate_folder(folder: Path, members: set[str] | None = None, max_bytes: int | None = None) -> list[str]:
-    """Every problem of one submission folder, one line each; [] when it is valid. Control characters that the
-    manifest put into a message (a field named "\\n") are shown escaped, so a problem is always one line."""
-    return [p.replace("\r", "\\r").replace("\n", "\\n") for p in _validate_folder(folder, members, max_bytes)]
-
-
-def _validate_folder(folder: Path, members: set[str] | None, max_bytes: int | None) -> list[str]:
+def check_folder(folder: Path, members: set[str] | None = None,
+                 max_bytes: int | None = None) -> tuple[schema.Submission | None, list[str]]:
+    """The manifest of one submission folder and every problem it has (one escaped line each; [] when it is
+    valid): manifest, references, recipe, checkpoint. The manifest is returned only when there is no problem."""
     try:
-        if folder.is_symlink():
-            return [f"{folder}: -: the submission folder is a symbolic link; commit a real folder"]
-        m, problems = read_manifest(folder)
-        if m is None:
-            return problems
-        members = members if members is not None else family_members()
-        problems += check_refs(folder / "submission.yaml", m, members)
-        if m.kind == "recipe":
-            problems += check_recipe(folder, m)
-        elif m.checkpoint and m.checkpoint.path is not None:
-            try:
-                inspect_checkpoint(folder / m.checkpoint.path, folder, m.checkpoint.sha256,
-                                   **({"max_bytes": max_bytes} if max_bytes else {}))
-            except UnsafeCheckpoint as e:
-                problems.append(str(e))
-        return problems
+        m, problems = _check_folder(folder, members, max_bytes)
     except Exception as e:  # the contract is one line per problem, never a traceback
-        return [f"{folder}: -: could not be checked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                "report this as a bug"]
+        m, problems = None, [f"{folder}: -: could not be checked ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0]}); report this as a bug"]
+    return (None if problems else m), [line(p) for p in problems]
+
+
+def _check_folder(folder: Path, members: set[str] | None, max_bytes: int | None):
+    if folder.is_symlink():
+        return None, [f"{folder}: -: the submission folder is a symbolic link; commit a real folder"]
+    if not folder.is_dir():
+        return None, [f"{folder}: -: not a submission folder; give a folder holding submission.yaml"]
+    m, problems = read_manifest(folder)
+    if m is None:
+        return None, problems
+    members = members if members is not None else family_members()
+    problems += check_refs(folder / "submission.yaml", m, members)
+    if m.kind == "recipe":
+        problems += check_recipe(folder, m)
+    elif m.checkpoint and m.checkpoint.path is not None:
+        try:
+            inspect_checkpoint(folder / m.checkpoint.path, folder, m.checkpoint.sha256,
+                               **({"max_bytes": max_bytes} if max_bytes else {}))
+        except UnsafeCheckpoint as e:
+            problems.append(str(e))
+        except OSError as e:
+            problems.append(f"{folder / m.checkpoint.path}: checkpoint.path: cannot be read ({type(e).__name__}); "
+                            "give a folder of regular files inside the submission")
+    return m, problems
+
+
+def validate_folder(folder: Path, members: set[str] | None = None, max_bytes: int | None = None) -> list[str]:
+    """Every problem of one submission folder, one escaped line each; [] when it is valid."""
+    return check_folder(folder, members, max_bytes)[1]
 
 
 def validate_paths(paths: list[Path]) -> tuple[list[str], int]:
@@ -162,11 +261,11 @@ def validate_paths(paths: list[Path]) -> tuple[list[str], int]:
     members = family_members()
     problems, ids = [], {}
     for folder in paths:
-        problems += validate_folder(folder, members)
-        m, _ = read_manifest(folder) if (folder / "submission.yaml").is_file() else (None, [])
+        m, lines = check_folder(folder, members)
+        problems += lines
         if m is not None:
-            ids.setdefault(m.id.lower(), []).append(folder)
+            ids.setdefault(m.id, []).append(folder)
     for key, folders in ids.items():
-        if len(folders) > 1:
-            problems.append(f"{folders[1] / 'submission.yaml'}: id: '{key}' is also used by {folders[0]}; choose another id")
+        for other in folders[1:]:
+            problems.append(line(f"{other / 'submission.yaml'}: id: '{key}' is also used by {folders[0]}; choose another id"))
     return problems, len(paths)

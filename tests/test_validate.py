@@ -28,7 +28,10 @@ LINE = re.compile(r"^\S+: [\w.\-]+: .+; .+$")
 def make(tmp_path, manifest=None, recipe=None, name="sub", raw=None, raw_recipe=None):
     d = tmp_path / name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "submission.yaml").write_text(raw if raw is not None else yaml.safe_dump(manifest if manifest is not None else GOOD))
+    if isinstance(raw, bytes):
+        (d / "submission.yaml").write_bytes(raw)
+    else:
+        (d / "submission.yaml").write_text(raw if raw is not None else yaml.safe_dump(manifest if manifest is not None else GOOD))
     (d / "recipe.yml").write_text(raw_recipe if raw_recipe is not None else yaml.safe_dump(recipe if recipe is not None else RECIPE))
     return d
 
@@ -81,7 +84,18 @@ CASES = [  # (name, manifest, recipe, raw manifest, expected field, expected wor
     ("base disagrees", with_(base_model=REF + "mt-all"), None, None, "base_model", "make them agree"),
     ("recipe model unpinned", with_(constituents=[REF + "mt-en-fr", REF + "mt-en-es"]),
      recipe_with(models=[{"model": REF + "mt-en-fr", "parameters": {"weight": 1.0, "density": 0.5}},
-                         {"model": "org/m", "parameters": {"weight": 1.0, "density": 0.5}}]), None, "constituents", "differ from the recipe"),
+                         {"model": "org/m", "parameters": {"weight": 1.0, "density": 0.5}}]), None, "models", "'org/m' is refused"),
+    ("recipe model is a local path", None,
+     recipe_with(models=[{"model": REF + "mt-en-fr", "parameters": {"weight": 1.0, "density": 0.5}},
+                         {"model": "/etc", "parameters": {"weight": 1.0, "density": 0.5}}]), None, "models", "'/etc' is refused"),
+    ("recipe is an absolute path", with_(recipe="/etc/hostname"), None, None, "recipe", "leaves the submission folder"),
+    ("manifest over 1 MB", None, None, "title: " + "x" * (2**20) + "\n", "-", "larger than the limit of 1048576 bytes"),
+    ("manifest nested too deep", None, None, "title: " + "[" * 40 + "]" * 40 + "\n", "-", "nested deeper than 16"),
+    ("yaml alias", None, None, "a: &x [1]\nb: *x\n", "-", "aliases (*name) are refused"),
+    ("lone surrogate", None, None, yaml.safe_dump(GOOD).replace("TIES over related experts", '"\\ud800x"'), *(
+        ("-", "invalid Unicode character escape") if yaml.__with_libyaml__ else ("title", "\\ud800"))),
+    ("bidi control", with_(title="Ties \u202eevil"), None, None, "title", "\\u202e"),
+    ("not utf-8", None, None, b"title: \xff\xfe\n", "-", "not UTF-8"),
     ("recipe models wrong type", None, recipe_with(models="everything"), None, "models", "fix the recipe"),
 ]
 
