@@ -15,12 +15,12 @@ import torch
 
 from . import provenance, schema, scoring, store
 from .corpus import Corpus
-from .tasks import TaskSpec, lm_eval_config, task_docs, task_specs
+from .tasks import TaskSpec, lm_eval_configs, task_docs, task_specs
 
 for _name in ("lm-eval", "lm_eval", "datasets", "transformers"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-UNIT_FORMAT = 1  # bump when what a unit file holds changes: older units are then recomputed
+UNIT_FORMAT = 2  # bump when what a unit file holds changes: older units are then recomputed
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -97,50 +97,94 @@ class SuiteTasks:
         specs = task_specs(suite)
         docs = {s.name: task_docs(s, suite, corpus, limit) for s in specs}
         tm = TaskManager(include_defaults=False)
-        return cls(suite, specs, docs, {s.name: tm.load([lm_eval_config(s, suite, docs[s.name])]) for s in specs}, limit)
+        return cls(suite, specs, docs, {s.name: tm.load(lm_eval_configs(s, suite, docs[s.name])) for s in specs}, limit)
 
 
 # -- one unit: (model, task) -------------------------------------------------------------------------
+def _samples(out: dict, name: str) -> list[dict]:
+    return sorted(out["samples"][name], key=lambda r: r["doc_id"])
+
+
+def _ll(sample: dict) -> float:
+    """The log-likelihood lm-eval logged for one loglikelihood or rolling request."""
+    return float(np.asarray(sample["filtered_resps"][0], dtype=object).reshape(-1)[0])
+
+
 def run_task(lm, spec: TaskSpec, tasks: SuiteTasks) -> schema.TaskDocs:
-    """Per-document statistics of one task for one model, through lm-eval."""
+    """Per-document statistics of one task for one model, through lm-eval. mt: outputs and sacrebleu statistics
+    for the real prompts, for the source-shuffled control prompts, and for the real outputs against the
+    permuted references; log-likelihoods of the reference given the real and the shuffled source."""
     from lm_eval import evaluator
 
     out = evaluator.evaluate(lm, tasks.task_dicts[spec.name], bootstrap_iters=0, log_samples=True)
-    samples = sorted(out["samples"][spec.lm_eval_name], key=lambda r: r["doc_id"])
     docs = tasks.docs[spec.name]
-    ids = [docs[r["doc_id"]]["id"] for r in samples]
+    ids = [d["id"] for d in docs]
     if spec.kind == "lm":
-        ll = [float(np.asarray(r["filtered_resps"][0]).reshape(-1)[0]) for r in samples]
-        return schema.TaskDocs(ids=ids, ll=ll, bytes=[len(docs[r["doc_id"]]["text"].encode("utf-8")) for r in samples])
-    resp = [r["filtered_resps"][0] for r in samples]
-    hyps = [(x if isinstance(x, str) else x[0]).strip() for x in resp]
-    refs = [docs[r["doc_id"]]["ref"] for r in samples]
+        samples = _samples(out, spec.lm_eval_name)
+        return schema.TaskDocs(ids=[docs[r["doc_id"]]["id"] for r in samples], ll=[_ll(r) for r in samples],
+                               bytes=[len(docs[r["doc_id"]]["text"].encode("utf-8")) for r in samples])
+    n = len(docs)
+    gen = [r["filtered_resps"][0] for r in _samples(out, spec.lm_eval_name)]
+    hyps = [(x if isinstance(x, str) else x[0]).strip() for x in gen]
+    real, control = hyps[:n], hyps[n:]
+    lls = [_ll(r) for r in _samples(out, spec.xmi_name)]
+    refs = [d["ref"] for d in docs]
+    perm = [d["control"] for d in docs]
     mets = scoring.metrics(bleu_tokenizer(tasks.suite, spec.language))
-    stats = {m: scoring.sentence_stats(metric, hyps, refs).tolist() for m, metric in mets.items()}
-    sigs = {m: str(metric.get_signature()) for m, metric in mets.items()}
-    return schema.TaskDocs(ids=ids, hyp=hyps, lang=scoring.detect_languages(hyps), stats=stats, signatures=sigs)
+    stat = lambda hs, rs: {m: scoring.sentence_stats(metric, hs, rs).tolist() for m, metric in mets.items()}
+    return schema.TaskDocs(
+        ids=ids, hyp=real, lang=scoring.detect_languages(real), stats=stat(real, refs),
+        signatures={m: str(metric.get_signature()) for m, metric in mets.items()},
+        perm=perm, hyp_control=control, stats_control=stat(control, refs), stats_misaligned=stat(real, [refs[j] for j in perm]),
+        ll_given=lls[:n], ll_shuffled=lls[n:], tgt_bytes=[len(r.encode("utf-8")) for r in refs])
+
+
+def _row(base: dict, metric: str, value, boot: np.ndarray, higher: bool, **extra) -> dict:
+    lo, hi, sd = scoring.interval(boot)
+    return {**base, "metric": metric, "value": value, "stderr": sd, "ci_low": lo, "ci_high": hi, "higher_is_better": higher,
+            **extra}
 
 
 def task_rows(spec: TaskSpec, d: schema.TaskDocs, suite: dict) -> list[dict]:
-    """Tidy rows with bootstrap intervals from one task's per-document statistics (pure)."""
+    """Tidy rows with bootstrap intervals from one task's per-document statistics (pure). Every interval of one
+    task resamples the same documents (scoring.bootstrap_indices), so differences are paired."""
     n = len(d.ids)
     idx = scoring.bootstrap_indices(n, suite["seed"])
     base = {"task": spec.name, "language": spec.language, "n": n}
     if spec.kind == "lm":
         ll, nb = np.asarray(d.ll), np.asarray(d.bytes, dtype=np.float64)
-        lo, hi, sd = scoring.interval(scoring.bits_per_byte_boot(ll, nb, idx))
-        return [{**base, "metric": "bits_per_byte", "value": scoring.bits_per_byte(ll, nb), "stderr": sd,
-                 "ci_low": lo, "ci_high": hi, "higher_is_better": False}]
+        return [_row(base, "bits_per_byte", scoring.bits_per_byte(ll, nb), scoring.bits_per_byte_boot(ll, nb, idx), False)]
     rows = []
     for m, metric in scoring.metrics(bleu_tokenizer(suite, spec.language)).items():
-        st = np.asarray(d.stats[m])
-        lo, hi, sd = scoring.interval(scoring.corpus_boot(metric, st, idx))
-        rows.append({**base, "metric": m, "value": scoring.corpus_from_stats(metric, st), "stderr": sd, "ci_low": lo,
-                     "ci_high": hi, "higher_is_better": True, "signature": d.signatures[m]})
-    off = np.array([lang != spec.language for lang in d.lang], dtype=np.float64)
-    lo, hi, sd = scoring.interval(off[idx].mean(1))
-    rows.append({**base, "metric": "off_target_rate", "value": float(off.mean()), "stderr": sd, "ci_low": lo,
-                 "ci_high": hi, "higher_is_better": False, "signature": scoring.LID_MODEL})
+        sig = {"signature": d.signatures[m]}
+        score = {}
+        for suffix, stats in (("", d.stats), ("_control", d.stats_control), ("_misaligned", d.stats_misaligned)):
+            if stats is None:
+                continue
+            st = np.asarray(stats[m])
+            score[suffix] = (scoring.corpus_from_stats(metric, st), scoring.corpus_boot(metric, st, idx))
+            rows.append(_row(base, m + suffix, score[suffix][0], score[suffix][1], suffix == "", **sig))
+        for suffix in ("_control", "_misaligned"):
+            if suffix in score:  # the paired difference: both resampled on the same documents
+                name = m + "_over" + suffix
+                rows.append(_row(base, name, score[""][0] - score[suffix][0], score[""][1] - score[suffix][1], True, **sig))
+    if d.ll_given is not None:
+        given, shuffled, nb = np.asarray(d.ll_given), np.asarray(d.ll_shuffled), np.asarray(d.tgt_bytes, dtype=np.float64)
+        bg, bs = scoring.bits_per_byte(given, nb), scoring.bits_per_byte(shuffled, nb)
+        boot_g, boot_s = scoring.bits_per_byte_boot(given, nb, idx), scoring.bits_per_byte_boot(shuffled, nb, idx)
+        rows += [_row(base, "bpb_given_source", bg, boot_g, False), _row(base, "bpb_shuffled_source", bs, boot_s, False),
+                 _row(base, "xmi", bs - bg, boot_s - boot_g, True)]
+    empty, off = scoring.output_rates(d.hyp, d.lang, spec.language)
+    rows.append(_row(base, "empty_rate", float(empty.mean()), empty[idx].mean(1), False))
+    kept = ~empty
+    if kept.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (off[idx] * kept[idx]).sum(1) / kept[idx].sum(1)
+        rows.append(_row({**base, "n": int(kept.sum())}, "off_target_rate", float(off[kept].mean()), boot[np.isfinite(boot)],
+                         False, signature=scoring.LID_MODEL))
+    else:
+        rows.append({**base, "n": 0, "metric": "off_target_rate", "value": None, "higher_is_better": False,
+                     "signature": scoring.LID_MODEL})
     return rows
 
 
@@ -206,7 +250,8 @@ def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tas
                 store.write_json(f, d.model_dump(mode="json"))
                 log(f"[evaluate]     {info.name} {spec.name} ({time.perf_counter() - t1:.1f}s)")
             task_rows_ = task_rows(spec, d, suite)
-            bad = [r["metric"] for r in task_rows_ if r["value"] is None or not math.isfinite(r["value"])]
+            bad = [r["metric"] for r in task_rows_ if r["metric"] != "off_target_rate"
+                   and (r["value"] is None or not math.isfinite(r["value"]))]
             if bad:
                 raise ModelFault(f"{info.name}: {spec.name} {bad[0]} is not finite (NaN or inf log-probabilities); "
                                  "the model's outputs are numerically broken")

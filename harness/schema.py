@@ -192,6 +192,13 @@ class TaskDocs(Strict):
     lang: list[str] | None = None          # mt: detected language of the output
     stats: dict[str, list[list[float]]] | None = None  # mt: sacrebleu sufficient statistics per metric
     signatures: dict[str, str] | None = None           # mt: sacrebleu signature per metric
+    perm: list[int] | None = None          # mt: document i's control prompt carries the source of document perm[i]
+    hyp_control: list[str] | None = None   # mt: the outputs for the source-shuffled control prompts
+    stats_control: dict[str, list[list[float]]] | None = None     # mt: those outputs against the right references
+    stats_misaligned: dict[str, list[list[float]]] | None = None  # mt: the real outputs against references[perm]
+    ll_given: list[float] | None = None    # mt: ln p(" " + reference | prompt with the real source), teacher-forced
+    ll_shuffled: list[float] | None = None  # mt: the same given the control prompt (another document's source)
+    tgt_bytes: list[int] | None = None     # mt: UTF-8 bytes of each reference (XMI's denominator)
 
 
 class DocsFile(Strict):

@@ -72,6 +72,14 @@ def detect_languages(texts: list[str]) -> list[str]:
     return out
 
 
+def output_rates(hyps: list[str], langs: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per output: whether it is empty after stripping, and whether a non-empty one is off target (its detected
+    language is not `target`). Empty outputs are never counted as off target: the two are separate rates."""
+    empty = np.array([not h.strip() for h in hyps], dtype=bool)
+    off = np.array([bool(h.strip()) and lang != target for h, lang in zip(hyps, langs)], dtype=np.float64)
+    return empty, off
+
+
 # -- paired comparison -------------------------------------------------------------------------------
 def paired_delta(a_boot: np.ndarray, b_boot: np.ndarray, observed: float) -> dict:
     """Difference a - b from bootstrap samples drawn on the same documents: the observed difference, its

@@ -1,8 +1,12 @@
 """The suite's tasks, generated in Python over its language list (no file per language), as lm-eval
-task configs: `lm:<lang>` (rolling log-likelihood -> bits per byte) and `mt:en-<x>` (greedy generation)."""
+task configs: `lm:<lang>` (rolling log-likelihood -> bits per byte) and `mt:en-<x>`: greedy generation and
+teacher-forced log-likelihood of the reference (for XMI, Bugliarello et al. 2020), each for the real source and
+for a source-shuffled control (another test document's source, by a seeded derangement)."""
 
 from __future__ import annotations
 
+import random
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +25,11 @@ class TaskSpec:
     def lm_eval_name(self) -> str:
         return "babel_" + self.name.replace(":", "_").replace("-", "_")
 
+    @property
+    def xmi_name(self) -> str:
+        """mt tasks: the lm-eval task scoring the reference teacher-forced (real and shuffled source)."""
+        return self.lm_eval_name + "_xmi"
+
 
 def task_specs(suite: dict) -> list[TaskSpec]:
     specs = [TaskSpec(f"lm:{l}", "lm", l, suite["tasks"]["lm"]["version"]) for l in suite["languages"]]
@@ -36,6 +45,22 @@ def spaced(n_total: int, n: int) -> list[int]:
     return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
 
 
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) with no fixed point (n >= 2): Sattolo's algorithm (1986) draws a
+    uniformly random single n-cycle, so every document is paired with another one."""
+    perm = list(range(n))
+    rng = random.Random(seed)
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: the swap never leaves i in place
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def control_seed(suite: dict, task: str) -> int:
+    """The seed of a task's control permutation: fixed by the suite's seed and the task's name."""
+    return zlib.crc32(f"{suite['seed']}:{task}".encode())
+
+
 def task_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = None) -> list[dict]:
     cfg = suite["tasks"][spec.kind]
     n = min(cfg["n"], limit) if limit else cfg["n"]
@@ -47,9 +72,24 @@ def task_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = N
     docs = []
     for i in spaced(len(src), n):
         assert src[i]["id"] == tgt[i]["id"], "corpus files are not verse-aligned"
-        prompt = cfg["prompt"].format(src_lang=suite["pivot"], tgt_lang=spec.language, src=src[i]["text"])
-        docs.append({"id": src[i]["id"], "src": src[i]["text"], "ref": tgt[i]["text"], "prompt": prompt})
-    return docs
+        docs.append({"id": src[i]["id"], "src": src[i]["text"], "ref": tgt[i]["text"]})
+    return with_controls(docs, spec, suite)
+
+
+def with_controls(docs: list[dict], spec: TaskSpec, suite: dict) -> list[dict]:
+    """MT documents ({id, src, ref}) with their prompts and the source-shuffled control: document i's control
+    prompt carries the source of document perm[i] (a derangement), its reference stays its own."""
+    fmt = lambda src: suite["tasks"]["mt"]["prompt"].format(src_lang=suite["pivot"], tgt_lang=spec.language, src=src)
+    perm = derangement(len(docs), control_seed(suite, spec.name)) if len(docs) > 1 else [0] * len(docs)
+    return [{**d, "prompt": fmt(d["src"]), "control": perm[i], "control_prompt": fmt(docs[perm[i]]["src"])}
+            for i, d in enumerate(docs)]
+
+
+def variants(docs: list[dict]) -> list[dict]:
+    """The lm-eval documents of an mt task: every document with its real prompt, then every one with its
+    control prompt (doc_id i and n + i belong to document i)."""
+    return ([{"id": d["id"], "variant": "source", "prompt": d["prompt"], "ref": d["ref"]} for d in docs]
+            + [{"id": d["id"], "variant": "shuffled", "prompt": d["control_prompt"], "ref": d["ref"]} for d in docs])
 
 
 # Plain functions, not Jinja strings: lm-eval compiles a template string anew for every document.
@@ -69,21 +109,30 @@ def _ref(doc: dict) -> str:
     return doc["ref"]
 
 
-def lm_eval_config(spec: TaskSpec, suite: dict, docs: list[dict]) -> dict:
-    """An lm-eval task config whose data is the in-memory `docs` (nothing is downloaded)."""
+def _continuation(doc: dict) -> str:
+    """The teacher-forced target: exactly what the family's translation fine-tuning scores after the prompt."""
+    return " " + doc["ref"]
+
+
+def lm_eval_configs(spec: TaskSpec, suite: dict, docs: list[dict]) -> list[dict]:
+    """The lm-eval task configs of one suite task, whose data are the in-memory `docs` (nothing is downloaded):
+    lm: one rolling log-likelihood task; mt: greedy generation and teacher-forced log-likelihood, each over the
+    real and the control prompts (variants)."""
     import datasets
 
-    def custom_dataset(**_):
-        return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+    def config(name: str, rows: list[dict], **kw) -> dict:
+        def custom_dataset(**_):
+            return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
-    base = {"task": spec.lm_eval_name, "custom_dataset": custom_dataset, "test_split": "test",
-            "metadata": {"version": spec.version}}
+        return {"task": name, "custom_dataset": custom_dataset, "test_split": "test", "metadata": {"version": spec.version}, **kw}
+
     if spec.kind == "lm":
-        return {**base, "output_type": "loglikelihood_rolling", "doc_to_text": _empty, "doc_to_target": _text,
-                "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False}]}
-    cfg = suite["tasks"]["mt"]
-    return {**base, "output_type": "generate_until", "doc_to_text": _prompt, "doc_to_target": _ref,
-            # lm-eval's own metric is a placeholder: chrF++/BLEU are computed from the logged samples with a
-            # tokenizer chosen per target language (evaluate.score_translations).
-            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-            "generation_kwargs": {"until": list(cfg["until"]), "do_sample": False, "max_gen_toks": cfg["max_gen_toks"]}}
+        return [config(spec.lm_eval_name, docs, output_type="loglikelihood_rolling", doc_to_text=_empty, doc_to_target=_text,
+                       metric_list=[{"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False}])]
+    cfg, rows = suite["tasks"]["mt"], variants(docs)
+    # lm-eval's own metrics are placeholders: every score is computed from the logged samples (evaluate.run_task)
+    return [config(spec.lm_eval_name, rows, output_type="generate_until", doc_to_text=_prompt, doc_to_target=_ref,
+                   metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+                   generation_kwargs={"until": list(cfg["until"]), "do_sample": False, "max_gen_toks": cfg["max_gen_toks"]}),
+            config(spec.xmi_name, rows, output_type="loglikelihood", doc_to_text=_prompt, doc_to_target=_continuation,
+                   target_delimiter="", metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}])]
