@@ -23,6 +23,9 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
         p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf"],
                        help="lm-eval model backend: ours (default) or lm-eval's stock hf")
         p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
+        p.add_argument("-v", "--verbose", action="store_true", help="a line per unit of work, and third-party output")
+        p.add_argument("--allow-dirty", action="store_true",
+                       help="write results into submissions/ or references/ from uncommitted code (marked dirty)")
 
 
 def _ctx(args, **kw):
@@ -33,7 +36,7 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
-    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit"):
+    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -48,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="every stage on the embedded default: corpus, family, merges, evaluation, similarity, analysis, site")
     _common(p, eval_opts=True)
     p.add_argument("--out", type=Path, default=None, help="site output folder (default: site/_build)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="recompute everything (empty cache, stored results ignored and rewritten); prints stage times")
+    p.add_argument("--no-reproduce", action="store_true", help="skip the closing reproduce pass")
+
+    p = sub.add_parser("reproduce", help="recompute a sample of stored results here; per metric the largest "
+                                         "difference from the published value against the tolerances (exit 1 beyond)")
+    _common(p, eval_opts=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--sample", type=int, default=5, metavar="K",
+                   help="units to recompute (default %(default)s: init-s0, a reference merge, a checkpoint, CKA)")
+    g.add_argument("--all", action="store_true", help="every stored unit (slow: trains the family)")
 
     p = sub.add_parser("corpus", help="the babel-mini corpus")
     csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -91,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
 
     args = ap.parse_args(argv)
+    quiet(getattr(args, "verbose", False))
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -101,11 +116,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def quiet(verbose: bool) -> None:
+    """Third-party progress bars and warnings off (tqdm, transformers' loading bars, hub downloads) unless -v."""
+    if verbose:
+        return
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", module=r"(transformers|lm_eval|mergekit|torch|huggingface_hub|datasets)(\.|$)")
+
+
 def _dispatch(args) -> int:
     from . import pipeline
 
     if args.cmd == "run":
-        return 1 if pipeline.run(_ctx(args)) else 0
+        return 1 if pipeline.run(_ctx(args, reproduce=0 if args.no_reproduce else 1)) else 0
+    elif args.cmd == "reproduce":
+        from . import reproduce
+
+        ctx = _ctx(args)
+        return 0 if reproduce.run(ctx, sample=args.sample, everything=args.all, log=ctx.log) else 1
     elif args.cmd == "corpus":
         from . import corpus
 
@@ -125,14 +159,12 @@ def _dispatch(args) -> int:
     elif args.cmd == "evaluate":
         ctx = _ctx(args, only=[Path(i).name for i in args.ids] or None)
         if args.model:
-            failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
-                                             items=pipeline.external_items(ctx, args.model, args.out_dir))
+            failed = pipeline.stage_evaluate(ctx, items=pipeline.external_items(ctx, args.model, args.out_dir))
         else:
-            failed = pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+            failed = pipeline.stage_evaluate(ctx)
         return 1 if failed else 0
     elif args.cmd == "similarity":
-        ctx = _ctx(args)
-        pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+        pipeline.stage_similarity(_ctx(args))
     elif args.cmd == "analyze":
         res = pipeline.stage_analyze(_ctx(args))
         gaps = res["gaps"]
