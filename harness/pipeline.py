@@ -452,15 +452,10 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
     cache = SimilarityCache(build_probe(stage_corpus(ctx), ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
     prov = {"harness": harness_version(), "git": git_hash(), "device": cache.device, "torch": packages()["torch"]}
     sets: dict[str, dict] = {}
-    shas: dict[Path, str] = {}  # checkpoint folder -> weight hash: each checkpoint hashed once per run
 
     def sha_of(m: Model) -> tuple[str, Path] | None:
         path = make(ctx, m)[0]
-        if path is None:
-            return None
-        if path not in shas:
-            shas[path] = identity.model_hash(path)
-        return shas[path], path
+        return None if path is None else (cache.sha_of(path), path)
 
     models = [m for m in plan(ctx) if m.identity is not None]
     todo = []

@@ -125,7 +125,6 @@ def recompute(ctx, unit: Unit) -> dict[str, float]:
 
 
 def _cka(ctx, m) -> dict[str, float]:
-    from .identity import model_hash
     from .pipeline import by_name, make, stage_corpus
     from .similarity.compute import SimilarityCache, build_probe
 
@@ -139,7 +138,7 @@ def _cka(ctx, m) -> dict[str, float]:
     if cache.sha != sim.probe_sha256:
         raise ValueError(f"{m.name}: the stored similarity used another probe; nothing to compare")
     pa, pb = make(ctx, by_name(ctx)[a])[0], make(ctx, by_name(ctx)[b])[0]
-    fresh = cache.cka((model_hash(pa), pa), (model_hash(pb), pb))
+    fresh = cache.cka((cache.sha_of(pa), pa), (cache.sha_of(pb), pb))
     # CKA is symmetric, so the cache's ordering of the pair by hash does not change the per-layer values
     out: dict[str, float] = {}
     for r in rows:
