@@ -9,18 +9,19 @@ from dataclasses import dataclass
 
 from . import schema, store
 
-# Largest absolute difference between a published value and the same unit recomputed on another machine that
-# still counts as reproduced. Measured drift (README, "Reproducing"): with training pinned (one thread,
-# deterministic algorithms) two differently configured runs of the tiny family differed by at most 8e-4 bits
-# per byte on family members, the second machine by up to 6e-3 (members) and 1.5e-2 (merges) before
-# pinning; evaluation of identical weights differs by < 1e-6. chrF++/BLEU move by whole n-gram matches when a
-# greedy token flips: 0.15 chrF++ was the largest cross-machine move on 48 verses. Each tolerance is about
-# twice the largest drift seen for that metric.
+# Largest absolute difference between a published value and the same unit recomputed elsewhere that still
+# counts as reproduced (README "Reproducing"). Measured: the one source of training drift found on x86 CPUs is
+# ATen's per-CPU kernels (AVX512 vs AVX2: a tiny member after 240 steps differs by 2.9e-2 in weights and 1.75e-4
+# bits per byte); thread count (1/2/4), MKL and oneDNN ISA, deterministic algorithms changed nothing. The CLI
+# pins AVX2 kernels, so x86-64 machines with AVX2 reproduce bit for bit; what remains (non-AVX2 or ARM CPUs, GPUs,
+# other torch builds) is the second-machine drift: bits per byte up to 6e-3 on members and 1.5e-2 on
+# merges, chrF++ up to 0.15 on 48 verses. Tolerances are about twice those; CKA's 0.01 was not measured (no
+# cross-machine CKA pair was available) and is a bound to revisit.
 TOLERANCES = {
     "bits_per_byte": 0.03,
     "xmi": 0.03,               # cross-mutual information: a difference of two bits-per-byte-like terms
-    "chrf++": 0.5,
-    "bleu": 0.5,
+    "chrf++": 0.3,
+    "bleu": 0.3,
     "off_target_rate": 0.05,   # one verse of 48 flipping is 0.021
     "cka_linear": 0.01,
     "cka_debiased": 0.01,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -183,7 +184,10 @@ class Builder:
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(str(d), safe_serialization=True)
         tok.save_pretrained(str(d))
+        numerics = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                    **{k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}}
         info = {"name": m.name, "family": FAMILY, "family_version": FAMILY_VERSION, "preset": self.preset.name,
+                "numerics": numerics,
                 "spec": asdict(m), "key": key, "identity": key, "config": model.config.to_dict(), "steps": m.steps,
                 "parent_sha256": self.hash_of(m.parent) if m.parent else None,
                 **stats, "build_wall_s": round(time.perf_counter() - t0, 3), "sha256": identity.weight_hashes(d)}
