@@ -45,3 +45,16 @@ def test_every_committed_result_names_a_clean_commit_in_history():
             bad.append(f"{f.relative_to(REPO)}: provenance.git: {git} is not a commit in this history; "
                        "regenerate it from a commit of this branch")
     assert not bad, f"{len(bad)} of {len(files)} committed results files:\n" + "\n".join(bad[:20])
+
+
+def test_publishing_from_uncommitted_code_is_refused_unless_allowed(monkeypatch, tmp_path):
+    from harness import pipeline, provenance
+
+    monkeypatch.setattr(provenance, "code_dirty", lambda: True)
+    target = REPO / "submissions" / "some-merge" / "results" / "babel-mini-v1.json"
+    with pytest.raises(pipeline.DirtyTree, match="--allow-dirty"):
+        pipeline.guard(pipeline.Context(log=lambda *_: None), target)
+    assert pipeline.guard(pipeline.Context(log=lambda *_: None, allow_dirty=True), target) is True
+    assert pipeline.guard(pipeline.Context(log=lambda *_: None), tmp_path / "results.json") is False
+    monkeypatch.setattr(provenance, "code_dirty", lambda: False)
+    assert pipeline.guard(pipeline.Context(log=lambda *_: None), target) is False
