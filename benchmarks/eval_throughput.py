@@ -31,9 +31,9 @@ def run_lm_eval(lm, specs, docs, suite):
     from lm_eval import evaluator
     from lm_eval.tasks import TaskManager
 
-    from harness.tasks import lm_eval_config
+    from harness.tasks import lm_eval_configs
 
-    td = TaskManager(include_defaults=False).load([lm_eval_config(s, suite, docs[s.name]) for s in specs])
+    td = TaskManager(include_defaults=False).load([c for s in specs for c in lm_eval_configs(s, suite, docs[s.name])])
     t0 = time.perf_counter()
     out = evaluator.evaluate(lm, td, bootstrap_iters=0, log_samples=False)
     dt = time.perf_counter() - t0

@@ -76,7 +76,7 @@ class BabelLM(LM):
                  max_length: int | None = None) -> None:
         super().__init__()
         if model is None:
-            from .evaluate import load_model
+            from .sources import load_model
 
             model, tokenizer = load_model(pretrained, device, dtype)
         self.model, self.tok = model.eval(), tokenizer

@@ -5,11 +5,22 @@ named on stderr, one escaped line per problem, nothing else of it is read, and t
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from pathlib import Path
 
-from .safety import escape
-from .submissions import SubmissionError
+# Numerics pinned before torch loads, so training (and scoring) compute the same floats on any x86-64 CPU with
+# AVX2: ATen's vectorised kernels are chosen per CPU (AVX512 vs AVX2 moved a tiny member's weights by up to 2.9e-2
+# and its bits per byte by 1.75e-4 after 240 steps; README "Reproducing"); MKL and oneDNN are capped alike.
+# Thread count made no difference (1, 2, 4 threads: identical weights). A value already set is respected.
+NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+if platform.machine().lower() in ("x86_64", "amd64") and "torch" not in sys.modules:
+    for _k, _v in NUMERICS.items():
+        os.environ.setdefault(_k, _v)
+
+from .safety import escape  # noqa: E402 (after the numerics are pinned)
+from .submissions import SubmissionError  # noqa: E402
 
 
 def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
@@ -26,6 +37,9 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
         p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf"],
                        help="lm-eval model backend: ours (default) or lm-eval's stock hf")
         p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
+        p.add_argument("-v", "--verbose", action="store_true", help="a line per unit of work, and third-party output")
+        p.add_argument("--allow-dirty", action="store_true",
+                       help="write results into submissions/ or references/ from uncommitted code (marked dirty)")
 
 
 def _ctx(args, **kw):
@@ -36,7 +50,7 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
-    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit"):
+    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -51,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="every stage on the embedded default: corpus, family, merges, evaluation, similarity, analysis, site")
     _common(p, eval_opts=True)
     p.add_argument("--out", type=Path, default=None, help="site output folder (default: site/_build)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="recompute everything (empty cache, stored results ignored and rewritten); prints stage times")
+    p.add_argument("--no-reproduce", action="store_true", help="skip the closing reproduce pass")
+
+    p = sub.add_parser("reproduce", help="recompute a sample of stored results here; per metric the largest "
+                                         "difference from the published value against the tolerances (exit 1 beyond)")
+    _common(p, eval_opts=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--sample", type=int, default=5, metavar="K",
+                   help="units to recompute (default %(default)s: init-s0, a reference merge, a checkpoint, CKA)")
+    g.add_argument("--all", action="store_true", help="every stored unit (slow: trains the family)")
 
     p = sub.add_parser("corpus", help="the babel-mini corpus")
     csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -97,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a message is never lost to the terminal's encoding
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    quiet(getattr(args, "verbose", False))
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -105,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, SubmissionError) as e:
         print(f"babelmerge: {escape((str(e).splitlines() or [type(e).__name__])[0])}", file=sys.stderr)
         return 2
+
+
+def quiet(verbose: bool) -> None:
+    """Third-party progress bars and warnings off (tqdm, transformers' loading bars, hub downloads) unless -v."""
+    if verbose:
+        return
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", module=r"(transformers|lm_eval|mergekit|torch|huggingface_hub|datasets)(\.|$)")
 
 
 def _gated(ctx, rc: int) -> int:
@@ -117,9 +156,10 @@ def _gated(ctx, rc: int) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.cmd in ("run", "merge", "evaluate", "similarity", "analyze", "site"):
+    if args.cmd in ("run", "reproduce", "merge", "evaluate", "similarity", "analyze", "site"):
         only = [Path(i).name for i in getattr(args, "ids", None) or []] or None
-        ctx = _ctx(args, only=only)
+        extra = {"reproduce": 0 if args.no_reproduce else 1} if args.cmd == "run" else {}
+        ctx = _ctx(args, only=only, **extra)
         if not (args.cmd == "evaluate" and args.model):
             ctx.subs()  # the gate first: refusals are shown before any long stage starts
         return _gated(ctx, _stage(args, ctx))
@@ -154,18 +194,21 @@ def _stage(args, ctx) -> int:
 
     if args.cmd == "run":
         return 1 if pipeline.run(ctx) else 0
+    if args.cmd == "reproduce":
+        from . import reproduce
+
+        return 0 if reproduce.run(ctx, sample=args.sample, everything=args.all, log=ctx.log) else 1
     if args.cmd == "merge":
         merged = pipeline.stage_merges(ctx)
         return 1 if any(p is None for p, _ in merged.values()) else 0
     elif args.cmd == "evaluate":
         if args.model:
-            failed = pipeline.stage_evaluate(ctx, {}, pipeline.stage_corpus(ctx),
-                                             items=pipeline.external_items(ctx, args.model, args.out_dir))
+            failed = pipeline.stage_evaluate(ctx, items=pipeline.external_items(ctx, args.model, args.out_dir))
         else:
-            failed = pipeline.stage_evaluate(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+            failed = pipeline.stage_evaluate(ctx)
         return 1 if failed else 0
     elif args.cmd == "similarity":
-        pipeline.stage_similarity(ctx, pipeline.stage_merges(ctx), pipeline.stage_corpus(ctx))
+        pipeline.stage_similarity(ctx)
     elif args.cmd == "analyze":
         res = pipeline.stage_analyze(ctx)
         gaps = res["gaps"]

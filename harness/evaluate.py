@@ -13,19 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import provenance, schema, scoring, store
+from . import identity, provenance, schema, scoring, store
 from .corpus import Corpus
+from .sources import DTYPES, ModelFault, load_model  # noqa: F401 (re-exported: the evaluation stage's API)
 from .tasks import TaskSpec, lm_eval_configs, task_docs, task_specs
 
 for _name in ("lm-eval", "lm_eval", "datasets", "transformers"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 UNIT_FORMAT = 2  # bump when what a unit file holds changes: older units are then recomputed
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelFault(Exception):
-    """A model that cannot be scored: one line saying what and what to do."""
 
 
 def pick_device(device: str | None = None) -> str:
@@ -45,26 +41,6 @@ def bleu_tokenizer(suite: dict, lang: str) -> str:
         except ImportError:
             tok = "char"  # sacrebleu's ja-mecab needs mecab-python3; fall back to characters, recorded in the signature
     return tok
-
-
-def load_model(path: Path, device: str, dtype: str):
-    """A local Hugging Face causal LM, from safetensors only and never with remote code; weights must be finite."""
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
-                                                     dtype=DTYPES[dtype]).to(device).eval()
-        tok = PreTrainedTokenizerFast.from_pretrained(str(path))
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        raise ModelFault(f"{path}: cannot load the model ({str(e).splitlines()[0][:200]}); "
-                         "it must be a Hugging Face causal-LM folder with safetensors weights") from None
-    for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
-            raise ModelFault(f"{path}: weight {name} contains NaN or inf; the checkpoint is corrupt, re-export it")
-    return model, tok
 
 
 def make_lm(model, tok, device: str, backend: str = "babelmerge", batch_size: int | None = None,
@@ -91,10 +67,11 @@ class SuiteTasks:
     limit: int | None
 
     @classmethod
-    def build(cls, suite: dict, corpus: Corpus, limit: int | None = None) -> "SuiteTasks":
+    def build(cls, suite: dict, corpus: Corpus, limit: int | None = None, only: list[str] | None = None) -> "SuiteTasks":
+        """The suite's tasks (or those named in `only`)."""
         from lm_eval.tasks import TaskManager
 
-        specs = task_specs(suite)
+        specs = [s for s in task_specs(suite) if only is None or s.name in only]
         docs = {s.name: task_docs(s, suite, corpus, limit) for s in specs}
         tm = TaskManager(include_defaults=False)
         return cls(suite, specs, docs, {s.name: tm.load(lm_eval_configs(s, suite, docs[s.name])) for s in specs}, limit)
@@ -192,18 +169,21 @@ def unit_dir(model_sha: str, suite: dict, limit: int | None) -> Path:
     return store.home() / "units" / f"f{UNIT_FORMAT}" / model_sha[:24] / f"{suite['sha256'][:12]}-limit{limit or 'all'}"
 
 
-def model_info(path: Path, name: str, kind: str, **extra) -> schema.ModelInfo:
-    from .family.build import model_hash, weight_hashes
-
-    return schema.ModelInfo(name=name, kind=kind, sha256=model_hash(path), weights=weight_hashes(path), **extra)
+def model_info(path: Path, name: str, kind: str, identity_: str | None = None, **extra) -> schema.ModelInfo:
+    """What a results file says about its model: the identity it is reused for (recipe identity for family
+    members and merges; the content hash otherwise) and the weight hashes that produced it."""
+    weights = identity.weight_hashes(path)
+    sha = identity.model_hash(path)
+    return schema.ModelInfo(name=name, kind=kind, identity=identity_ or sha, sha256=sha, weights=weights, **extra)
 
 
 def docs_path(results_path: Path) -> Path:
     return results_path.with_name(results_path.name[:-len(".json")] + ".docs.json")
 
 
-def is_current(results_path: Path, info: schema.ModelInfo, suite: dict, limit: int | None) -> bool:
-    """A stored result is reused only for the same model bytes, suite definition, task versions and limit."""
+def is_current(results_path: Path, model_identity: str, suite: dict, limit: int | None) -> bool:
+    """A stored result is reused, on any machine, for the same model identity (identity.py: its recipe, or its
+    content for a checkpoint), suite definition, task versions and limit."""
     if not results_path.exists():
         return False
     try:
@@ -211,23 +191,24 @@ def is_current(results_path: Path, info: schema.ModelInfo, suite: dict, limit: i
     except (ValueError, OSError):
         return False
     versions = {s.name: s.version for s in task_specs(suite)}
-    return (old.status == "ok" and old.model.sha256 == info.sha256 and old.suite_sha256 == suite["sha256"]
+    return (old.status == "ok" and old.model.identity == model_identity and old.suite_sha256 == suite["sha256"]
             and old.tasks == versions and old.provenance.limit == limit and docs_path(results_path).exists())
 
 
-def _provenance(device, dtype, lm, backend, t0, limit, merge, suite) -> schema.Provenance:
+def _provenance(device, dtype, lm, backend, t0, limit, merge, suite, dirty: bool = False) -> schema.Provenance:
     batch = {"backend": backend, "scoring_tokens": getattr(lm, "batch_tokens", None),
              "generation_rows": getattr(lm, "gen_batch_size", getattr(lm, "batch_size", None))}
     return schema.Provenance(
         harness_version=provenance.harness_version(), git=provenance.git_hash(), packages=provenance.packages(),
         device=device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}", dtype=dtype, batch=batch,
         seed=suite["seed"], created_utc=provenance.now_utc(), wall_s=round(time.perf_counter() - t0, 3), limit=limit,
-        merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL)
+        merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL, dirty=dirty)
 
 
 def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tasks: SuiteTasks, device: str,
                      dtype: str, batch_size: int | None = None, batch_tokens: int | None = None,
-                     merge: dict | None = None, backend: str = "babelmerge", log=print) -> schema.ResultsFile:
+                     merge: dict | None = None, backend: str = "babelmerge", log=print,
+                     dirty: bool = False) -> schema.ResultsFile:
     """Score one model on every task, unit by unit; write its results and per-document files atomically.
 
     Finished units are cached, so a killed run resumes where it stopped. A fault (load error, non-finite
@@ -262,13 +243,13 @@ def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tas
             f"{info.name}: out of memory on {device}; pass a smaller --batch-size or --batch-tokens")
         failed = schema.ResultsFile(suite=suite["id"], suite_sha256=suite["sha256"],
                                     tasks={s.name: s.version for s in tasks.specs}, model=info,
-                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite),
+                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty),
                                     status="failed", error=reason.splitlines()[0], rows=[])
         store.write_json(results_path, failed.model_dump(mode="json"))
         raise ModelFault(reason) from None
     result = schema.ResultsFile(
         suite=suite["id"], suite_sha256=suite["sha256"], tasks={s.name: s.version for s in tasks.specs}, model=info,
-        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite),
+        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty),
         rows=[schema.ResultRow(**r) for r in rows])
     docs = schema.DocsFile(suite=suite["id"], suite_sha256=suite["sha256"], model_sha256=info.sha256, tasks=all_docs)
     store.write_json(docs_path(results_path), docs.model_dump(mode="json"))

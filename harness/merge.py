@@ -1,5 +1,6 @@
 """The mergekit bridge: resolve a recipe's family references (and pinned hub ids) to checkpoints, refusing
-anything else, run mergekit's Python API, and cache the output by recipe, constituent hashes and mergekit version."""
+anything else, run mergekit's Python API, and cache the output by the merge's identity (identity.merge_identity:
+recipe, constituent identities, mergekit version, seed)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
-from . import schema, store
+from . import identity, schema, store
+from .family.build import resolve
 from .safety import escape, inspect_checkpoint
-from .family.build import model_hash, resolve, weight_hashes
 
 
 class MergeError(ValueError):
@@ -89,27 +91,37 @@ def resolve_recipe(recipe: dict, preset: str, recipe_path: Path = Path("recipe.y
     return _substitute(copy.deepcopy(recipe), {r: str(p) for r, p in paths.items()}), paths
 
 
-def merge_key(recipe: dict, paths: dict[str, Path], seed: int) -> str:
-    return store.sha256_obj({"recipe": recipe, "models": {r: model_hash(p) for r, p in sorted(paths.items())},
-                             "mergekit": metadata.version("mergekit"), "seed": seed})
+def read_recipe(recipe_path: Path) -> dict:
+    return yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
+
+
+def recipe_identity(recipe: dict, seed: int, identity_of: Callable[[str], str]) -> str:
+    """The merge's identity from its recipe, without running it. identity_of: model ref -> that model's identity
+    (a family member's recipe identity; a checkpoint's content hash)."""
+    return identity.merge_identity(recipe, {r: identity_of(r) for r in model_refs(recipe)},
+                                   metadata.version("mergekit"), seed)
 
 
 def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", log=print,
-               allow_local: bool = False) -> tuple[Path, dict]:
-    """Execute a recipe (cached); returns the merged checkpoint folder and its merge provenance. Model references
-    are resolved by `checkpoint_of` (local paths refused unless `allow_local`)."""
+               identity_of: Callable[[str], str] | None = None, allow_local: bool = False) -> tuple[Path, dict]:
+    """Execute a recipe (cached by its identity); returns the merged checkpoint folder and its merge provenance.
+    Model references are resolved by `checkpoint_of` (local paths refused unless `allow_local`); family members
+    the recipe names must be built. identity_of: see recipe_identity (default: family members by their build
+    record, checkpoints by content)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    recipe = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
+    recipe = read_recipe(recipe_path)
     if not isinstance(recipe, dict):
         raise MergeError(f"{recipe_path}: -: a mergekit recipe is a mapping (merge_method, models, ...); "
                          "run `babelmerge validate` on the submission")
     resolved, paths = resolve_recipe(recipe, preset, Path(recipe_path), allow_local)
-    key = merge_key(recipe, paths, seed)
+    identity_of = identity_of or (lambda r: store.read_json(paths[r] / "member.json")["key"] if r.startswith("family:")
+                                  else identity.model_hash(paths[r]))
+    key = recipe_identity(recipe, seed, identity_of)
     out = store.home() / "merges" / key[:24]
     meta = out / "babelmerge-merge.json"
-    if meta.exists() and store.read_json(meta).get("sha256") == weight_hashes(out):
+    if meta.exists() and store.read_json(meta).get("sha256") == identity.weight_hashes(out):
         return out, store.read_json(meta)["provenance"]
     log(f"[merge] {recipe_path.parent.name}: {recipe.get('merge_method')} over {len(paths)} models")
     t0 = time.perf_counter()
@@ -127,7 +139,8 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
                          "check the recipe against mergekit's documentation for this method") from None
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "seed": seed,
-            "constituents": {r: model_hash(p) for r, p in paths.items()}, "wall_s": round(time.perf_counter() - t0, 3)}
-    store.write_json(meta, {"sha256": weight_hashes(out), "provenance": prov, "model_sha256": model_hash(out)})
+    prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "identity": key, "seed": seed,
+            "constituents": {r: identity.model_hash(p) for r, p in paths.items()},
+            "constituent_identities": {r: identity_of(r) for r in paths}, "wall_s": round(time.perf_counter() - t0, 3)}
+    store.write_json(meta, {"sha256": identity.weight_hashes(out), "provenance": prov, "model_sha256": identity.model_hash(out)})
     return out, prov

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis, corpus as corpus_mod, merge as merge_mod, schema, site, store, submissions
-from .family.build import FAMILY, Builder, member_dir, members, model_hash
+from . import analysis, corpus as corpus_mod, identity, merge as merge_mod, schema, site, store, submissions
+from .family.build import FAMILY, Builder, member_dir, members
 from .family.presets import PRESETS
 from .provenance import git_hash, harness_version, packages
 from .suite import load_suite, results_name
@@ -37,9 +37,23 @@ class Context:
     only: list[str] | None = None          # submission ids to restrict to
     log: callable = print
     err: callable = field(default=lambda line: print(line, file=sys.stderr, flush=True))  # refusal lines
+    verbose: bool = False                  # -v: per-unit detail lines and third-party output
+    allow_dirty: bool = False              # write published results from uncommitted code (marked dirty)
+    from_scratch: bool = False             # ignore stored results and caches: recompute everything
+    reproduce: int = 1                     # units recomputed by run's closing reproduce pass (0: none)
     suite: dict = field(init=False)
     refused: list[str] = field(init=False, default_factory=list)  # the gate's problem lines, one per problem
     _subs: list | None = field(init=False, default=None, repr=False)
+    _corpus: object = field(init=False, default=None, repr=False)
+    _builder: object = field(init=False, default=None, repr=False)
+    _plan: list | None = field(init=False, default=None, repr=False)
+    _made: dict = field(init=False, default_factory=dict, repr=False)
+    _built: set = field(init=False, default_factory=set, repr=False)
+
+    def detail(self, *args) -> None:
+        """A line shown with -v only."""
+        if self.verbose:
+            self.log(*args)
 
     def __post_init__(self):
         from .evaluate import pick_device
@@ -76,24 +90,141 @@ class Context:
 
 
 def stage_corpus(ctx: Context) -> corpus_mod.Corpus:
-    return corpus_mod.build(log=ctx.log)
+    if ctx._corpus is None:
+        ctx._corpus = corpus_mod.build(log=ctx.detail)
+    return ctx._corpus
 
 
-def stage_family(ctx: Context, corp: corpus_mod.Corpus | None = None) -> dict:
-    return Builder(ctx.preset, log=ctx.log, corpus=corp).build()
+class Progress:
+    """One progress line per stage: counts, elapsed time and an estimate of what is left. On a terminal the
+    line is redrawn in place; elsewhere it is printed at most every `every` seconds, and once at the end."""
+
+    def __init__(self, ctx: Context, stage: str, total: int, every: float = 60.0):
+        self.ctx, self.stage, self.total, self.every = ctx, stage, total, every
+        self.t0 = self.last = time.perf_counter()
+        self.done = 0
+        self.tty = ctx.log is print and sys.stdout.isatty() and not ctx.verbose
+
+    def step(self, what: str = "") -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if self.done < self.total and now - self.last < (0.2 if self.tty else self.every):
+            return
+        self.last = now
+        el = now - self.t0
+        left = el / self.done * (self.total - self.done)
+        line = f"[{self.stage}] {self.done}/{self.total} {what}, {el:.0f}s elapsed, about {left:.0f}s left"
+        if self.tty:
+            print("\r" + line[:150].ljust(150), end="", flush=True)
+        elif self.done < self.total:
+            self.ctx.log(line)
+
+    def end(self, line: str) -> None:
+        if self.tty and self.done:
+            print("\r" + " " * 150 + "\r", end="", flush=True)
+        self.ctx.log(f"[{self.stage}] {line} ({time.perf_counter() - self.t0:.1f}s)")
 
 
-def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
-    """Checkpoint folder (and merge provenance) of every submission; (None, {"error": line}) for one that
-    cannot be merged or whose checkpoint is refused."""
+# -- what each model is, and making its checkpoint on demand ---------------------------------------------
+@dataclass
+class Model:
+    """One model of the run: its identity (harness/identity.py), where its results go; its checkpoint is only
+    made (trained, merged, fetched) when some stale result needs it."""
+
+    name: str
+    identity: str | None             # None: it has none (error says why)
+    rpath: Path
+    extra: dict
+    member: str | None = None         # family member name
+    sub: submissions.Loaded | None = None
+    path: Path | None = None          # a given checkpoint (external models)
+    error: str | None = None
+
+
+def builder(ctx: Context) -> Builder:
+    if ctx._builder is None:
+        ctx._builder = Builder(ctx.preset, log=ctx.detail, corpus=stage_corpus(ctx))
+    return ctx._builder
+
+
+def ref_identity(ctx: Context, ref: str) -> str:
+    """A recipe's model reference -> identity: a family member by recipe, a hub model by its pinned revision
+    (an immutable commit: its content); any other reference was refused by the gate."""
+    prefix = f"family:{FAMILY}/"
+    if ref.startswith(prefix):
+        return builder(ctx).identity(ref[len(prefix):])
+    if schema.HUB_REF.match(ref):
+        return store.sha256_obj({"hub": ref})
+    raise ValueError(f"recipe model '{ref}': not a family member or a pinned hub id; run `babelmerge validate`")
+
+
+def submission_identity(ctx: Context, s: submissions.Loaded) -> str:
+    """A recipe merge by its recipe (no merging, no training); a checkpoint by its declared content hashes,
+    which are checked against the files before the checkpoint is ever loaded."""
+    if s.manifest.kind == "recipe":
+        recipe = merge_mod.read_recipe(s.folder / s.manifest.recipe)
+        return merge_mod.recipe_identity(recipe, ctx.suite["seed"], lambda r: ref_identity(ctx, r))
+    return identity.checkpoint_identity(s.manifest.checkpoint.sha256)
+
+
+def plan(ctx: Context) -> list[Model]:
+    """Every family member and submission of the run, with identities; nothing is trained or merged here."""
+    if ctx._plan is not None:
+        return ctx._plan
+    preset = PRESETS[ctx.preset]
+    out = []
+    for m in members(preset):
+        out.append(Model(m.name, builder(ctx).identity(m.name),
+                         ctx.references_dir / FAMILY / m.name / "results" / ctx.results_name,
+                         {"kind": "family", "family": FAMILY, "preset": ctx.preset, "arm": m.arm, "method": "trained",
+                          "base_model": f"family:{FAMILY}/{m.parent}" if m.parent else None}, member=m.name))
+    for s in ctx.subs():
+        extra = {"kind": "submission", "family": FAMILY, "preset": ctx.preset, "arm": s.manifest.arm,
+                 "method": s.manifest.method, "constituents": s.manifest.constituents, "base_model": s.manifest.base_model}
+        try:
+            ident, err = submission_identity(ctx, s), None
+        except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+            ident, err = None, str(e).splitlines()[0]
+        out.append(Model(s.id, ident, s.results_path(ctx.results_name), extra, sub=s, error=err))
+    ctx._plan = out
+    return out
+
+
+def by_name(ctx: Context) -> dict[str, Model]:
+    return {m.name: m for m in plan(ctx)}
+
+
+def build_members(ctx: Context, names: list[str]) -> None:
+    """Train the family members named (and their ancestors) that are not built yet."""
+    todo = [n for n in names if n not in ctx._built]
+    if todo:
+        builder(ctx).build(todo)
+        ctx._built.update(todo)
+
+
+def make(ctx: Context, m: Model) -> tuple[Path | None, dict | None]:
+    """The model's checkpoint folder and merge provenance, made on demand (cached per run); (None, {"error"})
+    for a submission that cannot be merged or whose checkpoint is refused."""
     from .merge import MergeError
     from .safety import UnsafeCheckpoint, inspect_checkpoint
 
-    out = {}
-    for s in ctx.subs():
+    if m.name in ctx._made:
+        return ctx._made[m.name]
+    if m.path is not None:
+        made = (m.path, None)
+    elif m.member is not None:
+        build_members(ctx, [m.member])
+        made = (member_dir(PRESETS[ctx.preset], m.member), None)
+    else:
+        s = m.sub
         try:
+            if m.error:
+                raise ValueError(m.error)
             if s.manifest.kind == "recipe":
-                out[s.id] = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device, ctx.log)
+                recipe = merge_mod.read_recipe(s.folder / s.manifest.recipe)
+                build_members(ctx, [r.split("/")[-1] for r in merge_mod.model_refs(recipe) if r.startswith("family:")])
+                made = merge_mod.run_recipe(s.folder / s.manifest.recipe, ctx.preset, ctx.suite["seed"], ctx.device,
+                                            ctx.detail, identity_of=lambda r: ref_identity(ctx, r))
             else:
                 ck = s.manifest.checkpoint
                 if ck.path is not None:  # inspected by the gate
@@ -101,169 +232,294 @@ def stage_merges(ctx: Context) -> dict[str, tuple[Path | None, dict | None]]:
                 else:
                     path = merge_mod.hub_checkpoint(ck.hub)
                     inspect_checkpoint(path, path, ck.sha256)
-                out[s.id] = (path, None)
+                made = (path, None)
         except (MergeError, UnsafeCheckpoint, FileNotFoundError, ValueError) as e:
             ctx.log(f"[merge] {s.id}: FAILED: {e}")
-            out[s.id] = (None, {"error": str(e).splitlines()[0]})
-    ctx.log(f"[merge] {sum(1 for p, _ in out.values() if p is not None)} of {len(out)} submissions ready")
+            made = (None, {"error": str(e).splitlines()[0]})
+    ctx._made[m.name] = made
+    return made
+
+
+# -- what is stale --------------------------------------------------------------------------------------
+def eval_stale(ctx: Context, models: list[Model]) -> list[Model]:
+    from .evaluate import is_current
+
+    return [m for m in models if ctx.from_scratch or m.identity is None
+            or not is_current(m.rpath, m.identity, ctx.suite, ctx.limit)]
+
+
+def neurons_current(ctx: Context, m: Model, probe_sha: str) -> dict | None:
+    """The stored neuron sets when the model's neuron file is current (same identity, probe, diagnostics)."""
+    from .similarity.compute import DIAG_VERSION
+
+    target = m.rpath.parent / ctx.neurons_name
+    if ctx.from_scratch or m.identity is None or not target.exists():
+        return None
+    old = schema.NeuronFile.model_validate(store.read_json(target))
+    if old.model_identity == m.identity and old.probe_sha256 == probe_sha and old.diagnostics == DIAG_VERSION:
+        return old.sets
+    return None
+
+
+def sim_models(ctx: Context, m: Model) -> tuple[list[Model], dict[str, Model] | None] | None:
+    """A merge's constituents and, per constituent, the base its task vector is taken against (None when some
+    base is not a family member); None when the merge has a constituent outside the family."""
+    if m.sub is None or not all(c.startswith("family:") for c in m.sub.manifest.constituents):
+        return None
+    names = by_name(ctx)
+    parents = {x.name: x.parent for x in members(PRESETS[ctx.preset])}
+    cons = [names[c.split("/")[-1]] for c in m.sub.manifest.constituents]
+    bases = {}
+    for c in cons:
+        base = m.sub.manifest.base_model or (f"family:{FAMILY}/{parents[c.name]}" if parents.get(c.name) else None)
+        if base is None or not base.startswith("family:"):
+            return cons, None
+        bases[c.name] = names[base.split("/")[-1]]
+    return cons, bases
+
+
+def sim_current(ctx: Context, m: Model, probe_sha: str) -> bool:
+    from .similarity.compute import DIAG_VERSION
+
+    target = m.sub.results_path(ctx.similarity_name)
+    if ctx.from_scratch or m.identity is None or not target.exists():
+        return False
+    cons, _ = sim_models(ctx, m)
+    old = schema.SimilarityFile.model_validate(store.read_json(target))
+    want = {m.name: m.identity} | {c.name: c.identity for c in cons}
+    return old.probe_sha256 == probe_sha and old.diagnostics == DIAG_VERSION and old.identities == want
+
+
+def stale(ctx: Context) -> dict[str, list[Model]]:
+    """What this run must compute: models to evaluate, models needing neuron statistics, merges needing
+    similarity rows; and the models whose checkpoints that takes."""
+    from .similarity.compute import build_probe
+
+    models = [m for m in plan(ctx)]
+    probe_sha = build_probe(stage_corpus(ctx), ctx.suite["languages"]).sha
+    ev = eval_stale(ctx, models)
+    ne = [m for m in models if m.identity is not None and neurons_current(ctx, m, probe_sha) is None]
+    pairs = [m for m in models if m.sub is not None and m.identity is not None and sim_models(ctx, m) is not None
+             and not sim_current(ctx, m, probe_sha)]
+    need: dict[str, Model] = {m.name: m for m in ev + ne if m.identity is not None}
+    for m in pairs:
+        cons, bases = sim_models(ctx, m)
+        for x in [m, *cons, *(bases or {}).values()]:
+            need[x.name] = x
+    return {"evaluate": ev, "neurons": ne, "similarity": pairs, "need": list(need.values())}
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+def stage_family(ctx: Context, corp: corpus_mod.Corpus | None = None, needed: list[Model] | None = None) -> list[str]:
+    """Train the family members that stale results need (all of them when `needed` is None)."""
+    stage_corpus(ctx) if corp is None else setattr(ctx, "_corpus", corp)
+    names = [m.name for m in members(PRESETS[ctx.preset])] if needed is None else []
+    for m in needed or []:
+        if m.member is not None:
+            names.append(m.member)
+        elif m.sub is not None and m.sub.manifest.kind == "recipe" and m.error is None:
+            recipe = merge_mod.read_recipe(m.sub.folder / m.sub.manifest.recipe)
+            names += [r.split("/")[-1] for r in merge_mod.model_refs(recipe) if r.startswith("family:")]
+    names = list(dict.fromkeys(names))
+    if names:
+        b = builder(ctx)
+        todo = [x for x in members(PRESETS[ctx.preset]) if x.name in b.closure(names) and not b.cached(x)]
+        prog = Progress(ctx, "family", len(todo))
+        for x in todo:
+            build_members(ctx, [x.name])
+            prog.step(x.name)
+        build_members(ctx, names)
+        prog.end(f"{len(names)} member(s) needed, {len(todo)} trained")
+    else:
+        ctx.log("[family] no member needed: every stored result is current for its recipe identity")
+    return names
+
+
+def stage_merges(ctx: Context, needed: list[Model] | None = None) -> dict[str, tuple[Path | None, dict | None]]:
+    """Checkpoint folder (and merge provenance) of every submission (or those in `needed`); (None, {"error": line})
+    for one that cannot be merged or whose checkpoint is refused."""
+    subs = [m for m in plan(ctx) if m.sub is not None]
+    todo = subs if needed is None else [m for m in subs if m.name in {x.name for x in needed}]
+    prog = Progress(ctx, "merge", len(todo))
+    out = {}
+    for m in todo:
+        out[m.name] = make(ctx, m)
+        prog.step(m.name)
+    prog.end(f"{sum(1 for p, _ in out.values() if p is not None)} of {len(todo)} submissions ready"
+             + ("" if needed is None else f" ({len(subs) - len(todo)} not needed: their results are current)"))
     return out
 
 
-def _models(ctx: Context, merged: dict) -> list[tuple[str, Path, Path, dict]]:
-    """(name, checkpoint, results path, ModelInfo extras) for every family member and submission."""
-    preset = PRESETS[ctx.preset]
-    items = []
-    for m in members(preset):
-        items.append((m.name, member_dir(preset, m.name), ctx.references_dir / FAMILY / m.name / "results" / ctx.results_name,
-                      {"kind": "family", "family": FAMILY, "preset": ctx.preset, "arm": m.arm, "method": "trained",
-                       "base_model": f"family:{FAMILY}/{m.parent}" if m.parent else None}))
-    for s in ctx.subs():
-        path, prov = merged[s.id]
-        if path is None:
-            continue
-        items.append((s.id, path, s.results_path(ctx.results_name),
-                      {"kind": "submission", "family": FAMILY, "preset": ctx.preset, "arm": s.manifest.arm,
-                       "method": s.manifest.method, "constituents": s.manifest.constituents, "base_model": s.manifest.base_model}))
-    return items
+def guard(ctx: Context, path: Path) -> bool:
+    """Before writing a results file: refuse to write into the repository's submissions/ or references/ from a
+    tree with uncommitted code changes unless --allow-dirty. Returns whether the result is to be marked dirty."""
+    from .provenance import REPO, code_dirty
+
+    p = Path(path).resolve()
+    published = any(p.is_relative_to((REPO / d).resolve()) for d in ("submissions", "references"))
+    if not published or not code_dirty():
+        return False
+    if not ctx.allow_dirty:
+        raise DirtyTree(f"{path}: refusing to write a published result from a tree with uncommitted changes to "
+                        "harness/, suites/ or pyproject.toml; commit them first, or pass --allow-dirty (the result is marked dirty)")
+    return True
 
 
-def stage_evaluate(ctx: Context, merged: dict, corp: corpus_mod.Corpus, items: list | None = None) -> list[str]:
-    """Evaluate every model whose stored result is not current. Returns the names of the models that failed
-    (each recorded as a failed results file with its reason); the others go on."""
-    from .evaluate import ModelFault, SuiteTasks, evaluate_to_file, is_current, model_info
+class DirtyTree(ValueError):
+    """Publishable results from uncommitted code: one line."""
 
-    items = items if items is not None else _models(ctx, merged)
-    failed = [sid for sid, (path, prov) in merged.items() if path is None]
-    for sid in failed:
-        _record_failure(ctx, sid, merged[sid][1]["error"])
-    todo = []
-    for name, path, rpath, extra in items:
-        try:
-            info = model_info(path, name, **extra)
-        except FileNotFoundError as e:
-            todo.append((name, path, rpath, None, str(e)))
-            continue
-        if not is_current(rpath, info, ctx.suite, ctx.limit):
-            todo.append((name, path, rpath, info, None))
-    ctx.log(f"[evaluate] {len(items) - len(todo)} of {len(items)} models current; evaluating {len(todo)} on {ctx.device}")
+
+def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Corpus | None = None,
+                   items: list | None = None) -> list[str]:
+    """Evaluate every model whose stored result is not current for its identity. Returns the names of the models
+    that failed (each recorded as a failed results file with its reason); the others go on."""
+    from .evaluate import ModelFault, SuiteTasks, evaluate_to_file, model_info
+
+    if corp is not None:
+        ctx._corpus = corp
+    for name, made in (merged or {}).items():
+        ctx._made.setdefault(name, made)
+    models = items if items is not None else plan(ctx)
+    todo = eval_stale(ctx, models)
+    failed = []
+    ctx.log(f"[evaluate] {len(models) - len(todo)} of {len(models)} models current; evaluating {len(todo)} on {ctx.device}")
     if not todo:
         return failed
-    tasks = SuiteTasks.build(ctx.suite, corp, ctx.limit)
-    for i, (name, path, rpath, info, error) in enumerate(todo, 1):
+    tasks = SuiteTasks.build(ctx.suite, stage_corpus(ctx), ctx.limit)
+    prog = Progress(ctx, "evaluate", len(todo))
+    for i, m in enumerate(todo, 1):
         t0 = time.perf_counter()
-        if info is None:
-            ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: FAILED: {error}")
-            failed.append(name)
+        path, prov = make(ctx, m)
+        if path is None:
+            _record_failure(ctx, m, prov["error"])
+            failed.append(m.name)
+            prog.step(m.name)
             continue
         try:
-            res = evaluate_to_file(path, info, rpath, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
-                                   merge=merged.get(name, (None, None))[1], backend=ctx.backend, log=ctx.log)
-        except ModelFault as e:
-            ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: FAILED: {e}")
-            failed.append(name)
+            info = model_info(path, m.name, identity_=m.identity, **m.extra)
+            res = evaluate_to_file(path, info, m.rpath, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
+                                   merge=prov, backend=ctx.backend, log=ctx.detail, dirty=guard(ctx, m.rpath))
+        except (ModelFault, FileNotFoundError) as e:
+            ctx.log(f"[evaluate] ({i}/{len(todo)}) {m.name}: FAILED: {e}")
+            failed.append(m.name)
+            prog.step(m.name)
             continue
         p = analysis.primary(analysis.tidy([res]))
-        ctx.log(f"[evaluate] ({i}/{len(todo)}) {name}: mean bpb {p[p.task_kind == 'lm'].value.mean():.3f}, "
-                f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s)")
+        ctx.detail(f"[evaluate] ({i}/{len(todo)}) {m.name}: mean bpb {p[p.task_kind == 'lm'].value.mean():.3f}, "
+                   f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s)")
+        prog.step(m.name)
+    prog.end(f"{len(todo) - len(failed)} of {len(todo)} evaluated, {len(failed)} failed")
     return failed
 
 
-def _record_failure(ctx: Context, sid: str, error: str) -> None:
-    """A submission that never reached evaluation (its merge failed, its checkpoint was refused)."""
+def _record_failure(ctx: Context, m: Model, error: str) -> None:
+    """A submission that never reached evaluation (its merge failed, its checkpoint was refused). An unchanged
+    failure is not written again."""
     from .evaluate import _provenance
 
-    s = next(x for x in ctx.subs() if x.id == sid)
-    info = schema.ModelInfo(name=sid, kind="submission", sha256="", weights={}, arm=s.manifest.arm, method=s.manifest.method,
-                            constituents=s.manifest.constituents, base_model=s.manifest.base_model)
+    s = m.sub
+    path = s.results_path(ctx.results_name)
+    if path.exists():
+        old = store.read_json(path)
+        if old.get("status") == "failed" and old.get("error") == error and old.get("suite_sha256") == ctx.suite["sha256"]:
+            return
+    dirty = guard(ctx, path)
+    info = schema.ModelInfo(name=s.id, kind="submission", identity=m.identity, sha256="", weights={}, arm=s.manifest.arm,
+                            method=s.manifest.method, constituents=s.manifest.constituents, base_model=s.manifest.base_model)
     res = schema.ResultsFile(suite=ctx.suite["id"], suite_sha256=ctx.suite["sha256"], tasks={}, model=info, status="failed",
                              error=error, rows=[], provenance=_provenance(ctx.device, ctx.dtype, None, ctx.backend,
-                                                                         time.perf_counter(), ctx.limit, None, ctx.suite))
-    store.write_json(s.results_path(ctx.results_name), res.model_dump(mode="json"))
+                                                                         time.perf_counter(), ctx.limit, None, ctx.suite, dirty))
+    store.write_json(path, res.model_dump(mode="json"))
 
 
-def external_items(ctx: Context, models: list[str], out_dir: Path) -> list[tuple]:
-    """(name, checkpoint, results path, extras) for checkpoints given on the command line."""
+def external_items(ctx: Context, models: list[str], out_dir: Path) -> list[Model]:
+    """Models for checkpoints given on the command line, identified by content."""
     from .sources import resolve_model
 
     items = []
     for ref in models:
         path = resolve_model(ref)
         name = path.name if Path(ref).exists() else ref.replace("/", "--").replace("@", "-")
-        items.append((name, path, out_dir / name / "results" / ctx.results_name, {"kind": "external", "method": "external"}))
+        try:
+            ident, err = identity.model_hash(path), None
+        except FileNotFoundError as e:
+            ident, err = None, str(e)
+        items.append(Model(name, ident, out_dir / name / "results" / ctx.results_name,
+                           {"kind": "external", "method": "external"}, path=path, error=err))
     return items
 
 
-def stage_similarity(ctx: Context, merged: dict, corp: corpus_mod.Corpus) -> dict:
+def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.Corpus | None = None) -> dict:
     """Neuron statistics for every model, and similarity rows (CKA, neuron overlap, weight space, loss path)
-    for every merge whose constituents are family members; everything cached by model hash and probe."""
-    from .family.build import resolve
+    for every merge whose constituents are family members; reused when the identities, probe and diagnostics
+    match, and computed from checkpoints (cached by weight hash and probe) otherwise."""
     from .similarity.compute import DIAG_VERSION, PROBE_VERSION, SimilarityCache, build_probe, merge_similarity_rows, neuron_summary
 
+    if corp is not None:
+        ctx._corpus = corp
+    for name, made in (merged or {}).items():
+        ctx._made.setdefault(name, made)
     t_start = time.perf_counter()
-    cache = SimilarityCache(build_probe(corp, ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
+    cache = SimilarityCache(build_probe(stage_corpus(ctx), ctx.suite["languages"]), "cpu" if ctx.device == "cpu" else ctx.device)
     prov = {"harness": harness_version(), "git": git_hash(), "device": cache.device, "torch": packages()["torch"]}
     sets: dict[str, dict] = {}
-    shas: dict[Path, str] = {}  # checkpoint folder -> hash: each checkpoint hashed once per run
 
-    def sha_of(path: Path) -> str:
-        if path not in shas:
-            shas[path] = model_hash(path)
-        return shas[path]
+    def sha_of(m: Model) -> tuple[str, Path] | None:
+        path = make(ctx, m)[0]
+        return None if path is None else (cache.sha_of(path), path)
 
-    items = _models(ctx, merged)
-    for i, (name, path, rpath, _extra) in enumerate(items, 1):
-        target = rpath.parent / ctx.neurons_name
-        try:
-            sha = sha_of(path)
-        except FileNotFoundError:
-            continue
-        if target.exists():
-            old = schema.NeuronFile.model_validate(store.read_json(target))
-            if old.model_sha256 == sha and old.probe_sha256 == cache.sha and old.diagnostics == DIAG_VERSION:
-                sets[name] = old.sets
-                continue
+    models = [m for m in plan(ctx) if m.identity is not None]
+    todo = []
+    for m in models:
+        old = neurons_current(ctx, m, cache.sha)
+        if old is not None:
+            sets[m.name] = old
+        else:
+            todo.append(m)
+    pairs = [m for m in models if m.sub is not None and sim_models(ctx, m) is not None and not sim_current(ctx, m, cache.sha)]
+    prog = Progress(ctx, "similarity", len(todo) + len(pairs))
+    for m in todo:
         t0 = time.perf_counter()
+        got = sha_of(m)
+        if got is None:
+            prog.step(m.name)
+            continue
+        sha, path = got
         try:
-            rows, sets[name] = neuron_summary(cache.arrays(sha, path), cache.probe)
+            rows, sets[m.name] = neuron_summary(cache.arrays(sha, path), cache.probe)
         except ValueError as e:
-            ctx.log(f"[similarity] {name}: no neuron statistics: {e}")
+            ctx.log(f"[similarity] {m.name}: no neuron statistics: {e}")
+            prog.step(m.name)
             continue
-        f = schema.NeuronFile(model=name, model_sha256=sha, probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION,
-                              provenance=prov, rows=[schema.NeuronRow(**r) for r in rows], sets=sets[name])
+        target = m.rpath.parent / ctx.neurons_name
+        p = {**prov, "dirty": guard(ctx, target)}
+        f = schema.NeuronFile(model=m.name, model_identity=m.identity, model_sha256=sha, probe=PROBE_VERSION,
+                              probe_sha256=cache.sha, diagnostics=DIAG_VERSION, provenance=p,
+                              rows=[schema.NeuronRow(**r) for r in rows], sets=sets[m.name])
         store.write_json(target, f.model_dump(mode="json"))
-        ctx.log(f"[similarity] ({i}/{len(items)}) {name}: neuron statistics ({time.perf_counter() - t0:.1f}s)")
+        ctx.detail(f"[similarity] {m.name}: neuron statistics ({time.perf_counter() - t0:.1f}s)")
+        prog.step(m.name)
 
-    preset = PRESETS[ctx.preset]
-    parents = {m.name: m.parent for m in members(preset)}
-    subs = [s for s in ctx.subs() if merged[s.id][0] is not None]
-    for i, s in enumerate(subs, 1):
-        path = merged[s.id][0]
-        if not all(c.startswith("family:") for c in s.manifest.constituents):
-            continue  # hub constituents: their activations on the probe are not computed here yet
-        target = s.results_path(ctx.similarity_name)
-        cons = [(c.split("/")[-1], sha_of(resolve(c, ctx.preset)), resolve(c, ctx.preset)) for c in s.manifest.constituents]
-        me = (s.id, sha_of(path), path)
-        if target.exists():
-            old = schema.SimilarityFile.model_validate(store.read_json(target))
-            old_shas = {r.a_sha256 for r in old.rows} | {r.b_sha256 for r in old.rows}
-            if old.probe_sha256 == cache.sha and old.diagnostics == DIAG_VERSION and old_shas == {me[1]} | {c[1] for c in cons}:
-                continue
-        bases = {}
-        for name, _sha, _p in cons:
-            base = s.manifest.base_model or (f"family:{FAMILY}/{parents[name]}" if parents.get(name) else None)
-            if base is None or not base.startswith("family:"):
-                bases = None
-                break
-            bp = resolve(base, ctx.preset)
-            bases[name] = (sha_of(bp), bp)
+    for m in pairs:
+        cons, bases = sim_models(ctx, m)
+        me, cs = sha_of(m), [sha_of(c) for c in cons]
+        if me is None or any(c is None for c in cs):
+            prog.step(m.name)
+            continue
+        b = None if bases is None else {n: sha_of(x) for n, x in bases.items()}
         t0 = time.perf_counter()
-        rows = merge_similarity_rows(cache, me, cons, bases, sets, preset.layers)
-        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION, provenance=prov,
-                                  rows=[schema.SimilarityRow(**r) for r in rows])
+        rows = merge_similarity_rows(cache, (m.name, *me), [(c.name, *x) for c, x in zip(cons, cs)], b, sets,
+                                     PRESETS[ctx.preset].layers)
+        target = m.sub.results_path(ctx.similarity_name)
+        f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION,
+                                  identities={m.name: m.identity} | {c.name: c.identity for c in cons},
+                                  provenance={**prov, "dirty": guard(ctx, target)}, rows=[schema.SimilarityRow(**r) for r in rows])
         store.write_json(target, f.model_dump(mode="json", exclude_none=True))
-        ctx.log(f"[similarity] ({i}/{len(subs)}) {s.id}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
+        ctx.detail(f"[similarity] {m.name}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
+        prog.step(m.name)
     wall = time.perf_counter() - t_start
-    ctx.log(f"[similarity] done in {wall:.1f}s ({cache.computed} model passes or pair computations run, the rest cached)")
+    prog.end(f"{len(models) - len(todo)} of {len(models)} neuron files current, {len(pairs)} merge(s) recomputed "
+             f"({cache.computed} model passes or pair computations run, the rest cached)")
     return {"wall_s": wall, "computed": cache.computed}
 
 
@@ -354,25 +610,66 @@ def stage_site(ctx: Context) -> Path:
     return site.build(site_data(ctx), ctx.out, log=ctx.log)
 
 
+def fresh_cache(ctx: Context) -> Path:
+    """--from-scratch: an empty cache root under the current one, so nothing cached is reused."""
+    import shutil
+
+    root = store.home() / "from-scratch"
+    shutil.rmtree(root, ignore_errors=True)
+    os.environ["BABELMERGE_HOME"] = str(root)
+    return store.home()
+
+
 def run(ctx: Context) -> list[str]:
+    """Every stage in order. Only work that stale results need is done: on a checkout whose stored results are
+    all current for their identities nothing is trained, merged, evaluated or probed. Ends with a short
+    reproduce pass (one drift line). Returns the names of failed models ("reproduce" when drift is beyond
+    tolerance)."""
+    from . import reproduce
+
     t0 = time.perf_counter()
+    if ctx.from_scratch:
+        ctx.log(f"[run] --from-scratch: every stored result is recomputed, with an empty cache at {fresh_cache(ctx)}")
     ctx.log(f"[run] suite {ctx.suite['id']}, preset {ctx.preset}, device {ctx.device}")
-    stage = lambda i, name: ctx.log(f"[run] stage {i}/7: {name} ({time.perf_counter() - t0:.1f}s elapsed)")
+    times: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def stage(i, name):
+        now = time.perf_counter()
+        if i > 1:
+            times[STAGES[i - 2]] = now - last[0]
+        last[0] = now
+        ctx.log(f"[run] stage {i}/7: {name} ({now - t0:.1f}s elapsed)")
+
     stage(1, "corpus")
-    corp = stage_corpus(ctx)
+    stage_corpus(ctx)
     stage(2, "family")
-    stage_family(ctx, corp)
+    todo = stale(ctx)
+    ctx.log(f"[run] {len(plan(ctx)) - len(todo['evaluate'])} of {len(plan(ctx))} models have current results; "
+            f"{len(todo['evaluate'])} to evaluate, {len(todo['neurons'])} neuron files and {len(todo['similarity'])} "
+            f"merge diagnostics to compute")
+    stage_family(ctx, needed=todo["need"])
     stage(3, "merge")
-    merged = stage_merges(ctx)
+    stage_merges(ctx, needed=todo["need"])
     stage(4, "evaluate")
-    failed = stage_evaluate(ctx, merged, corp)
+    failed = stage_evaluate(ctx)
     stage(5, "similarity")
-    stage_similarity(ctx, merged, corp)
+    stage_similarity(ctx)
     stage(6, "analyze")
     stage_analyze(ctx)
     stage(7, "site")
     path = stage_site(ctx)
+    times["site"] = time.perf_counter() - last[0]
+    if ctx.reproduce and not ctx.from_scratch:
+        t1 = time.perf_counter()
+        if not reproduce.quick(ctx, log=ctx.log):
+            failed.append("reproduce")
+        times["reproduce"] = time.perf_counter() - t1
+    ctx.log("[run] stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     ctx.log(f"[run] done in {time.perf_counter() - t0:.1f}s; open file://{path.resolve()}")
     if failed:
-        ctx.log(f"[run] {len(failed)} model(s) failed: {', '.join(failed)}")
+        ctx.log(f"[run] {len(failed)} failed: {', '.join(failed)}")
     return failed
+
+
+STAGES = ("corpus", "family", "merge", "evaluate", "similarity", "analyze", "site")

