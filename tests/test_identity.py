@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,8 +64,12 @@ def test_member_identity_needs_no_training_and_ignores_weight_bytes(monkeypatch)
     assert not (build.member_dir(b.preset, "init-s0") / "member.json").exists()  # nothing was built
     m = b.spec("mono-en")
     parent = b.identity("init-s0")
-    assert before["mono-en"] == identity.family_identity(asdict(m), b.preset.as_dict(), b.tokenizer_key(), parent,
+    assert before["mono-en"] == identity.family_identity(asdict(m), b.preset.recipe("lm"), b.tokenizer_key(), parent,
                                                          build.FAMILY_VERSION)
+    # how long another arm trains is not part of a member's recipe; its own steps are
+    longer_mt = build.Builder("micro", log=lambda *_: None, corpus=b.corpus)
+    longer_mt.preset = dataclasses.replace(b.preset, steps_mt=b.preset.steps_mt + 1)
+    assert longer_mt.identity("mono-en") == before["mono-en"] and longer_mt.identity("mt-en-de") != before["mt-en-de"]
     b.build(["init-s0"])
     assert b.identity("init-s0") == before["init-s0"]
     info = store.read_json(build.member_dir(b.preset, "init-s0") / "member.json")

@@ -137,7 +137,7 @@ class Builder:
         """The member's recipe identity (identity.family_identity); needs the corpus, never training."""
         if name not in self._ids:
             m = self.spec(name)
-            self._ids[name] = identity.family_identity(asdict(m), self.preset.as_dict(), self.tokenizer_key(),
+            self._ids[name] = identity.family_identity(asdict(m), self.preset.recipe(m.data), self.tokenizer_key(),
                                                        self.identity(m.parent) if m.parent else None, FAMILY_VERSION)
         return self._ids[name]
 

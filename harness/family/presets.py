@@ -31,6 +31,14 @@ class Preset:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def recipe(self, data: str) -> dict:
+        """The preset fields that shape a member trained on `data` ("lm", "mt" or "-"): architecture, tokenizer,
+        batch and learning rate; translation fine-tuning knobs only for "mt". Step counts are the member's own
+        (its spec), so changing how long one arm trains never changes another arm's identity."""
+        skip = {"name", "steps_pretrain", "steps_cpt", "steps_mt", "steps_mt_all", "mono_s1_langs"}
+        return {k: v for k, v in self.as_dict().items()
+                if k not in skip and (data == "mt" or not (k.startswith("mt_") or k.startswith("lr_mt")))}
+
 
 PRESETS = {
     # unit and end-to-end tests: seconds
