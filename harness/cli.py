@@ -24,7 +24,7 @@ from .submissions import SubmissionError  # noqa: E402
 
 
 def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
-    p.add_argument("--suite", default="babel-mini-v1", help="suite id or path to a suite YAML (default: %(default)s)")
+    p.add_argument("--suite", default="babel-mini-v2", help="suite id or path to a suite YAML (default: %(default)s)")
     p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
     p.add_argument("--submissions", type=Path, default=None, help="submissions folder (default: the repo's submissions/)")
     p.add_argument("--references", type=Path, default=None, help="family reference results folder (default: references/)")

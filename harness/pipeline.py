@@ -23,7 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @dataclass
 class Context:
-    suite_name: str = "babel-mini-v1"
+    suite_name: str = "babel-mini-v2"
     preset: str | None = None
     submissions_dir: Path = submissions.SUBMISSIONS_DIR
     references_dir: Path = submissions.REFERENCES_DIR

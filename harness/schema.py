@@ -73,7 +73,7 @@ class Submission(Strict):
     base_model: str | None = None
     checkpoint: CheckpointSpec | None = None             # kind: checkpoint
     recipe: str | None = None                            # kind: recipe: a mergekit YAML inside the submission
-    suites: list[str] = Field(default_factory=lambda: ["babel-mini-v1"], min_length=1)
+    suites: list[str] = Field(default_factory=lambda: ["babel-mini-v2"], min_length=1)
     generated_by: str | None = None                      # the script that wrote a reference submission
     license: str = Field(min_length=2, max_length=64)    # SPDX identifier, e.g. CC-BY-4.0, Apache-2.0
 

@@ -99,7 +99,7 @@ def read_results(path: Path) -> schema.ResultsFile:
 
 
 def all_results(name: str, subs: list[Loaded], references_dir: Path = REFERENCES_DIR) -> list[schema.ResultsFile]:
-    """Every stored results file for one results name (e.g. babel-mini-v1.json): the references', then those of
+    """Every stored results file for one results name (e.g. babel-mini-v2.json): the references', then those of
     the given submissions (the ones the gate let through); nothing of any other folder is read."""
     files = sorted(references_dir.glob(f"*/*/results/{name}")) + [
         p for p in (s.results_path(name) for s in sorted(subs, key=lambda s: s.id)) if p.exists()]

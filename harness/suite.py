@@ -9,7 +9,7 @@ import yaml
 from . import store
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-DEFAULT_SUITE = "babel-mini-v1"
+DEFAULT_SUITE = "babel-mini-v2"
 
 # Blocks that say how stored scores are read (prose, the aggregate, which tasks are live), not how they are
 # computed: editing them changes the site, never a stored number, so they stay out of the suite's hash that

@@ -58,7 +58,7 @@ class TaskValidity:
 
 def _bad(suite: dict, field: str, what: str) -> ValueError:
     return ValueError(f"suites/{suite.get('id', '?')}.yaml: {field}: {what}; see the validity block of "
-                      "suites/babel-mini-v1.yaml for the expected form")
+                      "suites/babel-mini-v2.yaml for the expected form")
 
 
 def rule(suite: dict) -> Rule:

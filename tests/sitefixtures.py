@@ -69,7 +69,7 @@ def result(name: str, kind: str, rng: np.random.Generator, method: str = "traine
             empty = float(rng.choice([0.0, rng.uniform(0, 0.5), 1.0], p=[0.4, 0.5, 0.1])) if kind == "submission" else 0.0
             rows += mt_rows(x, chrf, over, xmi, empty, rng)
     return schema.ResultsFile(
-        suite="babel-mini-v1", suite_sha256="0" * 64, tasks={f"lm:{l}": 1 for l in LANGS}, status=status, error=error,
+        suite="babel-mini-v2", suite_sha256="0" * 64, tasks={f"lm:{l}": 1 for l in LANGS}, status=status, error=error,
         model=schema.ModelInfo(name=name, kind=kind, sha256=f"{abs(hash(name)):064d}"[:64], weights={}, arm=arm,
                                method=method, constituents=list(constituents)),
         provenance=schema.Provenance(harness_version="0.1.0", git="abc", packages={"torch": "2.13.0"}, device="cpu",

@@ -45,10 +45,10 @@ def test_run_micro_end_to_end(tmp_path, tiny_models):
         assert f"stage {stage}/7" in first.stdout
 
     # every model has a valid result file with all 13 tasks; merges have similarity rows
-    family = sorted(refs.glob("babel-mini/*/results/babel-mini-v1+micro.json"))
+    family = sorted(refs.glob("babel-mini/*/results/babel-mini-v2+micro.json"))
     assert len(family) == 26
     for s in SUBSET:
-        res = schema.ResultsFile.model_validate(json.loads((subs / s / "results" / "babel-mini-v1+micro.json").read_text()))
+        res = schema.ResultsFile.model_validate(json.loads((subs / s / "results" / "babel-mini-v2+micro.json").read_text()))
         assert {r.task for r in res.rows} == {f"lm:{l}" for l in "en de fr es it ru ar".split()} | {
             f"mt:en-{x}" for x in "de fr es it ru ar".split()}
         assert res.provenance.merge and res.provenance.merge["mergekit"]
@@ -64,7 +64,7 @@ def test_run_micro_end_to_end(tmp_path, tiny_models):
     assert "ref-ties-mt-all-d0.5" in (out / "index.html").read_text()
     assert "Spearman" in (out / "analysis.html").read_text()
     assert (out / "models" / "ref-ties-mt-all-d0.5.html").exists()
-    docs = schema.DocsFile.model_validate(json.loads((subs / SUBSET[0] / "results" / "babel-mini-v1+micro.docs.json").read_text()))
+    docs = schema.DocsFile.model_validate(json.loads((subs / SUBSET[0] / "results" / "babel-mini-v2+micro.docs.json").read_text()))
     assert len(docs.tasks) == 13
 
     # warm rerun with eight hostile submissions beside the valid ones: nothing is retrained, re-merged or

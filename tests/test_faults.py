@@ -46,11 +46,11 @@ def test_faults_are_recorded_and_others_go_on(tmp_path, broken_models):
     r = _cli(args, tmp_path / "home")
     assert r.returncode == 1, r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr
-    good = schema.ResultsFile.model_validate(json.loads((out / "m1" / "results" / "babel-mini-v1.json").read_text()))
+    good = schema.ResultsFile.model_validate(json.loads((out / "m1" / "results" / "babel-mini-v2.json").read_text()))
     assert good.status == "ok" and len(good.rows) > 0
-    nan = schema.ResultsFile.model_validate(json.loads((out / "nan-weights" / "results" / "babel-mini-v1.json").read_text()))
+    nan = schema.ResultsFile.model_validate(json.loads((out / "nan-weights" / "results" / "babel-mini-v2.json").read_text()))
     assert nan.status == "failed" and "contains NaN or inf" in nan.error and nan.rows == []
-    trunc = schema.ResultsFile.model_validate(json.loads((out / "truncated" / "results" / "babel-mini-v1.json").read_text()))
+    trunc = schema.ResultsFile.model_validate(json.loads((out / "truncated" / "results" / "babel-mini-v2.json").read_text()))
     assert trunc.status == "failed" and "cannot load the model" in trunc.error
     assert "no-weights: FAILED" in r.stdout and "no .safetensors weight file" in r.stdout
 
@@ -85,7 +85,7 @@ def test_site_shows_failures(tmp_path):
 
     prov = schema.Provenance(harness_version="0", git="x", packages={}, device="cpu", dtype="float32", batch={}, seed=0,
                              created_utc="now", wall_s=0.0)
-    failed = schema.ResultsFile(suite="babel-mini-v1", suite_sha256="0", tasks={}, status="failed",
+    failed = schema.ResultsFile(suite="babel-mini-v2", suite_sha256="0", tasks={}, status="failed",
                                 error="m: weight w contains NaN or inf; the checkpoint is corrupt, re-export it",
                                 model=schema.ModelInfo(name="broken-merge", kind="submission", sha256="1", weights={}),
                                 provenance=prov, rows=[])

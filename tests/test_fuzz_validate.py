@@ -20,7 +20,7 @@ N = 1200
 SEED = 14
 GOOD = {"schema_version": 1, "id": "x", "title": "Linear over two monolingual models", "authors": ["Ada"],
         "contact": "ada@example.org", "method": "linear", "method_family": "linear", "kind": "recipe", "arm": "pretrain",
-        "constituents": [REF + "mono-en", REF + "mono-ru"], "recipe": "recipe.yml", "suites": ["babel-mini-v1"],
+        "constituents": [REF + "mono-en", REF + "mono-ru"], "recipe": "recipe.yml", "suites": ["babel-mini-v2"],
         "license": "MIT"}
 RECIPE = {"merge_method": "linear", "dtype": "float32",
           "models": [{"model": REF + "mono-en", "parameters": {"weight": 1.0}}, {"model": REF + "mono-ru", "parameters": {"weight": 1.0}}]}
@@ -54,7 +54,7 @@ def mutate(rng: random.Random, name: str) -> tuple[str, object, object, bool]:
         f = rng.choice(["title", "contact", "method", "license", "kind", "arm", "id", "authors", "constituents",
                         "suites", "schema_version", "recipe"])
         pool = {"authors": ["Ada", 5, {"a": 1}, None], "constituents": [REF + "mono-en", 3, {"m": 1}, None],
-                "suites": ["babel-mini-v1", 7, None], "schema_version": [2, "one", None, [1], 1.5]}
+                "suites": ["babel-mini-v2", 7, None], "schema_version": [2, "one", None, [1], 1.5]}
         m[f] = rng.choice(pool.get(f, [123, 4.5, True, None, ["a", "b"], {"k": "v"}]))
     elif cls == "missing":
         del m[rng.choice(REQUIRED)]

@@ -27,7 +27,7 @@ RECIPE = {"merge_method": "linear", "dtype": "float32",
 def manifest(sid, **kw):
     m = {"schema_version": 1, "id": sid, "title": "A hostile submission", "authors": ["Eve"], "contact": "eve@example.org",
          "method": "linear", "method_family": "linear", "kind": "recipe", "arm": "pretrain",
-         "constituents": [REF + "mono-en", REF + "mono-ru"], "recipe": "recipe.yml", "suites": ["babel-mini-v1"],
+         "constituents": [REF + "mono-en", REF + "mono-ru"], "recipe": "recipe.yml", "suites": ["babel-mini-v2"],
          "license": "MIT"}
     return {**m, **kw}
 

@@ -100,7 +100,7 @@ def test_is_current_reuses_by_identity_not_weight_bytes(tmp_path):
     from harness.evaluate import is_current
     from harness.suite import load_suite
 
-    suite = load_suite("babel-mini-v1")
+    suite = load_suite("babel-mini-v2")
     path = _results(tmp_path, "recipe-id", "bytes-from-another-machine", suite)
     assert is_current(path, "recipe-id", suite, None)
     assert not is_current(path, "other-recipe", suite, None)

@@ -57,7 +57,7 @@ def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch):
     lines: list[str] = []
     assert pipeline.run(_ctx(tmp_path, lines)) == []
     published = _digests(tmp_path / "subs", tmp_path / "refs")
-    assert len([p for p in published if p.endswith("babel-mini-v1+micro.json")]) == 27
+    assert len([p for p in published if p.endswith("babel-mini-v2+micro.json")]) == 27
 
     # another machine: empty cache, float noise in training, and nothing new: nothing is trained or rewritten
     monkeypatch.setenv("BABELMERGE_HOME", str(tmp_path / "home2"))
@@ -80,14 +80,14 @@ def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch):
     after = _digests(tmp_path / "subs", tmp_path / "refs")
     assert {k: v for k, v in after.items() if k in published} == published
     assert {Path(k).name for k in set(after) - set(published) if "/results/" in k} == {
-        "babel-mini-v1+micro.json", "babel-mini-v1+micro.docs.json", "similarity+micro.json", "neurons+micro.json"}
+        "babel-mini-v2+micro.json", "babel-mini-v2+micro.docs.json", "similarity+micro.json", "neurons+micro.json"}
 
     # reproduce on the noisy machine: the retrained merge reproduces within tolerance, exit status 0
     lines = []
     assert reproduce.run(_ctx(tmp_path, lines), sample=3)
     assert any("every metric within tolerance" in l for l in lines), lines
     # a published number moved beyond its tolerance is caught
-    f = tmp_path / "refs" / "babel-mini" / "init-s0" / "results" / "babel-mini-v1+micro.json"
+    f = tmp_path / "refs" / "babel-mini" / "init-s0" / "results" / "babel-mini-v2+micro.json"
     res = json.loads(f.read_text())
     row = next(r for r in res["rows"] if r["task"] == "lm:en")
     row["value"] += 2 * reproduce.TOLERANCES["bits_per_byte"]

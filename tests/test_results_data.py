@@ -51,7 +51,7 @@ def test_publishing_from_uncommitted_code_is_refused_unless_allowed(monkeypatch,
     from harness import pipeline, provenance
 
     monkeypatch.setattr(provenance, "code_dirty", lambda: True)
-    target = REPO / "submissions" / "some-merge" / "results" / "babel-mini-v1.json"
+    target = REPO / "submissions" / "some-merge" / "results" / "babel-mini-v2.json"
     with pytest.raises(pipeline.DirtyTree, match="--allow-dirty"):
         pipeline.guard(pipeline.Context(log=lambda *_: None), target)
     assert pipeline.guard(pipeline.Context(log=lambda *_: None, allow_dirty=True), target) is True

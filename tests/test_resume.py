@@ -27,7 +27,7 @@ def _env(home):
 
 
 def _rows(out, name):
-    data = json.loads((out / name / "results" / "babel-mini-v1.json").read_text())
+    data = json.loads((out / name / "results" / "babel-mini-v2.json").read_text())
     return data["rows"], data["model"]["sha256"]
 
 
@@ -54,8 +54,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_models):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     before = _units(home)
-    assert (out / "m0" / "results" / "babel-mini-v1.json").exists()
-    assert not (out / "m1" / "results" / "babel-mini-v1.json").exists()
+    assert (out / "m0" / "results" / "babel-mini-v2.json").exists()
+    assert not (out / "m1" / "results" / "babel-mini-v2.json").exists()
     assert not (out / "m2" / "results").exists()
 
     second = subprocess.run(_cmd(tiny_models, out), env=_env(home), capture_output=True, text=True, timeout=600)
@@ -70,7 +70,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_models):
 
 
 def _is_m1(unit_path, ref_out):
-    sha = json.loads((ref_out / "m1" / "results" / "babel-mini-v1.json").read_text())["model"]["sha256"]
+    sha = json.loads((ref_out / "m1" / "results" / "babel-mini-v2.json").read_text())["model"]["sha256"]
     return unit_path.parts[2] == sha[:24]
 
 
@@ -80,8 +80,8 @@ def test_same_seed_same_rows(tmp_path, tiny_models):
     for i in range(2):
         out = tmp_path / f"out{i}"
         subprocess.run(_cmd(tiny_models[:1], out), env=_env(tmp_path / f"home{i}"), check=True, capture_output=True, timeout=600)
-        outs.append(json.loads((out / "m0" / "results" / "babel-mini-v1.json").read_text()))
-        outs[-1]["docs"] = json.loads((out / "m0" / "results" / "babel-mini-v1.docs.json").read_text())
+        outs.append(json.loads((out / "m0" / "results" / "babel-mini-v2.json").read_text()))
+        outs[-1]["docs"] = json.loads((out / "m0" / "results" / "babel-mini-v2.docs.json").read_text())
     for o in outs:
         o["provenance"].pop("created_utc")
         o["provenance"].pop("wall_s")

@@ -23,7 +23,7 @@ def _result(name, kind, bpb, chrf, over=(3.0, 1.0, 5.0), constituents=()):
             schema.ResultRow(task="mt:en-de", language="de", metric="chrf++_over_control", value=over[0], ci_low=over[1],
                              ci_high=over[2], n=5, higher_is_better=True)]
     return schema.ResultsFile(
-        suite="babel-mini-v1", suite_sha256="0" * 64, tasks={"lm:en": 1, "mt:en-de": 1},
+        suite="babel-mini-v2", suite_sha256="0" * 64, tasks={"lm:en": 1, "mt:en-de": 1},
         model=schema.ModelInfo(name=name, kind=kind, sha256="1" * 64, weights={}, constituents=list(constituents),
                                method=EVIL if kind == "submission" else "trained"),
         provenance=schema.Provenance(harness_version="0", git="x", packages={}, device="cpu", dtype="float32",

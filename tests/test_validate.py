@@ -18,7 +18,7 @@ REF = "family:babel-mini/"
 GOOD = {"schema_version": 1, "id": "sub", "title": "TIES over related experts", "authors": ["Ada"], "contact": "ada@example.org",
         "method": "ties", "method_family": "ties", "kind": "recipe", "arm": "mt",
         "constituents": [REF + "mt-en-fr", REF + "mt-en-es"], "base_model": REF + "mixed", "recipe": "recipe.yml",
-        "suites": ["babel-mini-v1"], "license": "CC-BY-4.0"}
+        "suites": ["babel-mini-v2"], "license": "CC-BY-4.0"}
 RECIPE = {"merge_method": "ties", "dtype": "float32", "base_model": REF + "mixed",
           "models": [{"model": REF + "mt-en-fr", "parameters": {"weight": 1.0, "density": 0.5}},
                      {"model": REF + "mt-en-es", "parameters": {"weight": 1.0, "density": 0.5}}]}
