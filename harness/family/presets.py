@@ -22,6 +22,9 @@ class Preset:
     steps_mt: int             # mt-en-<x>: fine-tuning of mixed on en->x pairs
     steps_mt_all: int         # mt-all: all pairs jointly
     mono_s1_langs: tuple[str, ...] = ("en", "ru")  # mono-<l>-s1 from the independent init
+    lr_mt_scale: float = 1.0  # MT fine-tuning lr = lr * lr_mt_scale
+    mt_bucket: bool = True    # MT batches of neighbours in length order (little padding) instead of random pairs
+    mt_schedule: str = "constant"  # MT lr schedule: "constant" (after a fixed warm-up) or "cosine" (train.lr_at)
 
     def model_config(self) -> dict:
         return dict(vocab_size=self.vocab_size, hidden_size=self.hidden, intermediate_size=self.ffn,
