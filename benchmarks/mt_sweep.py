@@ -12,15 +12,16 @@ each with a paired percentile-bootstrap 95% interval over the 48 test documents 
 is measured at several step counts from one run: with a fixed warm-up and a constant lr, the first n steps of a
 longer run are exactly the n-step member (same seed, same batches).
 
-Family build time is EXTRAPOLATED from measured single-thread seconds per step: pre-training speed from a few steps
-timed here, MT speed from the sweep's own fine-tunes (evaluation time excluded), times each member's steps
-(harness.family.build.members). It is CPU seconds of one thread, so on 2 shared cores it is an estimate, not a
-measurement; `babelmerge family build` measures the real thing.
+Family build time is EXTRAPOLATED: seconds per step of each kind of batch (pre-training, MT random pairs, MT length
+neighbours), timed back to back in interleaved rounds so that load on the shared cores hits each alike, times each
+member's steps (harness.family.build.members). An estimate of the training time only, not a measurement;
+`babelmerge family build` measures the real thing.
 
   python benchmarks/mt_sweep.py --directions fr ru                 # every variant on en-fr and en-ru
   python benchmarks/mt_sweep.py --quick                            # v0 and v2 on en-fr only, v2 to 480 steps
   python benchmarks/mt_sweep.py --variants v2 --directions all --all   # the chosen variant on all six + mt-all
   python benchmarks/mt_sweep.py --final                            # the BUILT tiny family: 6 experts, mt-all
+  python benchmarks/mt_sweep.py --times                            # extrapolated build time of every variant
 Last line: one JSON object with every row.
 """
 
@@ -161,25 +162,34 @@ def load_docs(builder, targets):
     return suite, docs
 
 
-def pretrain_s_per_step(builder, n: int = 12) -> float:
-    """Seconds per pre-training step of the preset, timed on a copy of mixed (first step excluded)."""
+def calibrate(builder, n: int = 10, rounds: int = 3) -> dict[str, float]:
+    """Seconds per training step of each kind the family runs, timed back to back on copies of mixed in `rounds`
+    interleaved rounds of n steps (so load changes hit every kind alike): pre-training windows, MT batches of random
+    pairs, MT batches of length neighbours (all six directions' pool)."""
     from transformers import LlamaForCausalLM
 
-    from harness.family.train import lm_batches, train
-    p = builder.preset
+    from harness.family.train import lm_batches, mt_batches, train
+    p, pad = builder.preset, builder.tokenizer().pad_token_id
+    pairs = builder.mt_pairs(fb.TARGETS)
+    kinds = {"pretrain": lm_batches([builder.stream(lang) for lang in fb.corpus_mod.LANGUAGES], p.seq_len, p.batch, 0),
+             "mt_random": mt_batches(pairs, p.batch, 2 * p.seq_len, pad, 0),
+             "mt_bucket": mt_batches(pairs, p.batch, 2 * p.seq_len, pad, 0, bucket=True)}
     model = LlamaForCausalLM.from_pretrained(str(fb.member_dir(p, "mixed")), dtype=torch.float32)
-    batches = lm_batches([builder.stream(lang) for lang in fb.corpus_mod.LANGUAGES], p.seq_len, p.batch, 0)
-    train(model, batches, 1, p.lr)
-    t = time.perf_counter()
-    train(model, batches, n, p.lr)
-    return (time.perf_counter() - t) / n
+    train(model, kinds["pretrain"], 1, p.lr)  # warm-up, not timed
+    total = dict.fromkeys(kinds, 0.0)
+    for _ in range(rounds):
+        for kind, batches in kinds.items():
+            t = time.perf_counter()
+            train(model, batches, n, p.lr)
+            total[kind] += time.perf_counter() - t
+    return {k: v / (n * rounds) for k, v in total.items()}
 
 
-def family_time(preset, pre_s: float, mt_s: dict[str, float]) -> float:
-    """Seconds for every member of `preset`: pre-training and cpt at pre_s per step, MT members at their measured
-    speed (a member not measured: the mean of those measured)."""
-    mean_mt = float(np.mean(list(mt_s.values())))
-    return sum(m.steps * (mt_s.get(m.name, mean_mt) if m.arm == "mt" else pre_s) for m in fb.members(preset))
+def family_time(preset, cal: dict[str, float]) -> float:
+    """Seconds for every member of `preset` at the calibrated speeds: pre-training and cpt at cal["pretrain"], MT
+    members at cal["mt_bucket"] or cal["mt_random"] per the preset's batching."""
+    mt = cal["mt_bucket" if preset.mt_bucket else "mt_random"]
+    return sum(m.steps * (mt if m.arm == "mt" else cal["pretrain"]) for m in fb.members(preset))
 
 
 def run_member(label, preset, builder, name, steps, docs, perm, max_new, log) -> tuple[list[dict], float]:
@@ -238,18 +248,37 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--directions", nargs="*", default=["fr", "ru"], help="targets x (or 'all') of the experts to train")
     ap.add_argument("--variants", nargs="*", default=None, help=f"of {', '.join(VARIANTS)}; default all")
-    ap.add_argument("--all", action="store_true", help="also train mt-all (measured on every direction given)")
+    ap.add_argument("--all", action="store_true", help="also train mt-all (measured on all six directions)")
+    ap.add_argument("--steps", nargs="*", type=int, default=None, help="expert step counts to measure (default: the variant's)")
+    ap.add_argument("--all-steps", nargs="*", type=int, default=None,
+                    help=f"mt-all step counts to measure (default: {MT_ALL_FACTOR} x the experts')")
     ap.add_argument("--quick", action="store_true", help="v0 and v2 (to 480 steps) on en-fr only")
     ap.add_argument("--final", action="store_true", help="measure the BUILT tiny family: six experts and mt-all")
+    ap.add_argument("--times", action="store_true",
+                    help="only calibrate and print every variant's extrapolated family build time (no training)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     builder = fb.Builder("tiny", log=lambda *_: None)
     tiny = builder.preset
+    if a.times:
+        reuse_mixed(builder)
+        cal = calibrate(builder)
+        log("s/step, " + ", ".join(f"{k} {v:.3f}" for k, v in cal.items()) + f" ({a.threads} thread(s))")
+        times = {}
+        for key, (desc, over, steps) in VARIANTS.items():
+            for n in steps:
+                for n_all in sorted({MT_ALL_FACTOR * n, 3 * n}):
+                    p = dataclasses.replace(tiny, **dict(over, steps_mt=n, steps_mt_all=n_all))
+                    times[f"{key}@{n}/{n_all}"] = round(family_time(p, cal), 1)
+                    log(f"  {key}@{n}/{n_all:<5d} {desc:38s} {times[f'{key}@{n}/{n_all}'] / 60:5.1f} min (extrapolated)")
+        log(json.dumps({"family_build_s_extrapolated": times, "s_per_step": cal, "threads": a.threads}))
+        return 0
     targets = list(fb.TARGETS) if a.final or a.directions == ["all"] else (["fr"] if a.quick else a.directions)
-    suite, docs = load_docs(builder, targets)
-    perm = {x: derangement(len(docs[x]), SEED + i) for i, x in enumerate(targets)}
+    measured = list(fb.TARGETS) if a.all or a.final else targets
+    suite, docs = load_docs(builder, measured)
+    perm = {x: derangement(len(docs[x]), SEED + fb.TARGETS.index(x)) for x in measured}
     max_new = suite["tasks"]["mt"]["max_gen_toks"]
     from transformers import LlamaForCausalLM
 
@@ -259,38 +288,41 @@ def main(argv=None) -> int:
         reuse_mixed(builder)
     for name in built:
         model = LlamaForCausalLM.from_pretrained(str(fb.member_dir(tiny, name)), dtype=torch.float32)
-        for x in targets if name in ("init-s0", "mixed", "mt-all") else [name.split("-")[-1]]:
+        for x in measured if name in ("init-s0", "mixed", "mt-all") else [name.split("-")[-1]]:
             rows.append({"variant": "built" if a.final else "control", "model": name, "direction": f"en-{x}",
                          **measure(model, builder.tokenizer(), docs[x], perm[x], max_new)})
             log(fmt_row(rows[-1]))
     times = {}
     if not a.final:
         keys = ["v0", "v2"] if a.quick else [k for k in VARIANTS if not a.variants or k in a.variants]
-        pre_s = pretrain_s_per_step(builder)
-        log(f"pre-training: {pre_s:.3f} s/step ({a.threads} thread(s))")
+        cal = calibrate(builder)
+        log("s/step, " + ", ".join(f"{k} {v:.3f}" for k, v in cal.items()) + f" ({a.threads} thread(s))")
         for key in keys:
             desc, over, steps = VARIANTS[key]
-            steps = [n for n in steps if n <= 480] if a.quick else steps
-            preset = dataclasses.replace(tiny, **dict(over, steps_mt=max(steps), steps_mt_all=MT_ALL_FACTOR * max(steps)))
+            steps = a.steps or ([n for n in steps if n <= 480] if a.quick else steps)
+            all_steps = a.all_steps or [MT_ALL_FACTOR * n for n in steps]
+            preset = dataclasses.replace(tiny, **dict(over, steps_mt=max(steps), steps_mt_all=max(all_steps)))
             speed = {}
             for x in targets:
                 r, speed[f"mt-en-{x}"] = run_member(f"{key}: {desc}", preset, builder, f"mt-en-{x}", steps,
                                                     docs, perm, max_new, log)
                 rows += r
             if a.all:
-                r, speed["mt-all"] = run_member(f"{key}: {desc}", preset, builder, "mt-all",
-                                                [MT_ALL_FACTOR * n for n in steps], docs, perm, max_new, log)
+                r, speed["mt-all"] = run_member(f"{key}: {desc}", preset, builder, "mt-all", all_steps,
+                                                docs, perm, max_new, log)
                 rows += r
             for n in steps:
-                p = dataclasses.replace(preset, steps_mt=n, steps_mt_all=MT_ALL_FACTOR * n)
-                times[f"{key}@{n}"] = round(family_time(p, pre_s, speed), 1)
+                for n_all in (all_steps if a.all else [MT_ALL_FACTOR * n]):
+                    p = dataclasses.replace(preset, steps_mt=n, steps_mt_all=n_all)
+                    times[f"{key}@{n}/{n_all}"] = round(family_time(p, cal), 1)
         builder.preset = tiny
-        log(f"\nfamily build time, EXTRAPOLATED from measured s/step on {a.threads} thread(s) "
-            f"(mt-all = {MT_ALL_FACTOR} x the experts' steps):")
+        log(f"\nfamily build time, EXTRAPOLATED from the calibrated s/step on {a.threads} thread(s) "
+            f"(variant@expert steps/mt-all steps; training steps only):")
         for k, t in times.items():
             log(f"  {k:10s} {t / 60:5.1f} min")
     log("\n* = 95% paired-bootstrap interval over the 48 test documents excludes zero")
-    log(json.dumps({"rows": rows, "family_build_s_extrapolated": times, "threads": a.threads}))
+    log(json.dumps({"rows": rows, "family_build_s_extrapolated": times, "threads": a.threads,
+                    "s_per_step": cal if not a.final else None}))
     return 0
 
 
