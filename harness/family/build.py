@@ -49,8 +49,8 @@ def members(preset: Preset) -> list[Member]:
     out += [Member(f"mono-{l}-s1", "pretrain", "init-s1", "lm", (l,), p.steps_pretrain) for l in p.mono_s1_langs]
     out += [Member("mixed", "pretrain", "init-s0", "lm", corpus_mod.LANGUAGES, p.steps_pretrain)]
     out += [Member(f"cpt-{l}", "cpt", "mixed", "lm", (l,), p.steps_cpt, lr_scale=0.3) for l in corpus_mod.LANGUAGES]
-    out += [Member(f"mt-en-{x}", "mt", "mixed", "mt", (x,), p.steps_mt, lr_scale=0.3) for x in TARGETS]
-    out += [Member("mt-all", "mt", "mixed", "mt", TARGETS, p.steps_mt_all, lr_scale=0.3)]
+    out += [Member(f"mt-en-{x}", "mt", "mixed", "mt", (x,), p.steps_mt, lr_scale=p.lr_mt_scale) for x in TARGETS]
+    out += [Member("mt-all", "mt", "mixed", "mt", TARGETS, p.steps_mt_all, lr_scale=p.lr_mt_scale)]
     return out
 
 
@@ -155,13 +155,12 @@ class Builder:
     def hash_of(self, name: str) -> str:
         return identity.model_hash(member_dir(self.preset, name))
 
-    def build_member(self, m: Member) -> dict:
+    def train_member(self, m: Member, parent: Path | None = None, on_step=None):
+        """The member's model, trained from its parent (default: the parent's built checkpoint) -> (model, stats);
+        on_step(n, model) after each training step (the MT sweep's checkpoints)."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        d = member_dir(self.preset, m.name)
         tok = self.tokenizer()
-        key = self.member_key(m)
-        t0 = time.perf_counter()
         if m.parent is None:
             cfg = LlamaConfig(**self.preset.model_config(), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                               pad_token_id=tok.pad_token_id, tie_word_embeddings=False, rms_norm_eps=1e-5)
@@ -169,19 +168,30 @@ class Builder:
             model = LlamaForCausalLM(cfg)
             stats = {"loss_curve": [], "tokens_seen": 0, "wall_s": 0.0}
         else:
-            model = LlamaForCausalLM.from_pretrained(str(member_dir(self.preset, m.parent)), dtype=torch.float32)
+            parent = parent or member_dir(self.preset, m.parent)
+            model = LlamaForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
             torch.manual_seed(m.data_seed)
             if m.data == "lm":
                 batches = lm_batches([self.stream(l) for l in m.langs], self.preset.seq_len, self.preset.batch, m.data_seed)
             else:
                 batches = mt_batches(self.mt_pairs(m.langs), self.preset.batch, 2 * self.preset.seq_len,
-                                     tok.pad_token_id, m.data_seed)
+                                     tok.pad_token_id, m.data_seed, bucket=self.preset.mt_bucket)
 
             def progress(step, loss, _n=m.name, _s=m.steps):
                 self.log(f"[family]   {_n}: step {step}/{_s} loss {loss:.3f}")
 
-            stats = train(model, batches, m.steps, self.preset.lr * m.lr_scale, progress)
+            schedule = self.preset.mt_schedule if m.data == "mt" else "cosine"
+            hook = (lambda n: on_step(n, model)) if on_step else None
+            stats = train(model, batches, m.steps, self.preset.lr * m.lr_scale, progress, schedule=schedule, on_step=hook)
         model.generation_config.pad_token_id = tok.pad_token_id
+        return model, stats
+
+    def build_member(self, m: Member) -> dict:
+        d = member_dir(self.preset, m.name)
+        tok = self.tokenizer()
+        key = self.member_key(m)
+        t0 = time.perf_counter()
+        model, stats = self.train_member(m)
         model.save_pretrained(str(d), safe_serialization=True)
         tok.save_pretrained(str(d))
         numerics = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),

@@ -22,6 +22,9 @@ class Preset:
     steps_mt: int             # mt-en-<x>: fine-tuning of mixed on en->x pairs
     steps_mt_all: int         # mt-all: all pairs jointly
     mono_s1_langs: tuple[str, ...] = ("en", "ru")  # mono-<l>-s1 from the independent init
+    lr_mt_scale: float = 1.0  # MT fine-tuning lr = lr * lr_mt_scale
+    mt_bucket: bool = True    # MT batches of neighbours in length order (little padding) instead of random pairs
+    mt_schedule: str = "constant"  # MT lr schedule: "constant" (after a fixed warm-up) or "cosine" (train.lr_at)
 
     def model_config(self) -> dict:
         return dict(vocab_size=self.vocab_size, hidden_size=self.hidden, intermediate_size=self.ffn,
@@ -44,9 +47,10 @@ PRESETS = {
     # unit and end-to-end tests: seconds
     "micro": Preset("micro", vocab_size=384, hidden=32, layers=2, heads=2, ffn=64, seq_len=64, batch=8, lr=3e-3,
                     tok_sample_per_lang=300, steps_pretrain=6, steps_cpt=3, steps_mt=3, steps_mt_all=4),
-    # the default: the whole family on 2 CPU cores in minutes
+    # the default: the whole family on 2 CPU cores in minutes. MT: full lr, length-bucketed, constant schedule,
+    # 960 steps per expert and 2880 for mt-all (benchmarks/mt_sweep.py: fewer steps leave chrF++ at its control)
     "tiny": Preset("tiny", vocab_size=2048, hidden=64, layers=4, heads=4, ffn=176, seq_len=128, batch=16, lr=3e-3,
-                   tok_sample_per_lang=6000, steps_pretrain=240, steps_cpt=60, steps_mt=120, steps_mt_all=240),
+                   tok_sample_per_lang=6000, steps_pretrain=240, steps_cpt=60, steps_mt=960, steps_mt_all=2880),
     # GPU presets
     "small": Preset("small", vocab_size=8192, hidden=256, layers=8, heads=8, ffn=688, seq_len=256, batch=64, lr=1e-3,
                     tok_sample_per_lang=20000, steps_pretrain=3000, steps_cpt=600, steps_mt=1000, steps_mt_all=3000),

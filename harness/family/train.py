@@ -44,11 +44,19 @@ def lm_batches(streams: list[np.ndarray], seq_len: int, batch: int, seed: int) -
         yield {"input_ids": x[:, :-1], "labels": x[:, 1:]}
 
 
-def mt_batches(pairs: list[tuple[list[int], list[int]]], batch: int, max_len: int, pad: int, seed: int) -> Iterator[dict]:
-    """Batches of (prompt, target) token pairs; labels mask the prompt, so loss is on the target span."""
+def mt_batches(pairs: list[tuple[list[int], list[int]]], batch: int, max_len: int, pad: int, seed: int,
+               bucket: bool = False) -> Iterator[dict]:
+    """Batches of (prompt, target) token pairs; labels mask the prompt, so loss is on the target span.
+    bucket: each batch is `batch` neighbours in length order from a random start (rows padded to about their own
+    length, not to the longest of a random draw); otherwise `batch` pairs drawn at random."""
     rng = np.random.default_rng(seed)
+    order = np.argsort([len(p) + len(t) for p, t in pairs], kind="stable")
     while True:
-        idx = rng.integers(len(pairs), size=batch)
+        if bucket:
+            start = rng.integers(len(pairs) - batch + 1)
+            idx = order[start:start + batch]
+        else:
+            idx = rng.integers(len(pairs), size=batch)
         seqs = []
         for i in idx:
             prompt, target = pairs[i]
@@ -76,15 +84,25 @@ def lr_at(step: int, steps: int, peak: float, warmup_frac: float = 0.1, floor: f
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def lr_constant(step: int, peak: float, warmup: int = 24) -> float:
+    """Linear warm-up over a fixed number of steps, then constant: a run of n steps is the first n steps of any longer
+    run with the same seed, so one run gives every shorter one (the MT sweep's checkpoints)."""
+    return peak * min(1.0, (step + 1) / warmup)
+
+
 def train(model: torch.nn.Module, batches: Iterator[dict], steps: int, lr: float,
-          progress: Callable[[int, float], None] | None = None, log_every: int = 10) -> dict:
-    """Run `steps` AdamW steps; returns the loss curve, tokens seen and wall time."""
+          progress: Callable[[int, float], None] | None = None, log_every: int = 10, schedule: str = "cosine",
+          on_step: Callable[[int], None] | None = None) -> dict:
+    """Run `steps` AdamW steps (schedule: "cosine" = lr_at, "constant" = lr_constant); on_step(n) after the n-th.
+    Returns the loss curve, tokens seen and wall time."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule '{schedule}' is unknown; use cosine or constant")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     curve, tokens, t0 = [], 0, time.perf_counter()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
+            g["lr"] = lr_at(step, steps, lr) if schedule == "cosine" else lr_constant(step, lr)
         b = next(batches)
         logits = model(input_ids=b["input_ids"], attention_mask=b.get("attention_mask")).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -98,5 +116,7 @@ def train(model: torch.nn.Module, batches: Iterator[dict], steps: int, lr: float
             curve.append([step, round(loss.item(), 5)])
         if progress and ((step + 1) % max(1, steps // 4) == 0 or step == steps - 1):
             progress(step + 1, loss.item())
+        if on_step:
+            on_step(step + 1)
     model.eval()
     return {"loss_curve": curve, "tokens_seen": tokens, "wall_s": round(time.perf_counter() - t0, 3)}
