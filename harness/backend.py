@@ -1,9 +1,11 @@
 """A fast lm-eval model backend, registered as "babelmerge": one loaded model for every task, log-likelihood
 over length-sorted batches filled to a token budget (right padding, no mask: causal attention never sees
-the pads, so scores equal unbatched ones), and batched greedy decoding that stops at the task's strings."""
+the pads, so scores equal unbatched ones), and batched greedy decoding that stops at the task's strings,
+on one CPU thread when a decoding step is too small to share between threads."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterable
 
 import torch
@@ -58,6 +60,31 @@ def score_windows(model, windows: list[tuple[list[int], list[int]]], device: str
     return out
 
 
+SMALL_STEP_FLOPS = 2e8  # a decoding step below this (about 20 ms on one core) runs on one thread
+
+
+def decode_threads(model, device: str, rows: int) -> int | None:
+    """Intra-op CPU threads for greedy decoding: 1 when a step (rows x one token, ~2 x rows x parameters
+    multiply-adds) is so small that splitting its many tiny kernels costs more in synchronization than it
+    saves (on a busy 2-core machine, several times over); None (torch's setting) otherwise and on GPUs."""
+    if not device.startswith("cpu"):
+        return None
+    n_params = sum(p.numel() for p in model.parameters())
+    return 1 if 2 * rows * n_params < SMALL_STEP_FLOPS else None
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with n intra-op threads (None: unchanged), restoring the previous setting."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def auto_batch_tokens(model, device: str) -> int:
     """A token budget per forward pass: fixed on CPU; on CUDA, sized to a quarter of the free memory for
     the logits and activations of the widest layer (float32)."""
@@ -73,7 +100,7 @@ def auto_batch_tokens(model, device: str) -> int:
 class BabelLM(LM):
     def __init__(self, model=None, tokenizer=None, pretrained: str | None = None, device: str = "cpu",
                  dtype: str = "float32", batch_tokens: int | None = None, gen_batch_size: int = 64,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, decode_threads: int | None = None) -> None:
         super().__init__()
         if model is None:
             from .sources import load_model
@@ -84,6 +111,7 @@ class BabelLM(LM):
         self.max_length = max_length or model.config.max_position_embeddings
         self.batch_tokens = batch_tokens or auto_batch_tokens(model, device)
         self.gen_batch_size = gen_batch_size
+        self.decode_threads = decode_threads  # None: decode_threads() decides per batch
         self.prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
     def _encode(self, text: str) -> list[int]:
@@ -110,7 +138,9 @@ class BabelLM(LM):
         windows = []
         for req in requests:
             context, continuation = req.args
-            ctx = [self.prefix] + self._encode(context) if context else [self.prefix]
+            ctx = self._encode(context) if context else []
+            if ctx[:1] != [self.prefix]:  # a context that spells out its BOS (the suite's mt prompt) is not given two
+                ctx = [self.prefix] + ctx
             cont = self._encode(continuation)
             whole = (ctx + cont)[-(self.max_length + 1):]
             windows.append((whole[:len(whole) - len(cont)], cont))
@@ -131,7 +161,9 @@ class BabelLM(LM):
             if kwargs.pop("do_sample", False):
                 raise ValueError("the babelmerge backend decodes greedily only (do_sample must be false)")
             for chunk in _chunks(sorted(idx, key=lambda i: -len(requests[i].args[0])), self.gen_batch_size):
-                texts = self._generate([requests[i].args[0] for i in chunk], until, max_new)
+                threads = self.decode_threads or decode_threads(self.model, str(self.device), len(chunk))
+                with torch_threads(threads):
+                    texts = self._generate([requests[i].args[0] for i in chunk], until, max_new)
                 for i, t in zip(chunk, texts):
                     out[i] = t
                     self.cache_hook.add_partial("generate_until", requests[i].args, t)

@@ -74,15 +74,17 @@ def test_xmi_matches_a_direct_forward_pass_and_an_untrained_model_has_no_signal(
     assert len(d.hyp_control) == len(d.hyp) == 24 and d.perm == [x["control"] for x in docs]
     assert all(docs[i]["control_prompt"] == docs[j]["prompt"] for i, j in enumerate(d.perm))
 
-    def direct(prompt, ref):  # an independent computation: one forward pass and log_softmax by hand
-        ctx = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
-        cont = tok(" " + ref, add_special_tokens=False)["input_ids"]
+    from harness.family.train import mt_prompt
+
+    def direct(src, ref):  # an independent computation, in the family's fine-tuning format: one BOS, the prompt,
+        ctx = [tok.bos_token_id] + tok(mt_prompt("en", "de", src), add_special_tokens=False)["input_ids"]
+        cont = tok(" " + ref, add_special_tokens=False)["input_ids"]  # then " " + target; one forward pass
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].double(), -1)
         return sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
 
-    given = np.array([direct(x["prompt"], x["ref"]) for x in docs])
-    shuffled = np.array([direct(x["control_prompt"], x["ref"]) for x in docs])
+    given = np.array([direct(x["src"], x["ref"]) for x in docs])
+    shuffled = np.array([direct(docs[x["control"]]["src"], x["ref"]) for x in docs])
     nbytes = np.array([len(x["ref"].encode()) for x in docs], dtype=float)
     assert d.ll_given == pytest.approx(given.tolist(), abs=1e-3) and d.ll_shuffled == pytest.approx(shuffled.tolist(), abs=1e-3)
     want = (given.sum() - shuffled.sum()) / np.log(2) / nbytes.sum()  # H(ref | shuffled) - H(ref | source), bits per byte
