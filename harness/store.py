@@ -38,8 +38,14 @@ def sha256_obj(obj: Any) -> str:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file. A file that
+    already holds exactly `text` is left alone (its mtime too): rewriting the same bytes is not a change."""
     path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == len(text.encode("utf-8")) and path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
