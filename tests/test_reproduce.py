@@ -104,3 +104,27 @@ def test_tolerances_cover_every_published_metric():
     assert {"bits_per_byte", "off_target_rate", *scoring.metrics("13a")} <= set(reproduce.TOLERANCES)
     assert set(reproduce.CKA_METRICS) <= set(reproduce.TOLERANCES)
     assert all(v > 0 for v in reproduce.TOLERANCES.values())
+
+
+def test_every_translation_row_has_a_tolerance(tiny_models):
+    """Every row an mt task writes (scores, controls, differences, XMI, rates) is checked against a tolerance,
+    the one of the score it derives from."""
+    from harness import scoring
+    from harness.evaluate import task_rows
+    from harness.schema import TaskDocs
+    from harness.suite import load_suite
+    from harness.tasks import task_specs
+
+    suite = load_suite()
+    spec = next(s for s in task_specs(suite) if s.kind == "mt")
+    hyps, refs = ["Im Anfang", "", "Und Gott sprach"], ["Im Anfang schuf Gott", "Und es ward Licht", "Und Gott sprach"]
+    mets = scoring.metrics("13a")
+    st = lambda hs, rs: {m: scoring.sentence_stats(x, hs, rs).tolist() for m, x in mets.items()}
+    d = TaskDocs(ids=["a", "b", "c"], hyp=hyps, lang=["de", "", "de"], stats=st(hyps, refs), perm=[1, 2, 0],
+                 signatures={m: "sig" for m in mets}, hyp_control=hyps[::-1], stats_control=st(hyps[::-1], refs),
+                 stats_misaligned=st(hyps, refs[1:] + refs[:1]), ll_given=[-3.0, -4.0, -5.0], ll_shuffled=[-4.0, -4.5, -6.0],
+                 tgt_bytes=[20, 17, 15])
+    metrics = {r["metric"] for r in task_rows(spec, d, suite)}
+    assert {"chrf++_over_control", "bleu_misaligned", "xmi", "bpb_given_source", "empty_rate"} <= metrics
+    assert all(reproduce.tolerance(m) is not None for m in metrics), [m for m in metrics if reproduce.tolerance(m) is None]
+    assert reproduce.tolerance("chrf++_over_misaligned") == reproduce.TOLERANCES["chrf++"]
