@@ -156,8 +156,10 @@ def _cka(ctx, m) -> dict[str, float]:
     return out
 
 
-def run(ctx, sample: int | None = 5, everything: bool = False, log=print) -> bool:
-    """Recompute the sample, print a per-metric table against TOLERANCES; True when every metric is within."""
+def run(ctx, sample: int | None = 5, everything: bool = False, log=None) -> bool:
+    """Recompute the sample, print a per-metric table against TOLERANCES (to `log`, default the run's own log);
+    True when every metric is within."""
+    log = log or ctx.log
     units = candidates(ctx, everything)
     units = units if everything else units[:sample]
     if not units:

@@ -84,7 +84,8 @@ def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch):
 
     # reproduce on the noisy machine: the retrained merge reproduces within tolerance, exit status 0
     lines = []
-    assert reproduce.run(_ctx(tmp_path, lines), sample=3)
+    ctx = _ctx(tmp_path, lines)
+    assert reproduce.run(ctx, sample=3, log=ctx.log)
     assert any("every metric within tolerance" in l for l in lines), lines
     # a published number moved beyond its tolerance is caught
     f = tmp_path / "refs" / "babel-mini" / "init-s0" / "results" / "babel-mini-v2+micro.json"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cmd(models, out):
-    args = [sys.executable, "-m", "harness.cli", "evaluate", "--limit", "4", "--out-dir", str(out)]
+    args = [sys.executable, "-m", "harness.cli", "evaluate", "-v", "--limit", "4", "--out-dir", str(out)]  # -v: a line per unit
     for m in models:
         args += ["--model", str(m)]
     return args
