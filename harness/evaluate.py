@@ -173,7 +173,9 @@ def model_info(path: Path, name: str, kind: str, identity_: str | None = None, *
     """What a results file says about its model: the identity it is reused for (recipe identity for family
     members and merges; the content hash otherwise) and the weight hashes that produced it."""
     weights = identity.weight_hashes(path)
-    sha = identity.model_hash(path)
+    if not weights:
+        raise FileNotFoundError(f"{path}: no .safetensors weight file; a checkpoint must hold model.safetensors")
+    sha = identity.content_hash(weights)  # the same value as identity.model_hash, without reading the files again
     return schema.ModelInfo(name=name, kind=kind, identity=identity_ or sha, sha256=sha, weights=weights, **extra)
 
 

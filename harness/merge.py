@@ -142,5 +142,6 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
     prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "identity": key, "seed": seed,
             "constituents": {r: identity.model_hash(p) for r, p in paths.items()},
             "constituent_identities": {r: identity_of(r) for r in paths}, "wall_s": round(time.perf_counter() - t0, 3)}
-    store.write_json(meta, {"sha256": identity.weight_hashes(out), "provenance": prov, "model_sha256": identity.model_hash(out)})
+    hashes = identity.weight_hashes(out)  # read once: model_sha256 is their content hash
+    store.write_json(meta, {"sha256": hashes, "provenance": prov, "model_sha256": identity.content_hash(hashes)})
     return out, prov
