@@ -10,6 +10,7 @@ import yaml
 from . import store
 from .corpus import LANGUAGES
 from .family.build import FAMILY, TARGETS
+from .languages import GENUS
 
 REF = f"family:{FAMILY}/"
 
@@ -112,7 +113,66 @@ def reference_grid() -> list[dict]:
         add(f"ref-slerp-mt-{a}-{b}", f"SLERP between mt-en-{a} and mt-en-{b}, t = 0.5", "slerp", "mt", mt(a, b),
             base=f"mt-en-{a}", params={"t": 0.5})
         add(f"ref-nuslerp-mt-{a}-{b}", f"NuSLERP between mt-en-{a} and mt-en-{b}", "nuslerp", "mt", mt(a, b), per_model=w1)
+    _set_grid(g, add)
     return g
+
+
+# The set grid (issue 12.3): every constituent set below merged with linear, task arithmetic and TIES, so a
+# correlation over sets has power. Task arithmetic here is the plain sum of task vectors (lambda 1, Ilharco et al.
+# 2023); for two constituents lambda 0.5 would equal the linear average. TIES keeps density 0.5 (Yadav et al. 2023).
+GRID_METHODS = (("linear", "", None), ("task_arithmetic", "-l1.0", {"weight": 1.0}),
+                ("ties", "-d0.5", {"weight": 1.0, "density": 0.5}))
+
+
+def constituent_sets() -> list[tuple[str, str, list[str], str]]:
+    """(name, group, constituents, base for task vectors) of every constituent set in the grid: all pairs of
+    monolingual experts, all pairs of translation experts, the cross-initialisation pairs, continued-pre-training
+    pairs (en with each language, one related and one divergent pair), the related groups, and every arm's 'all'."""
+    from itertools import combinations
+
+    out = []
+    for a, b in combinations(LANGUAGES, 2):
+        out.append((f"mono-{a}-{b}", "mono-pair", [f"mono-{a}", f"mono-{b}"], "init-s0"))
+    for a, b in combinations(TARGETS, 2):
+        out.append((f"mt-{a}-{b}", "mt-related" if {a, b} <= RELATED else ("mt-divergent" if {a, b} <= DIVERGENT else "mt-mixed"),
+                    [f"mt-en-{a}", f"mt-en-{b}"], "mixed"))
+    for a, b in (("mono-en", "mono-ru-s1"), ("mono-en-s1", "mono-ru"), ("mono-en", "mono-en-s1"), ("mono-ru", "mono-ru-s1"),
+                 ("mono-en-s1", "mono-ru-s1")):
+        same_s1 = a.endswith("-s1") and b.endswith("-s1")
+        out.append((f"{a}-{b.removeprefix('mono-')}", "same-init-s1" if same_s1 else "cross-init", [a, b],
+                    "init-s1" if same_s1 else "init-s0"))
+    for a, b in [("en", x) for x in TARGETS] + [("fr", "es"), ("ru", "ar")]:
+        out.append((f"cpt-{a}-{b}", "cpt-pair", [f"cpt-{a}", f"cpt-{b}"], "mixed"))
+    rel = [l for l in LANGUAGES if GENUS[l] == "Romance"]
+    out += [("mono-related", "mono-related", [f"mono-{l}" for l in rel], "init-s0"),
+            ("cpt-related", "cpt-related", [f"cpt-{l}" for l in rel], "mixed"),
+            ("mt-related", "mt-related", [f"mt-en-{l}" for l in rel], "mixed"),
+            ("mono-all", "mono-all", [f"mono-{l}" for l in LANGUAGES], "init-s0"),
+            ("cpt-all", "cpt-all", [f"cpt-{l}" for l in LANGUAGES], "mixed"),
+            ("mt-all", "mt-all", [f"mt-en-{x}" for x in TARGETS], "mixed")]
+    return out
+
+
+RELATED = {l for l, g in GENUS.items() if g in ("Germanic", "Romance")} - {"en"}  # as the replication table groups them
+DIVERGENT = set(GENUS) - RELATED - {"en"}
+
+
+def _set_grid(g: list[dict], add) -> None:
+    """Add linear, task arithmetic and TIES over every constituent set, skipping a (method, set, base, parameters)
+    already in the grid so that no recipe is written twice."""
+    seen = {(r["method"], frozenset(r["constituents"]), r["base"], yaml.safe_dump(r["recipe"].get("models", [{}])[0].get("parameters")))
+            for r in g}
+    for name, group, models, base in constituent_sets():
+        arm = "mt" if group.startswith("mt") else ("cpt" if group.startswith("cpt") else "pretrain")
+        for method, suffix, per_model in GRID_METHODS:
+            pm = per_model or {"weight": 1.0}
+            b = None if method == "linear" else base
+            if (method, frozenset(models), b, yaml.safe_dump(pm)) in seen:
+                continue
+            what = {"linear": "Linear average", "task_arithmetic": "Task arithmetic (lambda 1.0)",
+                    "ties": "TIES (density 0.5)"}[method]
+            add(f"ref-{method.replace('_', '-')}-{name}{suffix}", f"{what} of {', '.join(models)}"
+                + (f" from {base}" if b else "") + f" ({group} set)", method, arm, models, base=b, per_model=pm)
 
 
 def write_grid(root: Path) -> list[Path]:

@@ -78,3 +78,28 @@ def test_committed_grid_matches_generator(tmp_path):
     for d in write_grid(tmp_path):
         for name in ("submission.yaml", "recipe.yml"):
             assert (d / name).read_text() == (SUBMISSIONS_DIR / d.name / name).read_text(), f"{d.name}/{name} is stale"
+
+
+def test_grid_has_power_sets():
+    """Issue 12.3: at least 40 distinct constituent sets, each merged with linear, task arithmetic and TIES; every
+    monolingual pair, every translation pair and the cross-initialisation pairs are among them."""
+    from itertools import combinations
+
+    from harness.corpus import LANGUAGES
+    from harness.family.build import TARGETS
+    from harness.grid import constituent_sets, reference_grid
+
+    grid = reference_grid()
+    methods: dict[frozenset, set] = {}
+    for r in grid:
+        methods.setdefault(frozenset(r["constituents"]), set()).add(r["method"])
+    sets = [frozenset(c) for _, _, c, _ in constituent_sets()]
+    assert len(set(sets)) == len(sets) >= 40
+    for s in sets:
+        assert {"linear", "task_arithmetic", "ties"} <= methods[s], sorted(s)
+    for a, b in combinations(LANGUAGES, 2):
+        assert frozenset({f"mono-{a}", f"mono-{b}"}) in methods
+    for a, b in combinations(TARGETS, 2):
+        assert frozenset({f"mt-en-{a}", f"mt-en-{b}"}) in methods
+    assert frozenset({"mono-en", "mono-ru-s1"}) in methods and frozenset({"mono-en-s1", "mono-ru-s1"}) in methods
+    assert len({r["id"] for r in grid}) == len(grid)
