@@ -147,24 +147,6 @@ def merge_gap_records(df: pd.DataFrame, merges: dict[str, list[str]], references
     return rows
 
 
-def constituent_cka(sim: pd.DataFrame) -> pd.Series:
-    """Per merge: mean linear CKA over layers and constituent pairs."""
-    s = sim[(sim.relation == "constituents") & (sim.metric == "cka_linear")]
-    return s.groupby("merge")["value"].mean()
-
-
-def cka_vs_gap(gaps: pd.DataFrame, sim: pd.DataFrame, seed: int = 0) -> dict:
-    """Spearman correlation across merges between constituents' mean CKA and the mean relative gap to the
-    constituent experts (each merge one point), with the fitted line (fit_with_band)."""
-    g = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
-    c = constituent_cka(sim) if not sim.empty else pd.Series(dtype=float)
-    points = pd.DataFrame({"cka": c, "gap": g}).dropna()
-    fit = fit_with_band(points["cka"].to_numpy(), points["gap"].to_numpy(), seed)
-    return {"n": int(len(points)), "points": points.reset_index(names="merge").to_dict("records"),
-            "spearman_rho": fit["rho"], "p_value": fit["p_value"], "slope": fit["slope"], "intercept": fit["intercept"],
-            "rho_lo": fit["rho_lo"], "rho_hi": fit["rho_hi"]}
-
-
 def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
     """Least-squares line, its 95% bootstrap band (resampling merges), Spearman's rho with a bootstrap
     interval and scipy's p-value. 1000 resamples up to 1000 merges, 100 beyond (the interval is then narrow)."""
@@ -297,40 +279,20 @@ def gap_by_reference(gaps: pd.DataFrame) -> pd.DataFrame:
     return gaps.groupby(["merge", "reference"])["rel_gap_pct"].mean().unstack()
 
 
-def diagnostic_correlations(diag: pd.DataFrame, gapref: pd.DataFrame, covariates: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Tidy: one row per (diagnostic, reference) with Spearman and Kendall, 95% bootstrap intervals,
-    permutation p-values, and the Spearman correlation partial on URIEL distance and script mismatch
-    (over the merges whose constituents span at least two languages)."""
-    from . import rankstats
-
-    rows = []
-    for ref in [r for r in REFERENCES if r in gapref.columns]:
-        for d in diag.columns:
-            pts = pd.DataFrame({"x": diag[d], "y": gapref[ref]}).join(covariates).dropna(subset=["x", "y"])
-            res = rankstats.correlate(pts.x.to_numpy(), pts.y.to_numpy(), seed)
-            cov = pts.dropna()
-            part = rankstats.partial_correlate(cov.x.to_numpy(), cov.y.to_numpy(),
-                                               cov[["uriel_distance", "script_mismatch"]].to_numpy(), seed) if len(cov) >= 6 else {}
-            metric, group = d.split(":")
-            rows.append({"diagnostic": d, "metric": metric, "group": group, "reference": ref, **res,
-                         "partial_n": len(cov), **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})
-    out = pd.DataFrame(rows)
-    num = [c for c in out.columns if c not in ("diagnostic", "metric", "group", "reference")]
-    return out.astype({c: float for c in num}) if not out.empty else out
-
-
 LOLO_FEATURES = ("cka_linear:all", "cka_debiased:all", "cka_rbf:all", "task_cosine:all", "sign_conflict_trim:all",
                  "loss_barrier:all", "neuron_jaccard_ap:all", "expert_cka")
 
 
-def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataFrame, alpha: float = 1.0) -> dict:
-    """Predict each (merge, task) gap to its constituent expert from diagnostics alone (the merge's LOLO_FEATURES,
-    with expert_cka the merge's mean CKA to that expert) by ridge regression on standardised features, trained
-    on every other language and scored on the held-out one. Reports the held-out mean absolute error beside that
-    of predicting the training mean, per language and pooled."""
-    g = gaps[gaps.reference == "expert"][["merge", "task", "language", "ref_model", "rel_gap_pct"]].dropna()
+def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataFrame, arm: str, alpha: float = 1.0) -> dict:
+    """Predict each (merge, task) gap to its constituent expert in one arm (task kind 'lm' or 'mt'; the gap in that
+    arm's unit, bits per byte or chrF++, never pooled across arms) from diagnostics alone (the merge's
+    LOLO_FEATURES, with expert_cka the merge's mean CKA to that expert) by ridge regression on standardised
+    features, trained on every other language and scored on the held-out one. Reports the held-out mean absolute
+    error beside that of predicting the training mean, per language and pooled."""
+    g = gaps[(gaps.reference == "expert") & (gaps.task_kind == arm)][["merge", "task", "language", "ref_model", "gap"]].dropna()
+    g = g.rename(columns={"gap": "rel_gap_pct"})  # the target column below; here an absolute gap in the arm's unit
     if g.empty or diag.empty:
-        return {"rows": [], "mae": None, "baseline_mae": None, "n": 0}
+        return {"rows": [], "mae": None, "baseline_mae": None, "n": 0, "arm": arm}
     mc = sim[(sim.relation == "merge-constituent") & (sim.metric == "cka_linear")] if not sim.empty else sim
     ecka = mc.groupby(["merge", "b"])["value"].mean() if not mc.empty else pd.Series(dtype=float)
     g = g.join(diag, on="merge")
@@ -354,7 +316,7 @@ def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataF
         return {"rows": [], "mae": None, "baseline_mae": None, "n": 0}
     n = sum(r["n"] for r in rows)
     actual, predicted = np.array(preds).T
-    return {"rows": rows, "features": feats, "n": n, "alpha": alpha,
+    return {"rows": rows, "features": feats, "n": n, "alpha": alpha, "arm": arm,
             "mae": sum(r["mae"] * r["n"] for r in rows) / n, "baseline_mae": sum(r["baseline_mae"] * r["n"] for r in rows) / n,
             "spearman": float(stats.spearmanr(actual, predicted).statistic) if np.ptp(predicted) > 0 else None}
 
@@ -392,89 +354,15 @@ def neuron_movement(neurons: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
 def diagnostics_tables(gaps: pd.DataFrame, sim: pd.DataFrame, merges: dict[str, list[str]], neurons: pd.DataFrame,
                        suite: dict) -> dict:
     """The tidy tables of the diagnostics analysis, derived from stored rows (the site shows them, `analyze`
-    prints them): per-merge diagnostics, gaps by reference, covariates, correlations, the leave-one-language-out
-    predictor, neuron counts by layer and the mixed -> mt-en-<x> movement."""
+    prints them): per-merge diagnostics, gaps by reference, covariates, the leave-one-language-out predictor per
+    arm, neuron counts by layer and the mixed -> mt-en-<x> movement. Correlations are set-level: inference.py."""
     diag = merge_diagnostics(sim)
     gapref = gap_by_reference(gaps)
     cov = merge_covariates(merges) if merges else pd.DataFrame(columns=["uriel_distance", "script_mismatch"])
-    corr = diagnostic_correlations(diag, gapref, cov, suite["seed"]) if not diag.empty and not gapref.empty else pd.DataFrame()
-    lolo = leave_one_language_out(gaps, diag, sim) if not gaps.empty else {"rows": [], "mae": None, "n": 0}
+    lolo = {arm: leave_one_language_out(gaps, diag, sim, arm) if not gaps.empty else {"rows": [], "mae": None, "n": 0, "arm": arm}
+            for arm in ("lm", "mt")}
     targets = [l for l in suite["languages"] if l != "en"]
     layers = neuron_layers(neurons) if not neurons.empty else pd.DataFrame()
     movement = neuron_movement(neurons, targets) if not neurons.empty else pd.DataFrame()
-    return {"diagnostics": diag, "gap_by_reference": gapref, "covariates": cov, "correlations": corr, "lolo": lolo,
+    return {"diagnostics": diag, "gap_by_reference": gapref, "covariates": cov, "lolo": lolo,
             "neuron_layers": layers, "neuron_movement": movement}
-
-
-def replication(df: pd.DataFrame, gaps: pd.DataFrame, merges: dict[str, list[str]], tables: dict, corr: dict) -> list[dict]:
-    """The seeds' findings (DESIGN section 1) checked on the stored results, one row each: the finding, what was
-    measured, the figure, and whether it holds here ('yes', 'no', 'partly' or 'n/a' without the data)."""
-    from .languages import GENUS
-
-    rows = []
-    p = primary(df) if not df.empty else df
-
-    def add(finding, measure, figure, holds):
-        rows.append({"finding": finding, "measure": measure, "figure": figure, "holds": holds})
-
-    val = dict(zip(zip(p["model"], p["task"]), p["value"])) if not p.empty else {}
-    langs = sorted({home_language(m) for m in p["model"].unique() if str(m).startswith("mono-") and not str(m).endswith("-s1")} - {None}) if not p.empty else []
-    own = [l for l in langs if (f"mono-{l}", f"lm:{l}") in val]
-    if own:
-        best = [l for l in own if val[(f"mono-{l}", f"lm:{l}")] <= min(val.get((f"mono-{k}", f"lm:{l}"), math.inf) for k in own)]
-        add("Monolingual models are strongest in their own language", "mono-<l> has the lowest bpb on lm:<l> among mono models",
-            f"{len(best)} of {len(own)} languages", "yes" if len(best) == len(own) else ("partly" if best else "no"))
-    g = gaps[(gaps.reference == "expert") & gaps["merge"].map(lambda m: all("/mono-" in c for c in merges.get(m, [])))] if not gaps.empty else gaps
-    if not g.empty:
-        m = g.rel_gap_pct.mean()
-        add("Merges of monolingual models collapse", "mean relative bpb gap of mono merges to their experts",
-            f"{m:+.1f}% over {g['merge'].nunique()} merges ({(g.rel_gap_pct < 0).mean():.0%} of gaps negative)", "yes" if m < -5 else ("partly" if m < 0 else "no"))
-        # matched comparison: an independent-init merge against the same-init merge of the same method and languages
-        key = lambda x: (x.split("-mono-")[0], tuple(merge_languages(merges[x])))
-        per = g.groupby("merge").rel_gap_pct.mean()
-        indep, same = {}, {}
-        for x, v in per.items():
-            (indep if any(c.endswith("-s1") for c in merges[x]) else same).setdefault(key(x), []).append(v)
-        matched = [k for k in indep if k in same]
-        if matched:
-            a, b = np.mean([np.mean(indep[k]) for k in matched]), np.mean([np.mean(same[k]) for k in matched])
-            add("... more so with independent initialisations", "mean gap to experts: merges with an init-s1 member vs the same-init merge of the same method and languages",
-                f"{a:+.1f}% vs {b:+.1f}% ({len(matched)} matched: {', '.join(f'{k[0]} {chr(43).join(k[1])}' for k in matched)})",
-                "yes" if a < b else "no")
-    if not p.empty and merges:
-        lm = p[p.task_kind == "lm"].groupby("model")["value"].mean()
-        if "mixed" in lm:
-            ms = lm[lm.index.isin(list(merges))]
-            beaten = int((ms > lm["mixed"]).sum())
-            add("mixed beats every merge", "mean bpb over languages: mixed vs each merge",
-                f"mixed {lm['mixed']:.3f}; best merge {ms.min():.3f}; mixed better than {beaten} of {len(ms)}", "yes" if beaten == len(ms) else "no")
-    t = gaps[(gaps.reference == "expert") & (gaps.task_kind == "mt")] if not gaps.empty else gaps
-    if not t.empty:
-        div = t.language.map(lambda l: GENUS.get(l) not in ("Germanic", "Romance"))
-        a, b = t[~div].rel_gap_pct.mean(), t[div].rel_gap_pct.mean()
-        add("Translation merges lose more for divergent targets", "mean relative chrF++ gap to the mt-en-x expert: related (de fr es it) vs divergent (ru ar)",
-            f"related {a:+.1f}%, divergent {b:+.1f}% (absolute: {t[~div].gap.mean():+.2f} vs {t[div].gap.mean():+.2f} chrF++)",
-            "yes" if b < a else "no")
-    layers = tables.get("neuron_layers", pd.DataFrame())
-    if not layers.empty:
-        fam = layers[(layers.metric == "ap_count") & ~layers.model.isin(list(merges)) & ~layers.model.str.startswith("init-")]
-        share = fam.groupby("layer")["share"].mean()
-        from .similarity.groups import hidden_group
-
-        n = int(share.index.max()) + 1
-        by = share.groupby([hidden_group(int(l), n) for l in share.index]).mean()
-        edges = max(by.get("embeddings", 0), by.get("upper", 0))
-        add("Language-specific units concentrate in the embeddings and upper layers", "share of AP-selective units by group, trained family members",
-            ", ".join(f"{k} {100 * v:.1f}%" for k, v in by.items()), "yes" if edges > by.get("middle", math.inf) and edges >= by.get("lower", 0) else
-            ("partly" if edges > by.get("middle", math.inf) else "no"))
-    mv = tables.get("neuron_movement", pd.DataFrame())
-    if not mv.empty:
-        d = mv[mv.metric == "span_ap_target"].groupby("relation")["delta"].mean()
-        add("Fine-tuning makes selectivity less exclusive for supervised/related languages, more isolated for unsupervised",
-            "mean change of target-span AP from mixed to mt-en-x, by relation to x", ", ".join(f"{k} {v:+.4f}" for k, v in d.items()),
-            "yes" if d.get("supervised", 0) < 0 and d.get("related", 0) < 0 and d.get("unsupervised", 0) > 0 else "no")
-    if corr.get("spearman_rho") is not None:
-        add("Representational similarity predicts the merge gap", "Spearman(mean constituent linear CKA, mean gap to expert)",
-            f"rho {corr['spearman_rho']:+.3f} [{corr['rho_lo']:.2f}, {corr['rho_hi']:.2f}], n = {corr['n']}",
-            "yes" if corr["rho_lo"] > 0 else "no")
-    return rows

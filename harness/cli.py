@@ -213,7 +213,7 @@ def _stage(args, ctx) -> int:
         res = pipeline.stage_analyze(ctx)
         gaps = res["gaps"]
         if not gaps.empty:
-            print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="rel_gap_pct").round(1).to_string())
+            print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="gap").round(3).to_string())
     elif args.cmd == "site":
         pipeline.stage_site(ctx)
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis, corpus as corpus_mod, identity, merge as merge_mod, schema, site, store, submissions
+from . import analysis, corpus as corpus_mod, identity, merge as merge_mod, inference, schema, site, store, submissions
 from .family.build import FAMILY, Builder, member_dir, members
 from .family.presets import PRESETS
 from .provenance import git_hash, harness_version, packages
@@ -302,6 +302,8 @@ def stale(ctx: Context) -> dict[str, list[Model]]:
     pairs = [m for m in models if m.sub is not None and m.identity is not None and sim_models(ctx, m) is not None
              and not sim_current(ctx, m, probe_sha)]
     need: dict[str, Model] = {m.name: m for m in ev + ne if m.identity is not None}
+    if not movement_current(ctx):
+        need.update({m.name: m for m in models if m.member is not None})
     for m in pairs:
         cons, bases = sim_models(ctx, m)
         for x in [m, *cons, *(bases or {}).values()]:
@@ -517,10 +519,70 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
         store.write_json(target, f.model_dump(mode="json", exclude_none=True))
         ctx.detail(f"[similarity] {m.name}: {len(rows)} rows ({time.perf_counter() - t0:.1f}s)")
         prog.step(m.name)
+    moved = stage_movement(ctx, cache, prov)
     wall = time.perf_counter() - t_start
-    prog.end(f"{len(models) - len(todo)} of {len(models)} neuron files current, {len(pairs)} merge(s) recomputed "
+    prog.end(("movement from init recomputed; " if moved else "") + f"{len(models) - len(todo)} of {len(models)} neuron files current, {len(pairs)} merge(s) recomputed "
              f"({cache.computed} model passes or pair computations run, the rest cached)")
     return {"wall_s": wall, "computed": cache.computed}
+
+
+def movement_path(ctx: Context) -> Path:
+    return ctx.references_dir / FAMILY / results_name(ctx.suite, ctx.preset, stem="movement")
+
+
+def init_of(member: str) -> str:
+    """The random initialisation a family member descends from: init-s1 for the -s1 members, init-s0 otherwise."""
+    return "init-s1" if member.endswith("-s1") else "init-s0"
+
+
+def movement_current(ctx: Context) -> bool:
+    """Whether the stored distances from initialisation are for this family's member identities."""
+    from .similarity.compute import DIAG_VERSION
+
+    p = movement_path(ctx)
+    if ctx.from_scratch or not p.exists():
+        return False
+    old = schema.SimilarityFile.model_validate(store.read_json(p))
+    want = {m.name: m.identity for m in plan(ctx) if m.member is not None}
+    return old.diagnostics == DIAG_VERSION and old.identities == want
+
+
+def stage_movement(ctx: Context, cache, prov: dict) -> bool:
+    """How far each trained family member moved from its initialisation (similarity.weights.relative_distance),
+    per layer group, in one file beside the family's results; reused while the member identities match."""
+    from .similarity.compute import DIAG_VERSION, PROBE_VERSION, _weights
+    from .similarity.weights import relative_distance
+
+    if movement_current(ctx):
+        return False
+    fam = {m.name: m for m in plan(ctx) if m.member is not None}
+    if "init-s0" not in fam:
+        return False
+    n_blocks = PRESETS[ctx.preset].layers
+    paths = {n: make(ctx, m)[0] for n, m in fam.items()}
+    shas = {n: cache.sha_of(p) for n, p in paths.items()}
+    rows = []
+    for name in sorted(fam):
+        init = "init-s0" if name == "init-s1" else init_of(name)
+        if name == "init-s0" or init not in fam:
+            continue
+        for group, v in relative_distance(_weights(paths[name]), _weights(paths[init]), n_blocks).items():
+            rows.append(schema.SimilarityRow(metric="rel_distance", a=name, b=init, a_sha256=shas[name], b_sha256=shas[init],
+                                             relation="member-init", group=group, value=v, probe=PROBE_VERSION))
+    target = movement_path(ctx)
+    f = schema.SimilarityFile(probe=PROBE_VERSION, probe_sha256=cache.sha, diagnostics=DIAG_VERSION,
+                              identities={n: m.identity for n, m in fam.items()},
+                              provenance={**prov, "dirty": guard(ctx, target)}, rows=rows)
+    store.write_json(target, f.model_dump(mode="json", exclude_none=True))
+    return True
+
+
+def load_movement(ctx: Context) -> pd.DataFrame:
+    """The stored distances from initialisation (empty when none is stored)."""
+    p = movement_path(ctx)
+    if not p.exists():
+        return pd.DataFrame(columns=["a", "b", "group", "value"])
+    return pd.DataFrame([r.model_dump() for r in schema.SimilarityFile.model_validate(store.read_json(p)).rows])
 
 
 def load_docs(ctx: Context, results: list[schema.ResultsFile]) -> dict[str, schema.DocsFile]:
@@ -563,31 +625,39 @@ def load_neurons(ctx: Context) -> pd.DataFrame:
 
 
 def stage_analyze(ctx: Context) -> dict:
+    """The analysis tables (report.build), summarised in a few lines: per arm the set-level headline, the
+    strongest per-method correlations, the power of the grid, and the replication table, verdict first."""
+    from . import report
+
     results, sim, merges = load_tables(ctx)
     df = analysis.tidy(results)
-    gaps = analysis.merge_gaps(df, merges)
-    corr = analysis.cka_vs_gap(gaps, sim, ctx.suite["seed"])
-    tables = analysis.diagnostics_tables(gaps, sim, merges, load_neurons(ctx), ctx.suite)
-    rho = corr["spearman_rho"]
-    paired = analysis.paired_vs_expert(load_docs(ctx, results), merges, ctx.suite)
-    shown = "n/a" if rho is None else f"{rho:.3f} [{corr['rho_lo']:.2f}, {corr['rho_hi']:.2f}]"
-    ctx.log(f"[analyze] {len(merges)} merges; Spearman(constituent CKA, gap to expert) = {shown} over n = {corr['n']}")
+    docs = load_docs(ctx, results)
+    out = report.build(df, docs, merges, sim, load_neurons(ctx), load_movement(ctx), ctx.suite)
+    paired = analysis.paired_vs_expert(docs, merges, ctx.suite)
+    n_sets = out["set_points"]["set"].nunique() if not out["set_points"].empty else 0
+    ctx.log(f"[analyze] {len(merges)} merges over {n_sets} constituent sets (the unit of every correlation below)")
+    for h in out["headline"]:
+        ctx.log(f"[analyze] {h['arm']} arm: Spearman(constituent linear CKA, gap to expert), pooled over methods: "
+                f"{h['rho']:+.3f} [{h['lo']:+.2f}, {h['hi']:+.2f}], n = {h['n']} sets ({h['merges']} merges): {h['verdict']}")
+    for p in out["power"]:
+        ctx.detail(f"[analyze] power: {p['arm']} {p['method']}: {p['n_sets']} sets detect |rho| >= {p['detectable_rho']} at 80%")
     if not paired.empty:
         worse = int(((paired.ci_high < 0)).sum())
         ctx.log(f"[analyze] paired bootstrap: {worse} of {len(paired)} (merge, task) pairs significantly below their expert (95%)")
-    c = tables["correlations"]
+    c = out["set_correlations"]
     if not c.empty:
-        top = c[c.reference == "expert"].dropna(subset=["rho"]).assign(a=lambda d: d.rho.abs()).sort_values("a", ascending=False)
+        top = c[c.method != inference.POOLED].dropna(subset=["rho"]).assign(a=lambda d: d.rho.abs()).sort_values("a", ascending=False)
         for r in top.head(5).itertuples():
-            ctx.log(f"[analyze] {r.diagnostic:<28} vs gap to expert: rho {r.rho:+.3f} [{r.rho_lo:+.2f}, {r.rho_hi:+.2f}] "
-                    f"p_perm {r.rho_p:.3f}, tau {r.tau:+.3f} (n = {int(r.n)}); partial rho {_fmt(r.partial_rho)} (n = {int(r.partial_n)})")
-    for r in analysis.replication(df, gaps, merges, tables, corr):
-        ctx.log(f"[analyze] replication: {r['finding']}: {r['figure']} -> {r['holds']}")
-    lolo = tables["lolo"]
-    if lolo.get("mae") is not None:
-        ctx.log(f"[analyze] leave-one-language-out gap predictor: held-out MAE {lolo['mae']:.2f} points "
-                f"(predicting the training mean: {lolo['baseline_mae']:.2f}) over {lolo['n']} (merge, task) gaps")
-    return {"df": df, "gaps": gaps, "corr": corr, "sim": sim, "merges": merges, "paired": paired, **tables}
+            ctx.detail(f"[analyze] {r.arm} {r.method:<16} {r.diagnostic:<28} rho {r.rho:+.3f} [{r.rho_lo:+.2f}, {r.rho_hi:+.2f}] "
+                       f"p_perm {r.rho_p:.3f} (n = {int(r.n)} sets)")
+    for r in out["replication"]:
+        ctx.log(f"[analyze] {r['verdict']:>12}: {r['finding']}: {_fmt(r['estimate'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}], "
+                f"n = {r['n']} ({r['unit']})")
+    for arm, lolo in out["lolo"].items():
+        if lolo.get("mae") is not None:
+            ctx.detail(f"[analyze] {arm} gap predictor (leave one language out): held-out MAE {lolo['mae']:.3f} "
+                       f"(predicting the training mean: {lolo['baseline_mae']:.3f}) over {lolo['n']} (merge, task) gaps")
+    return {"df": df, "sim": sim, "merges": merges, "paired": paired, **out}
 
 
 def _fmt(v) -> str:
@@ -603,7 +673,7 @@ def site_data(ctx: Context) -> site.SiteData:
         m["recipe_text"] = (s.folder / s.manifest.recipe).read_text(encoding="utf-8") if s.manifest.recipe else ""
         manifests[s.id] = m
     return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
-                         docs=load_docs(ctx, results), neurons=load_neurons(ctx))
+                         docs=load_docs(ctx, results), neurons=load_neurons(ctx), movement=load_movement(ctx))
 
 
 def stage_site(ctx: Context) -> Path:

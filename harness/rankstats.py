@@ -126,3 +126,46 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     out.update(partial_rho=obs, partial_lo=float(np.nanpercentile(bs, 2.5)), partial_hi=float(np.nanpercentile(bs, 97.5)),
                partial_p=float((1 + np.sum(np.abs(ps) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
+
+
+def stratified_spearman(x: np.ndarray, ys: np.ndarray, seed: int, n_boot: int = N_BOOT, n_perm: int = N_PERM) -> dict:
+    """Set-level pooled rank correlation across strata (merge methods) that share their units (constituent sets).
+
+    x (n,): one diagnostic value per set; ys (m, n): the gap of each of m methods on the same n sets (one point
+    per set and method). rho = mean over methods of Spearman(x, ys[j]). The 95% interval is a cluster bootstrap
+    that resamples sets, each drawn set bringing every method's value with it; the p-value permutes x over sets
+    (the same permutation for every method). n is the number of sets, whatever the number of merges behind them."""
+    x, ys = np.asarray(x, float), np.atleast_2d(np.asarray(ys, float))
+    n = len(x)
+    out = {"n": n, "strata": int(ys.shape[0]), "rho": None, "rho_lo": None, "rho_hi": None, "rho_p": None}
+    if n < 4 or np.ptp(x) == 0 or any(np.ptp(y) == 0 for y in ys):
+        return out
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, n, size=(n_boot, n))
+    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    obs = float(np.mean([spearman(x, y) for y in ys]))
+    per = spearman(x[boot][None], ys[:, boot])                                   # (m, B): a resample with a constant
+    ok = np.isfinite(per)                                                        # column gives NaN for that method
+    b = np.where(ok.any(0), np.where(ok, per, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
+    p = np.mean(spearman(x[perm][None], np.broadcast_to(ys[:, None, :], (len(ys), n_perm, n))), axis=0)
+    out.update(rho=obs, rho_lo=float(np.nanpercentile(b, 2.5)), rho_hi=float(np.nanpercentile(b, 97.5)),
+               rho_p=float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm)))
+    return out
+
+
+def detectable_rho(n: int, seed: int = 0, power: float = 0.8, alpha: float = 0.05, sims: int = 2000) -> float | None:
+    """The smallest population Spearman correlation (on a 0.05 grid) that a two-sided level-alpha rank test over
+    n independent points detects with the given power, by simulation: the critical |rho| from random permutations,
+    then bivariate normal samples whose Pearson r = 2 sin(pi rho_s / 6) gives Spearman rho_s (Pearson 1907)."""
+    if n < 4:
+        return None
+    rng = np.random.default_rng(seed)
+    null = spearman(np.broadcast_to(np.arange(n, dtype=float), (sims, n)), np.argsort(rng.random((sims, n)), axis=1).astype(float))
+    crit = float(np.quantile(np.abs(null), 1 - alpha))
+    for rho_s in np.arange(0.05, 1.0, 0.05):
+        r = 2 * np.sin(np.pi * rho_s / 6)
+        z = rng.standard_normal((2, sims, n))
+        y = r * z[0] + np.sqrt(1 - r * r) * z[1]
+        if np.mean(np.abs(spearman(z[0], y)) > crit) >= power:
+            return float(round(rho_s, 2))
+    return None

@@ -223,7 +223,7 @@ class SimilarityRow(Strict):
     b: str
     a_sha256: str
     b_sha256: str
-    relation: Literal["constituents", "merge-constituent", "constituent-set"]
+    relation: Literal["constituents", "merge-constituent", "constituent-set", "member-init"]
     layer: int | None = None           # hidden-state index: 0 = embeddings output, L = last block
     layer_b: int | None = None         # b's layer, for the layer x layer matrix
     group: str | None = None           # weight-space layer group: all | embeddings | lower | middle | upper | head
@@ -233,7 +233,7 @@ class SimilarityRow(Strict):
 
 
 class SimilarityFile(Strict):
-    """submissions/<id>/results/similarity.json"""
+    """submissions/<id>/results/similarity.json; also references/<family>/movement.json (relation member-init)"""
 
     schema_version: Literal[1] = 1
     probe: str

@@ -17,7 +17,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from . import analysis, plots, schema, scoring, validity
+from . import analysis, inference, plots, report, schema, scoring, validity
 from .provenance import git_hash, now_utc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,11 +28,12 @@ PAGE_ROWS = 200
 HEAT_ROWS = 200
 RANK_BOOT = 200
 SCATTERS = [("cka_linear:all", "mean constituent linear CKA, all layers"),
-            ("cka_linear:lower", "mean constituent linear CKA, lower blocks"),
-            ("cka_linear:middle", "mean constituent linear CKA, middle blocks"),
             ("cka_linear:upper", "mean constituent linear CKA, upper blocks"),
             ("task_cosine:all", "mean task-vector cosine"),
             ("loss_barrier:all", "mean loss barrier (bits per byte)")]
+ARM_UNIT = {"lm": "bits per byte", "mt": "chrF++"}
+ARM_NAME = {"lm": "language modelling", "mt": "translation"}
+SHOWN_METHOD_ROWS = ("cka_linear:all", "loss_barrier:all", "task_cosine:all")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SiteData:
     manifests: dict[str, dict] = field(default_factory=dict)         # submission id -> manifest + recipe text
     docs: dict[str, schema.DocsFile] = field(default_factory=dict)   # model -> per-document statistics
     neurons: pd.DataFrame = field(default_factory=pd.DataFrame)      # per-model neuron rows (with a model column)
+    movement: pd.DataFrame = field(default_factory=pd.DataFrame)     # family members' distance from initialisation
 
 
 def _fmt(v, digits=3):
@@ -215,17 +217,21 @@ def _ci(v, lo, hi, digits=2) -> str:
 
 
 def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]:
-    """What the analysis page shows of the diagnostics tables: correlation rows (strongest first within each
-    reference), the leave-one-language-out predictor, neuron histograms by layer, and the neuron movement."""
-    corr = tables["correlations"]
+    """What the analysis page shows of the diagnostics tables: set-level correlation rows (per arm: the pooled row
+    of every diagnostic, strongest first, then the per-method rows of SHOWN_METHOD_ROWS), the leave-one-language-out
+    predictors, neuron histograms by layer, and the neuron movement."""
+    corr = tables["set_correlations"]
     rows = []
     if not corr.empty:
-        c = corr.assign(order=corr.rho.abs().fillna(-1)).sort_values(["reference", "order"], ascending=[True, False])
+        c = corr.assign(order=corr.rho.abs().fillna(-1), pooled=corr.method == inference.POOLED)
+        c = c[c.pooled | c.diagnostic.isin(SHOWN_METHOD_ROWS)]
+        c = c.sort_values(["arm", "pooled", "order"], ascending=[True, False, False])
         for r in c.itertuples():
-            rows.append({"diagnostic": r.diagnostic, "reference": r.reference, "n": int(r.n),
-                         "rho": _ci(r.rho, r.rho_lo, r.rho_hi), "rho_p": pval(r.rho_p), "tau": _ci(r.tau, r.tau_lo, r.tau_hi),
-                         "tau_p": pval(r.tau_p), "partial": _ci(r.partial_rho, r.partial_lo, r.partial_hi),
-                         "partial_p": pval(r.partial_p), "partial_n": int(r.partial_n)})
+            rows.append({"arm": ARM_NAME.get(r.arm, r.arm), "diagnostic": r.diagnostic, "method": r.method, "n": int(r.n),
+                         "merges": int(r.merges), "rho": _ci(r.rho, r.rho_lo, r.rho_hi), "rho_p": pval(r.rho_p),
+                         "verdict": inference.detected(r.rho_lo, r.rho_hi),
+                         "tau": _ci(getattr(r, "tau", None), getattr(r, "tau_lo", None), getattr(r, "tau_hi", None)),
+                         "partial": _ci(getattr(r, "partial_rho", None), getattr(r, "partial_lo", None), getattr(r, "partial_hi", None))})
     svgs = []
     layers = tables["neuron_layers"]
     if not layers.empty:
@@ -370,37 +376,52 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     phase("leaderboard rows")
     # merge-gap heatmap
     sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0} if not paired.empty else set()
-    heat_rows = []
+    heat = {"lm": [], "mt": []}
     rel = {(g["merge"], g["reference"], g["task"]): g["rel_gap_pct"] for g in gap_records}
+    absgap = {(g["merge"], g["reference"], g["task"]): g["gap"] for g in gap_records}
     shown_merges = sorted(data.merges)
     if len(shown_merges) > HEAT_ROWS:  # the heatmap shows the merges with the largest mean loss; the CSV has all
         mean_gap = _mean_expert_gap(gap_records)
         shown_merges = sorted(sorted(shown_merges, key=lambda m: mean_gap.get(m, 0.0))[:HEAT_ROWS])
-    for merge in shown_merges:
-        cells = []
-        for t in lm_tasks + mt_tasks:
-            ve, vm = rel.get((merge, "expert", t)), rel.get((merge, "mixed", t))
-            shown = ve if ve is not None and not pd.isna(ve) else vm
-            cells.append({"expert": _fmt(ve, 1) + ("*" if (merge, t) in sig else ""), "mixed": _fmt(vm, 1), "v": shown})
-        heat_rows.append({"merge": merge, "slug": slug(merge), "cells": cells})
+    for arm, arm_tasks in (("lm", lm_tasks), ("mt", mt_tasks)):
+        digits, ref2 = (3, "mixed") if arm == "lm" else (1, "mt-all")
+        for merge in shown_merges:
+            if not any(absgap.get((merge, "expert", t)) is not None for t in arm_tasks):
+                continue  # no constituent expert in this arm: the merge is not about it
+            cells = []
+            for t in arm_tasks:
+                ve, vm, pe = absgap.get((merge, "expert", t)), absgap.get((merge, ref2, t)), rel.get((merge, "expert", t))
+                cells.append({"expert": _fmt(ve, digits) + ("*" if (merge, t) in sig else ""), "mixed": _fmt(vm, digits),
+                              "v": pe if pe is not None and not pd.isna(pe) else rel.get((merge, ref2, t))})
+            heat[arm].append({"merge": merge, "slug": slug(merge), "cells": cells})
+    heat_rows = heat["lm"] + heat["mt"]
     heat_note = (f"The {HEAT_ROWS} merges with the largest mean loss against their experts, of {len(data.merges)}; "
                  "data/merge_gaps.csv has every merge.") if len(data.merges) > HEAT_ROWS else ""
     phase("heatmap")
-    # analysis: diagnostics against the gap, CKA curves
-    tables = analysis.diagnostics_tables(gaps, data.similarity, data.merges, data.neurons, suite)
-    diag = tables["diagnostics"]
-    gap_e = gaps[gaps.reference == "expert"].groupby("merge")["rel_gap_pct"].mean() if not gaps.empty else pd.Series(dtype=float)
+    # analysis: set-level inference, arms apart (report.build)
+    rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks) if not df.empty else None
+    tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
+                     "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
+                     "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     scatters = []
-    for col, label in SCATTERS:
-        if diag.empty or col not in diag:
-            continue
-        pts = pd.DataFrame({"x": diag[col], "y": gap_e}).dropna()
-        fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
-        desc = (f"{len(pts)} merges; Spearman rho {_fmt(fit['rho'])} (95% CI {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}), "
-                f"p {pval(fit['p_value'])}; the line is the least-squares fit and the band its 95% bootstrap interval.")
-        svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
-                            f"{label} versus gap to expert", label, "gap to expert (%)", fit, desc)
-        scatters.append({"name": col, "label": label, "fit": fit, "svg": Markup(svg), "desc": desc})
+    pts_all, sd = tables["set_points"], tables["set_diagnostics"]
+    for arm in ("lm", "mt"):
+        lin = pts_all[(pts_all.arm == arm) & (pts_all.method == "linear")].set_index("set")["gap"] if not pts_all.empty else pd.Series(dtype=float)
+        for col, label in SCATTERS:
+            if sd.empty or col not in sd or lin.empty:
+                continue
+            pts = pd.DataFrame({"x": sd[col], "y": lin}).dropna()
+            fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
+            if fit["rho"] is None:
+                continue
+            verdict = inference.detected(fit["rho_lo"], fit["rho_hi"])
+            desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
+                    f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
+                    f"least-squares fit and the band its 95% bootstrap interval.")
+            svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
+                                f"{label} versus gap ({ARM_NAME[arm]})", label, f"gap to expert ({ARM_UNIT[arm]})", fit, desc)
+            scatters.append({"name": col, "arm": arm, "label": f"{ARM_NAME[arm]}: {label}", "fit": fit, "svg": Markup(svg),
+                             "desc": desc, "verdict": verdict})
     curves, curve_desc = {}, ""
     if not data.similarity.empty:
         s_ = data.similarity[(data.similarity.relation == "constituents") & (data.similarity.metric == "cka_linear")]
@@ -416,7 +437,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                                    curve_desc)) if curves else None
 
     corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
-    replication = analysis.replication(df, gaps, data.merges, tables, analysis.cka_vs_gap(gaps, data.similarity, suite["seed"])) if not df.empty else []
+    replication = [{**r, "estimate_ci": _ci(r["estimate"], r["ci_low"], r["ci_high"], 3) + (f" vs {r['null']:g}" if r["null"] else "")}
+                   for r in tables["replication"]]
     phase("analysis")
     # methods
     signatures = {}
@@ -446,8 +468,10 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             **ctx, rows=board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], page=k + 1, pages=pages, filters=filters,
             page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"), encoding="utf-8")
     (tmp / "analysis.html").write_text(env.get_template("analysis.html.j2").render(
-        **ctx, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
-        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication), encoding="utf-8")
+        **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
+        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
+        headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
+        arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0), encoding="utf-8")
     (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,
@@ -482,14 +506,18 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     for name, frame in (("merge_gaps", gaps), ("paired_vs_expert", paired), ("similarity", data.similarity)):
         frame.to_csv(tmp / "data" / f"{name}.csv", index=False)
     (tmp / "data" / "correlations.json").write_text(json.dumps(
-        [{"diagnostic": s["name"], **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1), encoding="utf-8")
-    for name in ("correlations", "neuron_layers", "neuron_movement"):
-        tables[name].to_csv(tmp / "data" / f"diagnostic_{name}.csv", index=False)
-    tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
+        [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
+          **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1), encoding="utf-8")
+    for name in ("set_correlations", "set_points", "neuron_layers", "neuron_movement"):
+        tables[name].to_csv(tmp / "data" / f"{name}.csv", index=False)
+    tables["set_diagnostics"].to_csv(tmp / "data" / "set_diagnostics.csv")
+    (tmp / "data" / "power.json").write_text(json.dumps(tables["power"], indent=1), encoding="utf-8")
+    if not tables["diagnostics"].empty:
+        tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
     data.neurons.to_csv(tmp / "data" / "neurons.csv", index=False)
     pd.DataFrame(replication).to_csv(tmp / "data" / "replication.csv", index=False)
     pd.DataFrame(vtable).to_csv(tmp / "data" / "validity.csv", index=False)
-    (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1), encoding="utf-8")
+    (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1, default=float), encoding="utf-8")
     (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
 
     phase("downloads")

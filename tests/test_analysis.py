@@ -4,7 +4,6 @@ import math
 
 import pandas as pd
 import pytest
-from scipy import stats
 
 from harness import analysis
 
@@ -59,22 +58,6 @@ def test_aggregate_rule():
     assert board.loc["b", "babel_score"] == pytest.approx((50.0 + 100.0) / 2)
     order = list(board.index)
     assert order.index("b") < order.index("a") and order[-1] == "init-s0" and board.loc["init-s0", "babel_score"] == 0.0
-
-
-def test_cka_vs_gap_spearman():
-    gaps = pd.DataFrame({"merge": list("abcde"), "reference": "expert", "rel_gap_pct": [-50, -40, -10, -5, -30]})
-    sim = pd.DataFrame({"merge": list("abcde"), "relation": "constituents", "metric": "cka_linear",
-                        "value": [0.2, 0.3, 0.8, 0.9, 0.5]})
-    out = analysis.cka_vs_gap(gaps, sim)
-    expected = stats.spearmanr([0.2, 0.3, 0.8, 0.9, 0.5], [-50, -40, -10, -5, -30]).statistic
-    assert out["n"] == 5 and out["spearman_rho"] == pytest.approx(expected) == pytest.approx(1.0)
-    assert out["slope"] > 0
-
-
-def test_cka_vs_gap_too_few_points():
-    gaps = pd.DataFrame({"merge": ["a"], "reference": "expert", "rel_gap_pct": [-5.0]})
-    sim = pd.DataFrame({"merge": ["a"], "relation": "constituents", "metric": "cka_linear", "value": [0.5]})
-    assert analysis.cka_vs_gap(gaps, sim)["spearman_rho"] is None
 
 
 def test_paired_vs_expert_from_docs():

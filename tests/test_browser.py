@@ -109,15 +109,26 @@ def test_submission_page_escapes_and_shows_provenance(built, browser):
     assert "contains NaN or inf" in page.inner_text("body")
 
 
-def test_analysis_and_methods_pages(built, browser):
+@pytest.fixture(scope="module")
+def built_many(tmp_path_factory):
+    """Enough linear merges for the set-level scatters (one point per constituent set, at least three sets)."""
+    results, sim, merges = family_and_merges(30, evil=False, failed=False)
+    out = tmp_path_factory.mktemp("site-many") / "site"
+    site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges), out, log=lambda *_: None)
+    return out
+
+
+def test_analysis_and_methods_pages(built, built_many, browser):
     for name in ("analysis", "methods"):
         page, log = _open(browser, (built / f"{name}.html").as_uri())
         assert not [c for c in log["console"] if c[0] in ("error", "pageerror")], log["console"]
         assert all(u.startswith(built.as_uri()) for u in log["requests"])
         _shot(page, name)
-    page, _ = _open(browser, (built / "analysis.html").as_uri())
+    page, _ = _open(browser, (built_many / "analysis.html").as_uri())
     svgs = page.locator("svg[role=img]")
     assert svgs.count() >= 2
+    verdict = page.locator("table.verdicts tbody tr td").first  # the replication verdict is the first thing in view
+    assert verdict.count() == 0 or verdict.bounding_box()["x"] < 400
     for i in range(svgs.count()):
         labelled = svgs.nth(i).get_attribute("aria-labelledby").split()
         assert all(page.locator(f"[id='{x}']").text_content().strip() for x in labelled)

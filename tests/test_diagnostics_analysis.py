@@ -51,21 +51,9 @@ def _merges(n, rng):
     return pd.DataFrame(rows), pd.DataFrame(gaps), merges
 
 
-def test_correlations_find_a_planted_relation_and_reject_noise():
-    sim, gaps, merges = _merges(30, np.random.default_rng(0))
-    diag = analysis.merge_diagnostics(sim)
-    corr = analysis.diagnostic_correlations(diag, analysis.gap_by_reference(gaps), analysis.merge_covariates(merges), seed=0)
-    row = corr[(corr.diagnostic == "cka_linear:all") & (corr.reference == "expert")].iloc[0]
-    assert row.rho > 0.9 and row.rho_lo > 0.8 and row.rho_p < 0.01 and row.tau > 0.7
-    assert row.partial_rho > 0.8 and row.partial_n == 30
-    noise = corr[(corr.diagnostic == "cka_linear:all") & (corr.reference == "mixed")].iloc[0]
-    assert noise.rho_lo < 0 < noise.rho_hi
-    assert set(corr.reference) == {"expert", "mixed"}
-
-
 def test_leave_one_language_out_beats_the_mean_when_the_gap_follows_the_diagnostics():
     sim, gaps, merges = _merges(36, np.random.default_rng(1))
-    res = analysis.leave_one_language_out(gaps, analysis.merge_diagnostics(sim), sim)
+    res = analysis.leave_one_language_out(gaps, analysis.merge_diagnostics(sim), sim, "lm")
     assert {r["language"] for r in res["rows"]} == {"de", "fr", "es", "it", "ru", "ar"}
     assert res["mae"] < 0.5 * res["baseline_mae"]
     assert res["spearman"] > 0.9

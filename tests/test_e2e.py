@@ -61,6 +61,10 @@ def test_run_micro_end_to_end(tmp_path, tiny_models):
         assert all(r.a_sha256 and r.b_sha256 for r in sim.rows)
         schema.NeuronFile.model_validate(json.loads((subs / s / "results" / "neurons+micro.json").read_text()))
     assert len(sorted(refs.glob("babel-mini/*/results/neurons+micro.json"))) == 26
+    moved = schema.SimilarityFile.model_validate(json.loads((refs / "babel-mini" / "movement+micro.json").read_text()))
+    far = {r.a: r.value for r in moved.rows if r.group == "all"}
+    assert len(far) == 25 and all(v > 0 for v in far.values())  # every member but init-s0, against its own init
+    assert {r.b for r in moved.rows if r.a == "mono-en-s1"} == {"init-s1"}
     assert "ref-ties-mt-all-d0.5" in (out / "index.html").read_text()
     assert "Spearman" in (out / "analysis.html").read_text()
     assert (out / "models" / "ref-ties-mt-all-d0.5.html").exists()

@@ -79,6 +79,17 @@ def sign_conflict(tvs: list[dict[str, torch.Tensor]], n_blocks: int) -> dict[str
     return out
 
 
+def relative_distance(model: dict[str, torch.Tensor], init: dict[str, torch.Tensor], n_blocks: int) -> dict[str, float]:
+    """How far training moved a model from its initialisation: ||theta - theta_init|| / ||theta_init||, globally
+    ('all') and per layer group (the distance that linear mode connectivity depends on, Frankle et al. 2020)."""
+    out = {}
+    for g, names in _by_group(model, n_blocks).items():
+        num = sum(float(((model[k].double() - init[k].double()) ** 2).sum()) for k in names)
+        den = sum(float((init[k].double() ** 2).sum()) for k in names)
+        out[g] = float(np.sqrt(num / den)) if den > 0 else float("nan")
+    return out
+
+
 def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
     """(1 - alpha) a + alpha b, per tensor, in a's dtype."""
     return {k: ((1 - alpha) * a[k].double() + alpha * b[k].double()).to(a[k].dtype) for k in a}

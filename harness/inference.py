@@ -1,0 +1,204 @@
+"""Set-level inference over merges (issue 12): the constituent set is the independent unit, arms are never pooled.
+
+Many merges share a constituent set, and every pair diagnostic (CKA, neuron overlap, task-vector cosine, sign
+conflict, loss barrier) is a property of the set, not of the merge. So each correlation takes one point per set:
+per merge method, the mean gap of that method's merges on the set; across methods, the mean of the per-method
+rank correlations over the sets all of them cover, with a cluster bootstrap over sets (rankstats.stratified_spearman).
+The gap is in the arm's own unit: bits per byte for the language-modelling arm, the task's shown translation metric
+(validity.TaskValidity.metric, chrF++ on the published suite) for the translation arm; never a mean of the two."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from . import rankstats
+
+ARMS = {"lm": "bits per byte", "mt": "translation metric"}
+MIN_SETS = 5          # a method on fewer sets gets no correlation of its own (and stays out of the pooled one)
+POOLED = "all methods"
+
+
+def short(ref: str) -> str:
+    """A constituent reference's member name: family:babel-mini/mono-en -> mono-en."""
+    return ref.split("/")[-1]
+
+
+def set_key(constituents: list[str]) -> str:
+    """The constituent set of a merge, order-free: 'mono-en+mono-ru'."""
+    return "+".join(sorted({short(c) for c in constituents}))
+
+
+def method_label(merge: str, method: str) -> str:
+    """The method configuration a merge belongs to: its mergekit method and, where its id names one, the lambda or
+    density that tells configurations of one method apart (ref-task-arithmetic-cpt-all-l0.5 -> task_arithmetic l0.5)."""
+    m = re.search(r"-([ld])([0-9.]+)$", merge)
+    return f"{method} {m.group(1)}{m.group(2)}" if m else method
+
+
+def expert_of(constituents: list[str], task: str) -> str | None:
+    """The constituent that is the expert for a task: mono-/cpt- members for lm:<l>, mt-en-<x> for mt:en-<x>."""
+    from .analysis import expert_for
+
+    kind, rest = task.split(":")
+    return expert_for(constituents, kind, rest.split("-")[-1])
+
+
+def merge_task_gaps(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict) -> pd.DataFrame:
+    """One row per (merge, live task where the merge has a constituent expert): the gap to that expert on the task's
+    shown metric, oriented so that negative is worse (expert - merge for bits per byte, merge - expert for
+    higher-is-better metrics). tasks: task -> validity.TaskValidity. Columns: merge, set, method, arm, task,
+    language, unit, gap."""
+    cols = ["merge", "set", "method", "arm", "task", "language", "unit", "gap"]
+    if df.empty or not merges:
+        return pd.DataFrame(columns=cols)
+    val = {(m, t, k): v for m, t, k, v in zip(df["model"], df["task"], df["metric"], df["value"])}
+    method = df.drop_duplicates("model").set_index("model")["method"].to_dict()
+    rows = []
+    for merge, cons in merges.items():
+        for task, tv in tasks.items():
+            e = expert_of(cons, task)
+            if not tv.live or e is None or (merge, task, tv.metric) not in val or (e, task, tv.metric) not in val:
+                continue
+            mv, ev = val[(merge, task, tv.metric)], val[(e, task, tv.metric)]
+            if mv != mv or ev != ev:
+                continue
+            rows.append({"merge": merge, "set": set_key(cons), "method": method_label(merge, str(method.get(merge))),
+                         "arm": task.split(":")[0], "task": task, "language": task.split("-")[-1] if task.startswith("mt:") else task[3:],
+                         "unit": tv.metric, "gap": (mv - ev) if tv.higher_is_better else (ev - mv)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def merge_arm_gaps(task_gaps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (merge, arm): the mean of merge_task_gaps over the arm's tasks, in the arm's unit (never a mean
+    across arms). Columns: merge, set, method, arm, unit, gap, n_tasks."""
+    cols = ["merge", "set", "method", "arm", "unit", "gap", "n_tasks"]
+    if task_gaps.empty:
+        return pd.DataFrame(columns=cols)
+    g = task_gaps.groupby(["merge", "set", "method", "arm"])
+    out = g.agg(gap=("gap", "mean"), n_tasks=("gap", "count"), unit=("unit", lambda u: "/".join(sorted(set(u))))).reset_index()
+    return out[cols]
+
+
+def own_share(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict) -> pd.Series:
+    """Per merge: the mean, over the live tasks where it has a constituent expert, of analysis.scored's normalized
+    score (the share of the expert's gain over the untrained floor it keeps, 100 = the expert, 0 = the floor)."""
+    from .analysis import scored
+
+    s = scored(df[df.model.isin(list(merges))], tasks) if not df.empty else pd.DataFrame()
+    if s.empty:
+        return pd.Series(dtype=float)
+    s = s[s.live.to_numpy(dtype=bool) & np.array([expert_of(merges[m], t) is not None for m, t in zip(s.model, s.task)], dtype=bool)]
+    return s.groupby("model")["norm"].mean()
+
+
+SET_DIAGNOSTIC = re.compile(r"^(cka_linear|cka_debiased|cka_rbf|neuron_jaccard_lape|neuron_jaccard_ap|task_cosine|"
+                            r"sign_conflict|sign_conflict_trim|sign_conflict_set|sign_conflict_set_trim|loss_barrier):")
+
+
+def set_diagnostics(diag: pd.DataFrame, merges: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per constituent set: the mean over its merges of every pair diagnostic (analysis.merge_diagnostics'
+    columns that describe the constituents, not the merge: the merge-to-constituent CKA is left out)."""
+    if diag.empty:
+        return pd.DataFrame()
+    cols = [c for c in diag.columns if SET_DIAGNOSTIC.match(c)]
+    d = diag[cols].copy()
+    d["set"] = [set_key(merges[m]) if m in merges else None for m in d.index]
+    return d.dropna(subset=["set"]).groupby("set").mean()
+
+
+def set_points(mgaps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (arm, method, set): the mean gap over that method's merges of the set, and how many merges."""
+    if mgaps.empty:
+        return pd.DataFrame(columns=["arm", "method", "set", "gap", "merges"])
+    return (mgaps.groupby(["arm", "method", "set"]).agg(gap=("gap", "mean"), merges=("merge", "count")).reset_index())
+
+
+def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy: per arm and diagnostic, one row per method with at least MIN_SETS sets (Spearman over sets, bootstrap
+    interval over sets, permutation p-value, and the partial rho on the set's covariates where given), and one
+    pooled row over those methods ('all methods': rankstats.stratified_spearman over the sets they all cover).
+    n is always the number of independent constituent sets."""
+    rows = []
+    if points.empty or sdiag.empty:
+        return pd.DataFrame(rows)
+    for arm, pa in points.groupby("arm"):
+        wide = pa.pivot_table(index="set", columns="method", values="gap")
+        methods = [m for m in wide.columns if wide[m].notna().sum() >= MIN_SETS]
+        for d in sdiag.columns:
+            x = sdiag[d]
+            for m in methods:
+                pts = pd.DataFrame({"x": x, "y": wide[m]}).dropna()
+                if covariates is not None:
+                    pts = pts.join(covariates)
+                c = rankstats.correlate(pts.x.to_numpy(), pts.y.to_numpy(), seed)
+                part = {}
+                if covariates is not None and len(pts.dropna()) >= 6:
+                    cv = pts.dropna()
+                    part = rankstats.partial_correlate(cv.x.to_numpy(), cv.y.to_numpy(), cv[list(covariates.columns)].to_numpy(), seed)
+                rows.append({"arm": arm, "diagnostic": d, "method": m, "n": c["n"], "merges": int(pa[pa.method == m].set_index("set").loc[pts.index, "merges"].sum()),
+                             **{k: c[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p", "tau", "tau_lo", "tau_hi", "tau_p")},
+                             **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})
+            common = wide[methods].join(x.rename("x")).dropna() if methods else pd.DataFrame()
+            if len(methods) >= 2 and len(common) >= MIN_SETS:
+                s = rankstats.stratified_spearman(common["x"].to_numpy(), common[methods].to_numpy().T, seed)
+                rows.append({"arm": arm, "diagnostic": d, "method": POOLED, "n": s["n"],
+                             "merges": int(pa[pa.method.isin(methods) & pa.set.isin(common.index)]["merges"].sum()),
+                             **{k: s[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p")}, "strata": s["strata"]})
+    out = pd.DataFrame(rows)
+    num = [c for c in out.columns if c not in ("arm", "diagnostic", "method")]
+    return out.astype({c: float for c in num}) if not out.empty else out
+
+
+def detected(lo, hi) -> str:
+    """'detected' when a 95% interval excludes zero, else 'not detected'."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "n/a"
+    return "detected" if lo > 0 or hi < 0 else "not detected"
+
+
+def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
+    """Per arm and method with at least MIN_SETS sets: n of sets and the smallest population Spearman correlation
+    the set-level test detects at 80% power (two-sided, 5%), by simulation (rankstats.detectable_rho)."""
+    out = []
+    if points.empty:
+        return out
+    for (arm, m), g in points.groupby(["arm", "method"]):
+        n = int(g["gap"].notna().sum())
+        if n >= MIN_SETS:
+            out.append({"arm": arm, "method": m, "n_sets": n, "detectable_rho": rankstats.detectable_rho(n, seed)})
+    return out
+
+
+def set_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
+    """Per constituent set: the mean URIEL distance and script mismatch of its experts' languages."""
+    from .analysis import merge_covariates
+
+    cov = merge_covariates(merges)
+    if cov.empty:
+        return cov
+    cov["set"] = [set_key(merges[m]) for m in cov.index]
+    return cov.groupby("set").first()
+
+
+def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dict]:
+    """The site's headline rows: per arm, the pooled set-level correlation of a diagnostic with the gap."""
+    if corr.empty:
+        return []
+    h = corr[(corr.diagnostic == diagnostic) & (corr.method == POOLED)]
+    return [{"arm": r.arm, "rho": r.rho, "lo": r.rho_lo, "hi": r.rho_hi, "p": r.rho_p, "n": int(r.n), "merges": int(r.merges),
+             "verdict": detected(r.rho_lo, r.rho_hi)} for r in h.itertuples()]
+
+
+def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int) -> dict:
+    """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power."""
+    tg = merge_task_gaps(df, merges, tasks)
+    mg = merge_arm_gaps(tg)
+    pts = set_points(mg)
+    sd = set_diagnostics(diag, merges)
+    cov = set_covariates(merges) if merges else None
+    corr = correlations(pts, sd, seed, cov)
+    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
+            "power": power_table(pts, seed), "headline": headline(corr)}
