@@ -33,6 +33,32 @@ def init_explanation(movement: pd.DataFrame, sdiag: pd.DataFrame) -> dict:
     return out
 
 
+def init_summary(rep_rows: list[dict], explain: dict) -> str:
+    """One sentence for the site: whether the independent-initialisation comparison shows the seed's collapse here,
+    and what the distances and barriers say about why."""
+    row = next((r for r in rep_rows if r["finding"].startswith("... more so with independent")), None)
+    if row is None:
+        return ""
+    parts = [f"Cross-init merges minus same-init merges of the same languages and methods: {row['estimate']:+.3f} bits per byte "
+             f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['verdict']}."]
+    mono = next((m for m in explain.get("movement", []) if m["kind"] == "mono"), None)
+    if mono and explain.get("init_distance"):
+        close = mono["mean"] < 0.5 * explain["init_distance"]
+        parts.append(f"The monolingual experts moved {mono['mean']:.2f} of their initialisation's norm on average, against "
+                     f"{explain['init_distance']:.2f} between the two random initialisations"
+                     + (": each stayed near where it started, so experts from one initialisation stay near each other "
+                        "too, while experts from two initialisations are as far apart as the initialisations." if close else
+                        ": training moved them about as far as the initialisations are apart."))
+    bars = {b["relation"]: b["barrier"] for b in explain.get("barriers", [])}
+    if "cross-init, same language" in bars:
+        parts.append(f"The loss barrier between same-language experts from different initialisations is "
+                     f"{bars['cross-init, same language']:.3f} bits per byte (same-init pairs: "
+                     f"{bars.get('same init (init-s0)', float('nan')):.3f}); between experts of different languages the path is scored on "
+                     f"both languages' dev text, where each endpoint is poor on the other's language, so that barrier reads near zero "
+                     f"whatever the initialisation.")
+    return " ".join(parts)
+
+
 def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, list[str]], sim: pd.DataFrame,
           neurons: pd.DataFrame, movement: pd.DataFrame, suite: dict, tasks: dict | None = None) -> dict:
     """All analysis tables. tasks: validity.assess's task table (computed here when not given)."""
@@ -42,5 +68,6 @@ def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, 
     tables = analysis.diagnostics_tables(gaps, sim, merges, neurons, suite)
     inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"])
     rep = replication.table(docs, merges, inf, tables, suite)
-    return {"gaps": gaps, **tables, **inf, "replication": rep,
-            "init_explanation": init_explanation(movement, inf["set_diagnostics"])}
+    explain = init_explanation(movement, inf["set_diagnostics"])
+    explain["summary"] = init_summary(rep, explain)
+    return {"gaps": gaps, **tables, **inf, "replication": rep, "init_explanation": explain}
