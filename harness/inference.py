@@ -49,9 +49,10 @@ def expert_of(constituents: list[str], task: str) -> str | None:
 def merge_task_gaps(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict) -> pd.DataFrame:
     """One row per (merge, live task where the merge has a constituent expert): the gap to that expert on the task's
     shown metric, oriented so that negative is worse (expert - merge for bits per byte, merge - expert for
-    higher-is-better metrics). tasks: task -> validity.TaskValidity. Columns: merge, set, method, arm, task,
-    language, unit, gap."""
-    cols = ["merge", "set", "method", "arm", "task", "language", "unit", "gap"]
+    higher-is-better metrics), and the share of the task's expert gain over the untrained floor that the merge keeps
+    (analysis.normalized; comparable across languages whose experts differ in level). tasks: task ->
+    validity.TaskValidity. Columns: merge, set, method, arm, task, language, unit, gap, share."""
+    cols = ["merge", "set", "method", "arm", "task", "language", "unit", "gap", "share"]
     if df.empty or not merges:
         return pd.DataFrame(columns=cols)
     val = {(m, t, k): v for m, t, k, v in zip(df["model"], df["task"], df["metric"], df["value"])}
@@ -67,8 +68,17 @@ def merge_task_gaps(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict)
                 continue
             rows.append({"merge": merge, "set": set_key(cons), "method": method_label(merge, str(method.get(merge))),
                          "arm": task.split(":")[0], "task": task, "language": task.split("-")[-1] if task.startswith("mt:") else task[3:],
-                         "unit": tv.metric, "gap": (mv - ev) if tv.higher_is_better else (ev - mv)})
+                         "unit": tv.metric, "gap": (mv - ev) if tv.higher_is_better else (ev - mv),
+                         "share": _share(mv, tv)})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _share(value: float, tv) -> float:
+    from .analysis import normalized
+
+    if tv.floor_value is None or tv.expert_value is None:
+        return float("nan")
+    return float(normalized(value, tv.floor_value, tv.expert_value, tv.higher_is_better))
 
 
 def merge_arm_gaps(task_gaps: pd.DataFrame) -> pd.DataFrame:

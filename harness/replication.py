@@ -169,10 +169,12 @@ def mixed_beats_merges(docs, merges: dict[str, list[str]], languages: list[str],
                 f"best merge {best} ({mean(best):.3f}) against mixed ({mean('mixed'):.3f}), of {len(cand)} merges")
 
 
-def divergent_targets(task_gaps: pd.DataFrame, seed: int) -> dict | None:
+def divergent_targets(task_gaps: pd.DataFrame, seed: int, value: str = "gap") -> dict | None:
     """Translation merges lose more for divergent targets: within each mixed pair of translation experts (one
-    target related to English, one divergent), the gap on the divergent target minus the gap on the related one,
-    averaged over the pair's merges; one point per set, bootstrap over sets."""
+    target related to English, one divergent), the divergent target's value minus the related one's, averaged over
+    the pair's merges; one point per set, bootstrap over sets. value: 'gap' (chrF++ points lost to the expert) or
+    'share' (percent of the expert's gain over init-s0 kept: a divergent expert with a lower score has fewer points
+    to lose, which the absolute gap does not see)."""
     from .grid import DIVERGENT, RELATED
 
     g = task_gaps[task_gaps.arm == "mt"] if not task_gaps.empty else task_gaps
@@ -183,7 +185,7 @@ def divergent_targets(task_gaps: pd.DataFrame, seed: int) -> dict | None:
         targets = [c.split("-")[-1] for c in s.split("+")]
         if len(targets) != 2 or not (set(targets) & RELATED and set(targets) & DIVERGENT):
             continue
-        per_merge = gs.pivot_table(index="merge", columns="language", values="gap")
+        per_merge = gs.pivot_table(index="merge", columns="language", values=value)
         r, d = [t for t in targets if t in RELATED][0], [t for t in targets if t in DIVERGENT][0]
         if r in per_merge and d in per_merge:
             rows.append((per_merge[d] - per_merge[r]).mean())
@@ -191,8 +193,9 @@ def divergent_targets(task_gaps: pd.DataFrame, seed: int) -> dict | None:
         return None
     v = np.array(rows)
     lo, hi = _ci(_set_boot(v, seed))
-    return _row("Translation merges lose more for divergent targets",
-                "chrF++ gap to the expert on the divergent target minus on the related target, within pairs of one of each; one point per set",
+    what = ("chrF++ gap to the expert" if value == "gap" else "share (%) of the expert's chrF++ gain over init-s0 kept")
+    return _row(f"Translation merges lose more for divergent targets ({'chrF++ points' if value == 'gap' else 'share of gain kept'})",
+                f"{what} on the divergent target minus on the related target, within pairs of one of each; one point per set",
                 "constituent sets", len(v), float(v.mean()), lo, hi, -1)
 
 
@@ -255,7 +258,7 @@ def table(docs: dict, merges: dict[str, list[str]], inf: dict, diag_tables: dict
     methods = inf["merge_arm_gaps"].drop_duplicates("merge").set_index("merge")["method"].to_dict()
     rows = [own_language(docs, langs, seed), mono_collapse(inf["own_share"], inf["merge_arm_gaps"], seed),
             independent_init(docs, merges, methods, seed), mixed_beats_merges(docs, merges, langs, seed),
-            divergent_targets(inf["merge_task_gaps"], seed),
+            divergent_targets(inf["merge_task_gaps"], seed), divergent_targets(inf["merge_task_gaps"], seed, "share"),
             neuron_edges(diag_tables.get("neuron_layers", pd.DataFrame()), merges, seed)]
     rows += selectivity_movement(diag_tables.get("neuron_movement", pd.DataFrame()), seed)
     rows += similarity_predicts(inf.get("headline", []))

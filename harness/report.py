@@ -43,12 +43,15 @@ def init_summary(rep_rows: list[dict], explain: dict) -> str:
              f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['verdict']}."]
     mono = next((m for m in explain.get("movement", []) if m["kind"] == "mono"), None)
     if mono and explain.get("init_distance"):
-        close = mono["mean"] < 0.5 * explain["init_distance"]
+        ratio = mono["mean"] / explain["init_distance"]
         parts.append(f"The monolingual experts moved {mono['mean']:.2f} of their initialisation's norm on average, against "
                      f"{explain['init_distance']:.2f} between the two random initialisations"
-                     + (": each stayed near where it started, so experts from one initialisation stay near each other "
-                        "too, while experts from two initialisations are as far apart as the initialisations." if close else
-                        ": training moved them about as far as the initialisations are apart."))
+                     + (": each stayed near where it started, so a shared initialisation keeps two experts near each other "
+                        "and two initialisations keep them apart." if ratio < 0.5 else
+                        f": training moved each {ratio:.1f} times as far as the initialisations are apart, so a shared "
+                        "initialisation no longer keeps two experts near each other, and merges of same-init and cross-init "
+                        "experts lose about alike." if ratio > 1.5 else
+                        ": training moved each about as far as the initialisations are apart."))
     bars = {b["relation"]: b["barrier"] for b in explain.get("barriers", [])}
     if "cross-init, same language" in bars:
         parts.append(f"The loss barrier between same-language experts from different initialisations is "

@@ -66,16 +66,19 @@ def test_arms_are_never_pooled():
     """A merge with a monolingual and a translation expert gets one gap per arm, each in its own unit."""
     from harness.validity import TaskValidity
 
-    def tv(task, metric, hib):
+    def tv(task, metric, hib, floor, expert):
         return TaskValidity(task=task, kind=task[:2], language=task[-2:], expert="", live=True, metric=metric,
-                            higher_is_better=hib, signal=None, floor_value=0.0, expert_value=1.0, reason="")
+                            higher_is_better=hib, signal=None, floor_value=floor, expert_value=expert, reason="")
 
-    tasks = {"lm:de": tv("lm:de", "bits_per_byte", False), "mt:en-de": tv("mt:en-de", "chrf++", True)}
+    tasks = {"lm:de": tv("lm:de", "bits_per_byte", False, 8.0, 2.5), "mt:en-de": tv("mt:en-de", "chrf++", True, 5.0, 30.0)}
     df = pd.DataFrame([("m", "lm:de", "bits_per_byte", 3.0), ("mono-de", "lm:de", "bits_per_byte", 2.5),
                        ("m", "mt:en-de", "chrf++", 20.0), ("mt-en-de", "mt:en-de", "chrf++", 30.0)],
                       columns=["model", "task", "metric", "value"]).assign(method="linear")
     merges = {"m": ["family:babel-mini/mono-de", "family:babel-mini/mt-en-de"]}
-    arms = inference.merge_arm_gaps(inference.merge_task_gaps(df, merges, tasks)).set_index("arm")
+    per_task = inference.merge_task_gaps(df, merges, tasks).set_index("task")
+    assert per_task.loc["lm:de", "share"] == pytest.approx(100 * (8.0 - 3.0) / (8.0 - 2.5))  # share of the expert's gain kept
+    assert per_task.loc["mt:en-de", "share"] == pytest.approx(100 * (20.0 - 5.0) / (30.0 - 5.0))
+    arms = inference.merge_arm_gaps(per_task.reset_index()).set_index("arm")
     assert arms.loc["lm", "gap"] == pytest.approx(-0.5) and arms.loc["lm", "unit"] == "bits_per_byte"
     assert arms.loc["mt", "gap"] == pytest.approx(-10.0) and arms.loc["mt", "unit"] == "chrf++"
 
