@@ -162,11 +162,17 @@ def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariate
     return out.astype({c: float for c in num}) if not out.empty else out
 
 
-def detected(lo, hi) -> str:
-    """'detected' when a 95% interval excludes zero, else 'not detected'."""
+def detected(lo, hi, p=None) -> str:
+    """'detected' when the 95% interval excludes zero and, where a permutation p-value is given, p < 0.05 too;
+    else 'not detected'. The two can disagree when most sets tie on the diagnostic (a loss barrier of zero for
+    most pairs): the percentile bootstrap of a rank correlation is then unreliable, and the claim is not made."""
     if lo is None or hi is None or lo != lo or hi != hi:
         return "n/a"
-    return "detected" if lo > 0 or hi < 0 else "not detected"
+    if not (lo > 0 or hi < 0):
+        return "not detected"
+    if p is not None and p == p and p >= 0.05:
+        return "not detected (interval and permutation test disagree)"
+    return "detected"
 
 
 def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
@@ -199,7 +205,7 @@ def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dic
         return []
     h = corr[(corr.diagnostic == diagnostic) & (corr.method == POOLED)]
     return [{"arm": r.arm, "rho": r.rho, "lo": r.rho_lo, "hi": r.rho_hi, "p": r.rho_p, "n": int(r.n), "merges": int(r.merges),
-             "verdict": detected(r.rho_lo, r.rho_hi)} for r in h.itertuples()]
+             "verdict": detected(r.rho_lo, r.rho_hi, r.rho_p)} for r in h.itertuples()]
 
 
 def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int) -> dict:

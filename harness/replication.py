@@ -245,10 +245,16 @@ def selectivity_movement(mv: pd.DataFrame, seed: int) -> list[dict]:
 def similarity_predicts(headline: list[dict]) -> list[dict]:
     """Representational similarity predicts the merge gap, per arm: the pooled set-level Spearman of the
     constituents' linear CKA with the gap (inference.headline)."""
-    return [_row(f"Representational similarity predicts the merge gap ({'language modelling' if h['arm'] == 'lm' else 'translation'})",
-                 "Spearman of the constituents' mean linear CKA with the gap to the experts, per method over sets, averaged over methods; cluster bootstrap over sets",
-                 "constituent sets", h["n"], h["rho"], h["lo"], h["hi"], +1, f"{h['merges']} merges behind the {h['n']} sets")
-            for h in headline]
+    rows = []
+    for h in headline:
+        r = _row(f"Representational similarity predicts the merge gap ({'language modelling' if h['arm'] == 'lm' else 'translation'})",
+                 "Spearman of the constituents' mean linear CKA with the gap to the experts, per method over sets, averaged over methods; "
+                 "cluster bootstrap over sets, permutation p-value over sets",
+                 "constituent sets", h["n"], h["rho"], h["lo"], h["hi"], +1, f"{h['merges']} merges behind the {h['n']} sets; p = {h['p']:.3g}")
+        if r["verdict"] == "holds" and not h["p"] < 0.05:
+            r["verdict"] = "not detected"  # the interval and the permutation test disagree: no claim
+        rows.append(r)
+    return rows
 
 
 def table(docs: dict, merges: dict[str, list[str]], inf: dict, diag_tables: dict, suite: dict) -> list[dict]:

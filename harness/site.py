@@ -229,7 +229,7 @@ def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]
         for r in c.itertuples():
             rows.append({"arm": ARM_NAME.get(r.arm, r.arm), "diagnostic": r.diagnostic, "method": r.method, "n": int(r.n),
                          "merges": int(r.merges), "rho": _ci(r.rho, r.rho_lo, r.rho_hi), "rho_p": pval(r.rho_p),
-                         "verdict": inference.detected(r.rho_lo, r.rho_hi),
+                         "verdict": inference.detected(r.rho_lo, r.rho_hi, r.rho_p),
                          "tau": _ci(getattr(r, "tau", None), getattr(r, "tau_lo", None), getattr(r, "tau_hi", None)),
                          "partial": _ci(getattr(r, "partial_rho", None), getattr(r, "partial_lo", None), getattr(r, "partial_hi", None))})
     svgs = []
@@ -414,7 +414,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
             if fit["rho"] is None:
                 continue
-            verdict = inference.detected(fit["rho_lo"], fit["rho_hi"])
+            verdict = inference.detected(fit["rho_lo"], fit["rho_hi"], fit["p_value"])
             desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
                     f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
                     f"least-squares fit and the band its 95% bootstrap interval.")
