@@ -34,8 +34,14 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
         p.add_argument("--batch-size", type=int, default=None, help="generation batch rows (default: automatic)")
         p.add_argument("--batch-tokens", type=int, default=None,
                        help="tokens per scoring forward pass (default: automatic, from free GPU memory on CUDA)")
-        p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf"],
-                       help="lm-eval model backend: ours (default) or lm-eval's stock hf")
+        p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf", "vllm"],
+                       help="lm-eval model backend: ours (default), lm-eval's stock hf, or lm-eval's vllm (GPU, generation)")
+        p.add_argument("--tensor-parallel", type=int, default=None, help="--backend vllm: tensor_parallel_size")
+        p.add_argument("--data-parallel", type=int, default=None, help="--backend vllm: data_parallel_size")
+        p.add_argument("--data", default=None, metavar="DIR",
+                       help="suites on real data: the folder holding flores_plus/ and belebele/ (default: $BABELMERGE_DATA)")
+        p.add_argument("--languages", default=None, metavar="CODES",
+                       help="only these of the suite's languages, FLORES codes separated by commas (deu_Latn,fra_Latn)")
         p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
         p.add_argument("-v", "--verbose", action="store_true", help="a line per unit of work, and third-party output")
         p.add_argument("--allow-dirty", action="store_true",
@@ -50,7 +56,8 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
-    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch"):
+    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch",
+                 "data", "languages", "tensor_parallel", "data_parallel"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -112,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     sb = ssub.add_parser("build", help="render the site from stored results alone")
     _common(sb)
     sb.add_argument("--out", type=Path, default=None, help="output folder (default: site/_build)")
+
+    p = sub.add_parser("data", help="evaluation data on disk (FLORES+, Belebele): lock its hashes, fetch a pinned revision")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = dsub.add_parser("lock", help="hash every file SUITE reads under --data and write <suite>.lock.json beside the suite")
+    df = dsub.add_parser("fetch", help="download SUITE's files at a pinned revision with huggingface_hub (online)")
+    for q in (dl, df):
+        q.add_argument("suite", help="suite id or path, e.g. flores-plus-v1")
+        q.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+        q.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    df.add_argument("--revision", action="append", default=[], metavar="SET=COMMIT",
+                    help="pin a data set to a 40-hex commit, e.g. flores_plus=<sha> (default: the suite's data.<set>.revision)")
 
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
@@ -177,6 +195,8 @@ def _dispatch(args) -> int:
 
         for d in write_grid(args.submissions or SUBMISSIONS_DIR):
             print(d)
+    elif args.cmd == "data":
+        return _data(args)
     elif args.cmd == "validate":
         return _validate(args.paths)
     elif args.cmd == "schema":
@@ -216,6 +236,30 @@ def _stage(args, ctx) -> int:
             print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="gap").round(3).to_string())
     elif args.cmd == "site":
         pipeline.stage_site(ctx)
+    return 0
+
+
+def _data(args) -> int:
+    from . import data
+    from .suite import load_suite
+
+    suite = load_suite(args.suite)
+    if "data" not in suite:
+        raise ValueError(f"suite {suite['id']} reads no local data (it has no 'data' block); nothing to lock or fetch")
+    langs = data.parse_languages(args.languages, suite["languages"])
+    revs = {n: (suite["data"].get(n) or {}).get("revision") for n in suite["data"]["sets"]}
+    if args.action == "lock":
+        path = data.write_lock(suite, data.DataDir(data.data_root(args.data), revisions=revs), langs)
+        print(f"{path}: {len(data.read_lock(path)['files'])} file(s) locked")
+        return 0
+    if not (args.data or os.environ.get(data.ENV)):
+        raise ValueError(f"data fetch: pass --data DIR (or set {data.ENV}): where the files go")
+    root = Path(args.data or os.environ[data.ENV])
+    for item in args.revision:
+        name, _, rev = item.partition("=")
+        revs[name] = rev
+    got = data.fetch(suite, root, langs, revs)
+    print(f"{len(got)} file(s) under {root}; run `babelmerge data lock {suite['id']} --data {root}` to pin their hashes")
     return 0
 
 

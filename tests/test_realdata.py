@@ -1,0 +1,172 @@
+"""The real-data layer (issue 16): FLORES+ and Belebele read offline from fixtures written in their public layout,
+file hashes and the lock, one-line errors, the two suites' tasks, and `babelmerge evaluate --suite ... --data ...`
+on tiny Qwen2 and Gemma2 checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import data, store
+from harness.cli import main
+from harness.suite import SUITES_DIR, load_suite
+from harness.tasks import task_specs
+from realdata import belebele_rows, make_arch_model, write_belebele, write_flores
+
+LANGS = ["eng_Latn", "deu_Latn", "fra_Latn"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_flores(root, LANGS)
+    write_belebele(root, LANGS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def qwen2(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_arch_model(tmp_path_factory.mktemp("q") / "tiny-qwen2", tokenizer_dir, "qwen2", seed=1)
+
+
+@pytest.fixture(scope="module")
+def gemma2(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_arch_model(tmp_path_factory.mktemp("g") / "tiny-gemma2", tokenizer_dir, "gemma2", seed=2)
+
+
+def suite_copy(tmp_path: Path, name: str) -> dict:
+    """The suite's YAML copied to a temporary folder, so its lock is written there, not into suites/."""
+    shutil.copy(SUITES_DIR / f"{name}.yaml", tmp_path / f"{name}.yaml")
+    return load_suite(str(tmp_path / f"{name}.yaml"))
+
+
+# -- the suites' task lists ---------------------------------------------------------------------------
+def test_flores_task_list():
+    suite = load_suite("flores-plus-v1")
+    names = [s.name for s in task_specs(suite)]
+    assert len(suite["languages"]) == 15
+    assert len(names) == 15 + 14 * 2 * 2               # lm per language; both directions, zero- and 3-shot
+    assert "lm:tel_Telu" in names and "mt:eng_Latn-zho_Hans" in names and "mt:ukr_Cyrl-eng_Latn+3shot" in names
+    assert "mt:eng_Latn-eng_Latn" not in names
+
+
+def test_belebele_task_list():
+    specs = task_specs(load_suite("belebele-v1"))
+    assert [s.lm_eval_name for s in specs][:2] == ["belebele_eng_Latn", "belebele_deu_Latn"]
+    assert {s.kind for s in specs} == {"mc"} and len(specs) == 15
+
+
+# -- the data layer -----------------------------------------------------------------------------------
+def test_rename_and_formats(tmp_path):
+    write_flores(tmp_path, ["eng_Latn", "deu_Latn"], fmt="jsonl", store_as={"deu_Latn": "cmn_Hans"})
+    d = data.DataDir(tmp_path)
+    rows = d.rows("flores_plus", "zho_Hans", "devtest")      # FLORES-200 name finds the FLORES+ file
+    assert len(rows) == 12 and rows[0]["id"] == 1
+    assert d.read == {"flores_plus/devtest/cmn_Hans.jsonl": store.sha256_file(tmp_path / "flores_plus/devtest/cmn_Hans.jsonl")}
+    assert data.aliases("cmn_Hans") == ["cmn_Hans", "zho_Hans"]
+
+
+def test_parquet_rows_match_jsonl(tmp_path):
+    write_flores(tmp_path / "a", ["eng_Latn"], fmt="parquet")
+    write_flores(tmp_path / "b", ["eng_Latn"], fmt="jsonl")
+    a = data.DataDir(tmp_path / "a").rows("flores_plus", "eng_Latn", "dev")
+    b = data.DataDir(tmp_path / "b").rows("flores_plus", "eng_Latn", "dev")
+    assert [r["text"] for r in a] == [r["text"] for r in b] and len(a) == 6
+
+
+def test_missing_file_one_line(tmp_path):
+    write_flores(tmp_path, ["eng_Latn"])
+    with pytest.raises(data.DataError) as e:
+        data.DataDir(tmp_path, revisions={"flores_plus": None}).rows("flores_plus", "deu_Latn", "devtest")
+    msg = str(e.value)
+    assert "\n" not in msg and "flores_plus/devtest/deu_Latn.parquet" in msg
+    assert "openlanguagedata/flores_plus" in msg and "data fetch" in msg
+
+
+def test_missing_column_one_line(tmp_path):
+    p = tmp_path / "belebele" / "data" / "eng_Latn.jsonl"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"flores_passage": "x", "question": "y"}) + "\n")
+    with pytest.raises(data.DataError, match=r"eng_Latn.jsonl: no column 'mc_answer1'"):
+        data.DataDir(tmp_path).rows("belebele", "eng_Latn")
+
+
+def test_data_root_and_languages(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.ENV, raising=False)
+    with pytest.raises(data.DataError, match="--data DIR"):
+        data.data_root(None)
+    monkeypatch.setenv(data.ENV, str(tmp_path))
+    assert data.data_root(None) == tmp_path
+    suite_langs = load_suite("flores-plus-v1")["languages"]
+    assert data.parse_languages("fra_Latn,cmn_Hans", suite_langs) == ["fra_Latn", "zho_Hans"]  # suite order, renames
+    with pytest.raises(data.DataError, match="xxx_Latn is not a language of this suite"):
+        data.parse_languages("xxx_Latn", suite_langs)
+
+
+def test_lock_write_check_and_refuse(tmp_path, capsys):
+    root = write_belebele(write_flores(tmp_path / "d", ["eng_Latn", "deu_Latn"]), ["eng_Latn", "deu_Latn"])
+    suite = suite_copy(tmp_path, "flores-plus-v1")
+    assert main(["data", "lock", suite["path"], "--data", str(root), "--languages", "eng_Latn,deu_Latn"]) == 0
+    lock = json.loads((tmp_path / "flores-plus-v1.lock.json").read_text())
+    assert sorted(lock["files"]) == ["flores_plus/dev/deu_Latn.parquet", "flores_plus/dev/eng_Latn.parquet",
+                                     "flores_plus/devtest/deu_Latn.parquet", "flores_plus/devtest/eng_Latn.parquet"]
+    assert lock["files"]["flores_plus/dev/eng_Latn.parquet"] == store.sha256_file(root / "flores_plus/dev/eng_Latn.parquet")
+    d = data.open_data(suite, root)
+    d.rows("flores_plus", "eng_Latn", "dev")                 # locked and unchanged: read
+    write_flores(root, ["deu_Latn"], n_dev=5)                # the data changed under the lock
+    with pytest.raises(data.DataError) as e:
+        data.open_data(suite, root).rows("flores_plus", "deu_Latn", "dev")
+    assert "\n" not in str(e.value) and "differs from" in str(e.value) and "lock" in str(e.value)
+    # through the command line: one line on stderr, exit 2, no traceback
+    rc = main(["evaluate", "--suite", suite["path"], "--data", str(root), "--languages", "eng_Latn,deu_Latn",
+               "--model", str(tmp_path), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "differs from" in err[0]
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def _results(out: Path, name: str, suite: str) -> dict:
+    return json.loads((out / name / "results" / f"{suite}.json").read_text())
+
+
+def test_evaluate_flores_qwen2(data_dir, qwen2, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--suite", "flores-plus-v1", "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn",
+               "--model", str(qwen2), "--out-dir", str(out), "--limit", "4", "--dtype", "float32", "--device", "cpu"])
+    assert rc == 0
+    res = _results(out, "tiny-qwen2", "flores-plus-v1")
+    assert res["status"] == "ok"
+    assert set(res["tasks"]) == {"lm:eng_Latn", "lm:deu_Latn", "mt:eng_Latn-deu_Latn", "mt:deu_Latn-eng_Latn",
+                                 "mt:eng_Latn-deu_Latn+3shot", "mt:deu_Latn-eng_Latn+3shot"}
+    files = res["provenance"]["data"]["files"]
+    assert set(files) == {f"flores_plus/{s}/{l}.parquet" for s in ("dev", "devtest") for l in ("eng_Latn", "deu_Latn")}
+    assert all(files[f] == store.sha256_file(data_dir / f) for f in files)
+    metrics = {(r["task"], r["metric"]) for r in res["rows"]}
+    for m in ("chrf++", "chrf++_control", "chrf++_over_control", "bleu", "xmi", "empty_rate", "off_target_rate"):
+        assert ("mt:eng_Latn-deu_Latn", m) in metrics
+    bpb = next(r for r in res["rows"] if r["task"] == "lm:deu_Latn")
+    assert bpb["n"] == 4 and bpb["value"] > 0
+    # the per-document file lets the score be recomputed: bits per byte from the stored log-likelihoods
+    docs = json.loads((out / "tiny-qwen2" / "results" / "flores-plus-v1.docs.json").read_text())["tasks"]["lm:deu_Latn"]
+    import math
+    assert bpb["value"] == pytest.approx(-sum(docs["ll"]) / math.log(2) / sum(docs["bytes"]))
+    texts = [r["text"] for r in data.read_rows(data_dir / "flores_plus/devtest/deu_Latn.parquet")]
+    assert sum(docs["bytes"]) == sum(len(texts[i].encode()) for i in (0, 4, 7, 11))  # 4 spaced of 12
+
+
+def test_evaluate_belebele_gemma2(data_dir, gemma2, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--suite", "belebele-v1", "--data", str(data_dir), "--languages", "eng_Latn,fra_Latn",
+               "--model", str(gemma2), "--out-dir", str(out), "--dtype", "float32", "--device", "cpu"])
+    assert rc == 0
+    res = _results(out, "tiny-gemma2", "belebele-v1")
+    assert set(res["provenance"]["data"]["files"]) == {"belebele/data/eng_Latn.jsonl", "belebele/data/fra_Latn.jsonl"}
+    docs = json.loads((out / "tiny-gemma2" / "results" / "belebele-v1.docs.json").read_text())["tasks"]["mc:fra_Latn"]
+    # gold from the file itself (one-based string), independent of lm-eval's doc_to_target
+    assert docs["gold"] == [int(r["correct_answer_num"]) - 1 for r in belebele_rows("fra_Latn")]
+    acc = next(r for r in res["rows"] if r["task"] == "mc:fra_Latn" and r["metric"] == "acc")
+    hits = [max(range(4), key=lambda k: ll[k]) == g for ll, g in zip(docs["choice_ll"], docs["gold"])]
+    assert acc["value"] == pytest.approx(sum(hits) / 8) and acc["n"] == 8
