@@ -131,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     df.add_argument("--revision", action="append", default=[], metavar="SET=COMMIT",
                     help="pin a data set to a 40-hex commit, e.g. flores_plus=<sha> (default: the suite's data.<set>.revision)")
 
+    p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
+    p.add_argument("scenario", help="scenario id or path, e.g. seed-a")
+    p = sub.add_parser("scenario", help="a seed's set-up as data (scenarios/<id>.yaml)")
+    ssub2 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sr = ssub2.add_parser("recipes", help="write the scenario's merge grid as mergekit recipes (every model pinned or present)")
+    sr.add_argument("scenario", help="scenario id or path, e.g. seed-b")
+    sr.add_argument("--checkpoints", type=Path, default=None, help="the folder holding the scenario's local checkpoints")
+    sr.add_argument("--grid", action="append", default=None, help="only this grid (repeatable)")
+    sr.add_argument("--out", type=Path, required=True, help="where the <grid>-<i>.yml recipes go")
+
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
@@ -197,6 +207,20 @@ def _dispatch(args) -> int:
             print(d)
     elif args.cmd == "data":
         return _data(args)
+    elif args.cmd == "pin":
+        from .scenarios import pin
+
+        print(pin(args.scenario))
+    elif args.cmd == "scenario":
+        import yaml
+
+        from .scenarios import load_scenario, recipes
+
+        got = recipes(load_scenario(args.scenario), args.checkpoints, args.grid)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, r in got.items():
+            (args.out / f"{name}.yml").write_text(yaml.safe_dump(r, sort_keys=False), encoding="utf-8")
+        print(f"{len(got)} recipe(s) in {args.out}")
     elif args.cmd == "validate":
         return _validate(args.paths)
     elif args.cmd == "schema":
