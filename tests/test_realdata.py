@@ -170,3 +170,63 @@ def test_evaluate_belebele_gemma2(data_dir, gemma2, tmp_path):
     acc = next(r for r in res["rows"] if r["task"] == "mc:fra_Latn" and r["metric"] == "acc")
     hits = [max(range(4), key=lambda k: ll[k]) == g for ll, g in zip(docs["choice_ll"], docs["gold"])]
     assert acc["value"] == pytest.approx(sum(hits) / 8) and acc["n"] == 8
+
+
+# -- GPU backends -------------------------------------------------------------------------------------
+def test_vllm_model_args_pass_parallelism_through():
+    from harness.evaluate import vllm_args
+
+    a = vllm_args(Path("/m"), "bfloat16", 1234, tensor_parallel=2, data_parallel=4)
+    assert a["tensor_parallel_size"] == 2 and a["data_parallel_size"] == 4 and a["add_bos_token"] is False
+    assert a["trust_remote_code"] is False and a["pretrained"] == "/m"
+    assert vllm_args(Path("/m"), "float16", 0)["tensor_parallel_size"] == 1
+
+
+def test_vllm_missing_is_one_recorded_line(data_dir, qwen2, tmp_path):
+    pytest.importorskip("lm_eval")
+    from importlib.util import find_spec
+
+    if find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: the missing-package path cannot be exercised")
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--suite", "flores-plus-v1", "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn",
+               "--model", str(qwen2), "--out-dir", str(out), "--limit", "2", "--backend", "vllm", "--device", "cpu"])
+    res = _results(out, "tiny-qwen2", "flores-plus-v1")
+    assert rc == 1 and res["status"] == "failed" and "vllm package is not installed" in res["error"]
+
+
+@pytest.mark.gpu
+def test_vllm_flores_on_gpu(data_dir, qwen2, tmp_path):
+    """lm-eval's vllm model type on the same task configs (prompts, stop strings): runs where CUDA and vllm are."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pytest.importorskip("vllm")
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--suite", "flores-plus-v1", "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn",
+               "--model", str(qwen2), "--out-dir", str(out), "--limit", "4", "--backend", "vllm",
+               "--tensor-parallel", "1", "--dtype", "float32"])
+    assert rc == 0
+    res = _results(out, "tiny-qwen2", "flores-plus-v1")
+    assert res["provenance"]["batch"]["backend"] == "vllm"
+    assert any(r["metric"] == "chrf++" for r in res["rows"])
+
+
+@pytest.mark.gpu
+def test_bf16_own_backend_on_gpu(data_dir, qwen2, tmp_path):
+    """Our backend in bf16 with its automatic token budget on CUDA; bits per byte close to float32 on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    got = {}
+    for dtype, device in (("bfloat16", "cuda"), ("float32", "cpu")):
+        out = tmp_path / dtype
+        assert main(["evaluate", "--suite", "flores-plus-v1", "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn",
+                     "--model", str(qwen2), "--out-dir", str(out), "--limit", "4", "--dtype", dtype, "--device", device]) == 0
+        res = _results(out, "tiny-qwen2", "flores-plus-v1")
+        got[dtype] = next(r["value"] for r in res["rows"] if r["task"] == "lm:deu_Latn")
+        if device == "cuda":
+            assert res["provenance"]["batch"]["scoring_tokens"] > 0
+    assert got["bfloat16"] == pytest.approx(got["float32"], rel=0.05)
