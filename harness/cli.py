@@ -188,6 +188,9 @@ def _dispatch(args) -> int:
         only = [Path(i).name for i in getattr(args, "ids", None) or []] or None
         extra = {"reproduce": 0 if args.no_reproduce else 1} if args.cmd == "run" else {}
         ctx = _ctx(args, only=only, **extra)
+        if "data" in ctx.suite and not (args.cmd == "evaluate" and args.model):
+            raise ValueError(f"suite {ctx.suite['id']} scores checkpoints on local data: run `babelmerge evaluate --suite "
+                             f"{ctx.suite['id']} --data DIR --model PATH --out-dir OUT` (README: Real models)")
         if not (args.cmd == "evaluate" and args.model):
             ctx.subs()  # the gate first: refusals are shown before any long stage starts
         return _gated(ctx, _stage(args, ctx))

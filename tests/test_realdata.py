@@ -230,3 +230,9 @@ def test_bf16_own_backend_on_gpu(data_dir, qwen2, tmp_path):
         if device == "cuda":
             assert res["provenance"]["batch"]["scoring_tokens"] > 0
     assert got["bfloat16"] == pytest.approx(got["float32"], rel=0.05)
+
+
+def test_data_suite_needs_model(capsys):
+    assert main(["evaluate", "--suite", "belebele-v1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model PATH" in err[0]
