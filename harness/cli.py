@@ -131,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     df.add_argument("--revision", action="append", default=[], metavar="SET=COMMIT",
                     help="pin a data set to a 40-hex commit, e.g. flores_plus=<sha> (default: the suite's data.<set>.revision)")
 
+    p = sub.add_parser("cka", help="streamed minibatch CKA per layer between two checkpoints on a FLORES+ dev probe (hub scale)")
+    p.add_argument("model_a", type=Path)
+    p.add_argument("model_b", type=Path)
+    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+
     p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
     p.add_argument("scenario", help="scenario id or path, e.g. seed-a")
     p = sub.add_parser("scenario", help="a seed's set-up as data (scenarios/<id>.yaml)")
@@ -210,6 +222,18 @@ def _dispatch(args) -> int:
             print(d)
     elif args.cmd == "data":
         return _data(args)
+    elif args.cmd == "cka":
+        from . import data, store
+        from .evaluate import pick_device
+        from .similarity.stream import pair_cka
+        from .suite import load_suite
+
+        suite = load_suite(args.suite)
+        langs = data.parse_languages(args.languages, suite["languages"])
+        res = pair_cka(args.model_a, args.model_b, data.open_data(suite, args.data), langs, args.n, pick_device(args.device),
+                       args.dtype, args.tokens)
+        store.write_json(args.out, res)
+        print(f"{args.out}: CKA per layer " + " ".join(f"{v:.3f}" for v in res["values"]))
     elif args.cmd == "pin":
         from .scenarios import pin
 

@@ -236,3 +236,15 @@ def test_data_suite_needs_model(capsys):
     assert main(["evaluate", "--suite", "belebele-v1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--model PATH" in err[0]
+
+
+def test_cka_command_on_flores_probe(data_dir, qwen2, gemma2, tmp_path):
+    out = tmp_path / "cka.json"
+    assert main(["cka", str(qwen2), str(qwen2), "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn",
+                 "--n", "6", "--tokens", "64", "--dtype", "float32", "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["values"] == pytest.approx([1.0] * 3, abs=1e-9) and res["probe"]["minibatches"] > 1
+    assert set(res["provenance"]["data"]["files"]) == {"flores_plus/dev/eng_Latn.parquet", "flores_plus/dev/deu_Latn.parquet"}
+    assert main(["cka", str(qwen2), str(gemma2), "--data", str(data_dir), "--languages", "eng_Latn",
+                 "--n", "6", "--device", "cpu", "--out", str(out)]) == 0
+    assert all(v < 0.99 for v in json.loads(out.read_text())["values"])

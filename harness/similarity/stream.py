@@ -5,6 +5,7 @@ grow with the number of probe tokens."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,39 @@ def stream_cka(model_a, model_b, seqs: list[list[int]], device: str = "cpu", tok
         batch = [seqs[i] for i in group]
         acc.update(_hidden(model_a, batch, device), _hidden(model_b, batch, device))
         yield acc
+
+
+def pair_cka(path_a, path_b, data, languages: list[str], n: int, device: str = "cpu", dtype: str = "bfloat16",
+             tokens: int = 1024, log=lambda *_: None) -> dict:
+    """Per-layer streamed linear minibatch CKA between two checkpoints on the first n FLORES+ dev sentences of each
+    language, with what produced it (the data files' sha256s, the weights' sha256s, versions, git commit). The two
+    must share a tokenizer (the same vocabulary): CKA compares the same tokens."""
+    import time
+
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from .. import identity, provenance
+    from .compute import start_token
+
+    t0 = time.perf_counter()
+    toks = [PreTrainedTokenizerFast.from_pretrained(str(p)) for p in (path_a, path_b)]
+    if toks[0].get_vocab() != toks[1].get_vocab():
+        raise ValueError(f"{path_b}: its tokenizer differs from {path_a}'s; CKA needs both models to read the same tokens")
+    texts = flores_probe(data, languages, n)
+    tok = toks[0]
+    seqs = [[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    load = lambda p: AutoModelForCausalLM.from_pretrained(str(p), use_safetensors=True, trust_remote_code=False,
+                                                          dtype=getattr(torch, dtype)).to(device).eval()
+    a, b = load(path_a), load(path_b)
+    acc = None
+    for acc in stream_cka(a, b, seqs, device, tokens):
+        log(f"[cka] {acc.batches} minibatches")
+    return {"metric": "cka_linear_minibatch", "values": acc.result(), "layers": "0 = embeddings output",
+            "probe": {"data": "flores_plus", "split": "dev", "languages": languages, "n_per_language": n,
+                      "sentences": len(texts), "tokens": sum(len(q) - 1 for q in seqs), "minibatch_tokens": tokens,
+                      "minibatches": acc.batches},
+            "models": {"a": str(path_a), "b": str(path_b), "a_sha256": identity.model_hash(Path(path_a)),
+                       "b_sha256": identity.model_hash(Path(path_b))},
+            "provenance": {"data": data.provenance(), "git": provenance.git_hash(), "packages": provenance.packages(),
+                           "device": device, "dtype": dtype, "created_utc": provenance.now_utc(),
+                           "wall_s": round(time.perf_counter() - t0, 3)}}
