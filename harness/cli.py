@@ -143,6 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
 
+    p = sub.add_parser("neurons", help="LAPE language-specific neurons of a gated-MLP checkpoint on a FLORES+ dev probe (hub scale)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+
     p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
     p.add_argument("scenario", help="scenario id or path, e.g. seed-a")
     p = sub.add_parser("scenario", help="a seed's set-up as data (scenarios/<id>.yaml)")
@@ -234,6 +245,19 @@ def _dispatch(args) -> int:
                        args.dtype, args.tokens)
         store.write_json(args.out, res)
         print(f"{args.out}: CKA per layer " + " ".join(f"{v:.3f}" for v in res["values"]))
+    elif args.cmd == "neurons":
+        from . import data, store
+        from .evaluate import pick_device
+        from .similarity.stream import language_neurons
+        from .suite import load_suite
+
+        suite = load_suite(args.suite)
+        langs = data.parse_languages(args.languages, suite["languages"])
+        res = language_neurons(args.model, data.open_data(suite, args.data), langs, args.n, pick_device(args.device),
+                               args.dtype, args.tokens)
+        store.write_json(args.out, res)
+        per = {l: sum(r["value"] for r in res["rows"] if r["language"] == l) for l in langs}
+        print(f"{args.out}: LAPE neurons per language " + " ".join(f"{l}={v}" for l, v in per.items()))
     elif args.cmd == "pin":
         from .scenarios import pin
 

@@ -86,3 +86,26 @@ def test_streamed_minibatch_cka_matches_in_memory(tokenizer_dir, tmp_path):
     # a model against itself: 1 at every layer
     *_, same = stream_cka(a, a, seqs, tokens=40)
     assert same.result() == pytest.approx([1.0] * len(streamed), abs=1e-9)
+
+
+def test_streamed_gate_activity_matches_per_sequence(arch_model):
+    """LAPE counts streamed in padded minibatches equal those counted sequence by sequence (gates checked by hand
+    above), for Qwen2 and Gemma2."""
+    import numpy as np
+
+    from harness.similarity import neurons
+    from harness.similarity.stream import gate_activity
+
+    _, model, tok = arch_model
+    texts = [["In the beginning God created", "And the earth was without form", "Let there be light"],
+             ["Im Anfang schuf Gott", "Und die Erde war wüst und leer"]]
+    seqs = [[[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in lang] for lang in texts]
+    over_zero, counts = gate_activity(model, seqs, tokens=12)
+    want = np.zeros_like(over_zero)
+    for li, lang in enumerate(seqs):
+        for _, _, gs, _ in _forward(model, lang, "cpu", batch=1):
+            want[li] += np.stack([(g[1:] > 0).sum(0).numpy() for g in gs])
+    np.testing.assert_array_equal(over_zero, want)
+    assert counts.tolist() == [sum(len(q) - 1 for q in lang) for lang in seqs]
+    mask = neurons.lape_neurons(over_zero / counts[:, None, None])
+    assert mask.shape == over_zero.shape and mask.any()

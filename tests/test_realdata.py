@@ -248,3 +248,13 @@ def test_cka_command_on_flores_probe(data_dir, qwen2, gemma2, tmp_path):
     assert main(["cka", str(qwen2), str(gemma2), "--data", str(data_dir), "--languages", "eng_Latn",
                  "--n", "6", "--device", "cpu", "--out", str(out)]) == 0
     assert all(v < 0.99 for v in json.loads(out.read_text())["values"])
+
+
+def test_neurons_command_on_gemma2(data_dir, gemma2, tmp_path):
+    out = tmp_path / "neurons.json"
+    assert main(["neurons", str(gemma2), "--data", str(data_dir), "--languages", "eng_Latn,deu_Latn,fra_Latn",
+                 "--n", "6", "--tokens", "64", "--dtype", "float32", "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {r["layer"] for r in res["rows"]} == {1, 2} and {r["units"] for r in res["rows"]} == {64}
+    assert sum(r["value"] for r in res["rows"]) == sum(len(v) for v in res["sets"].values()) > 0
+    assert set(res["provenance"]["data"]["files"]) == {f"flores_plus/dev/{l}.parquet" for l in ("eng_Latn", "deu_Latn", "fra_Latn")}

@@ -93,3 +93,73 @@ def pair_cka(path_a, path_b, data, languages: list[str], n: int, device: str = "
             "provenance": {"data": data.provenance(), "git": provenance.git_hash(), "packages": provenance.packages(),
                            "device": device, "dtype": dtype, "created_utc": provenance.now_utc(),
                            "wall_s": round(time.perf_counter() - t0, 3)}}
+
+
+@torch.no_grad()
+def gate_activity(model, seqs_by_lang: list[list[list[int]]], device: str = "cpu", tokens: int = 1024):
+    """LAPE's counts for any gated-MLP model, streamed: over_zero (langs, L, N), how often each gate neuron is
+    active (act(x W_gate) > 0) on each language's tokens (start tokens left out), and tokens (langs,). Memory is
+    the counts plus one minibatch, whatever the number of probe tokens."""
+    import numpy as np
+
+    from .compute import _gates, gate_hooks
+
+    L = len(_gates(model))
+    N = model.model.layers[0].mlp.gate_proj.out_features
+    over_zero = torch.zeros(len(seqs_by_lang), L, N, dtype=torch.float64, device=device)
+    counts = np.zeros(len(seqs_by_lang))
+    captured: list[torch.Tensor] = []
+    hooks = gate_hooks(model, captured)
+    try:
+        for li, seqs in enumerate(seqs_by_lang):
+            for group in token_batches([len(q) - 1 for q in seqs], tokens):
+                batch = [seqs[i] for i in group]
+                width = max(len(q) for q in batch)
+                ids = torch.zeros(len(batch), width, dtype=torch.long)
+                keep = torch.zeros(len(batch), width, dtype=torch.bool)
+                for r, q in enumerate(batch):
+                    ids[r, :len(q)], keep[r, 1:len(q)] = torch.tensor(q), True
+                captured.clear()
+                model(input_ids=ids.to(device))
+                keep = keep.to(device)
+                for layer, g in enumerate(captured):
+                    over_zero[li, layer] += (g[keep] > 0).sum(0).double()
+                counts[li] += int(keep.sum())
+    finally:
+        for h in hooks:
+            h.remove()
+    return over_zero.cpu().numpy(), counts
+
+
+def language_neurons(path, data, languages: list[str], n: int, device: str = "cpu", dtype: str = "bfloat16",
+                     tokens: int = 1024) -> dict:
+    """LAPE language-specific neurons (Tang et al. 2024; harness/similarity/neurons.py) of one gated-MLP checkpoint
+    on the first n FLORES+ dev sentences of each language: per layer and language the count of specific neurons,
+    the neuron sets, and what produced them."""
+    import time
+
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from .. import identity, provenance
+    from . import neurons
+    from .compute import start_token
+
+    t0 = time.perf_counter()
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    seqs = [[[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in flores_probe(data, [lang], n)]
+            for lang in languages]
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
+                                                 dtype=getattr(torch, dtype)).to(device).eval()
+    over_zero, counts = gate_activity(model, seqs, device, tokens)
+    mask = neurons.lape_neurons(over_zero / counts[:, None, None])
+    L, N = mask.shape[1:]
+    rows = [{"metric": "lape_count", "layer": layer + 1, "language": lang, "value": int(mask[li, layer].sum()), "units": N}
+            for li, lang in enumerate(languages) for layer in range(L)]
+    sets = {lang: [[int(l) + 1, int(i)] for l, i in zip(*mask[li].nonzero())] for li, lang in enumerate(languages)}
+    return {"method": "lape", "rows": rows, "sets": sets, "tokens": dict(zip(languages, counts.astype(int).tolist())),
+            "model": {"path": str(path), "sha256": identity.model_hash(Path(path))},
+            "probe": {"data": "flores_plus", "split": "dev", "languages": languages, "n_per_language": n},
+            "provenance": {"data": data.provenance(), "git": provenance.git_hash(), "packages": provenance.packages(),
+                           "lape": [neurons.LAPE_TOP_RATE, neurons.LAPE_FILTER_RATE, neurons.LAPE_BAR_RATE],
+                           "device": device, "dtype": dtype, "created_utc": provenance.now_utc(),
+                           "wall_s": round(time.perf_counter() - t0, 3)}}
