@@ -258,3 +258,11 @@ def test_neurons_command_on_gemma2(data_dir, gemma2, tmp_path):
     assert {r["layer"] for r in res["rows"]} == {1, 2} and {r["units"] for r in res["rows"]} == {64}
     assert sum(r["value"] for r in res["rows"]) == sum(len(v) for v in res["sets"].values()) > 0
     assert set(res["provenance"]["data"]["files"]) == {f"flores_plus/dev/{l}.parquet" for l in ("eng_Latn", "deu_Latn", "fra_Latn")}
+
+
+def test_fetch_needs_a_pinned_revision(tmp_path, capsys):
+    """`data fetch` never downloads an unpinned revision (nothing is fetched here: it stops before any request)."""
+    assert main(["data", "fetch", "flores-plus-v1", "--data", str(tmp_path), "--languages", "eng_Latn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pinned revision" in err[0] and "--revision flores_plus=" in err[0]
+    assert not any(tmp_path.iterdir())
