@@ -12,7 +12,7 @@ from scipy import stats
 
 from . import schema
 
-PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++"}
+PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++", "mc": "acc"}
 
 
 def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:

@@ -34,8 +34,14 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
         p.add_argument("--batch-size", type=int, default=None, help="generation batch rows (default: automatic)")
         p.add_argument("--batch-tokens", type=int, default=None,
                        help="tokens per scoring forward pass (default: automatic, from free GPU memory on CUDA)")
-        p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf"],
-                       help="lm-eval model backend: ours (default) or lm-eval's stock hf")
+        p.add_argument("--backend", default="babelmerge", choices=["babelmerge", "hf", "vllm"],
+                       help="lm-eval model backend: ours (default), lm-eval's stock hf, or lm-eval's vllm (GPU, generation)")
+        p.add_argument("--tensor-parallel", type=int, default=None, help="--backend vllm: tensor_parallel_size")
+        p.add_argument("--data-parallel", type=int, default=None, help="--backend vllm: data_parallel_size")
+        p.add_argument("--data", default=None, metavar="DIR",
+                       help="suites on real data: the folder holding flores_plus/ and belebele/ (default: $BABELMERGE_DATA)")
+        p.add_argument("--languages", default=None, metavar="CODES",
+                       help="only these of the suite's languages, FLORES codes separated by commas (deu_Latn,fra_Latn)")
         p.add_argument("--limit", type=int, default=None, help="at most this many documents per task (smoke runs)")
         p.add_argument("-v", "--verbose", action="store_true", help="a line per unit of work, and third-party output")
         p.add_argument("--allow-dirty", action="store_true",
@@ -50,7 +56,8 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
-    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch"):
+    for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch",
+                 "data", "languages", "tensor_parallel", "data_parallel"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -113,6 +120,50 @@ def main(argv: list[str] | None = None) -> int:
     _common(sb)
     sb.add_argument("--out", type=Path, default=None, help="output folder (default: site/_build)")
 
+    p = sub.add_parser("data", help="evaluation data on disk (FLORES+, Belebele): lock its hashes, fetch a pinned revision")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = dsub.add_parser("lock", help="hash every file SUITE reads under --data and write <suite>.lock.json beside the suite")
+    df = dsub.add_parser("fetch", help="download SUITE's files at a pinned revision with huggingface_hub (online)")
+    for q in (dl, df):
+        q.add_argument("suite", help="suite id or path, e.g. flores-plus-v1")
+        q.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+        q.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    df.add_argument("--revision", action="append", default=[], metavar="SET=COMMIT",
+                    help="pin a data set to a 40-hex commit, e.g. flores_plus=<sha> (default: the suite's data.<set>.revision)")
+
+    p = sub.add_parser("cka", help="streamed minibatch CKA per layer between two checkpoints on a FLORES+ dev probe (hub scale)")
+    p.add_argument("model_a", type=Path)
+    p.add_argument("model_b", type=Path)
+    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+
+    p = sub.add_parser("neurons", help="LAPE language-specific neurons of a gated-MLP checkpoint on a FLORES+ dev probe (hub scale)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+
+    p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
+    p.add_argument("scenario", help="scenario id or path, e.g. seed-a")
+    p = sub.add_parser("scenario", help="a seed's set-up as data (scenarios/<id>.yaml)")
+    ssub2 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sr = ssub2.add_parser("recipes", help="write the scenario's merge grid as mergekit recipes (every model pinned or present)")
+    sr.add_argument("scenario", help="scenario id or path, e.g. seed-b")
+    sr.add_argument("--checkpoints", type=Path, default=None, help="the folder holding the scenario's local checkpoints")
+    sr.add_argument("--grid", action="append", default=None, help="only this grid (repeatable)")
+    sr.add_argument("--out", type=Path, required=True, help="where the <grid>-<i>.yml recipes go")
+
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
@@ -160,6 +211,9 @@ def _dispatch(args) -> int:
         only = [Path(i).name for i in getattr(args, "ids", None) or []] or None
         extra = {"reproduce": 0 if args.no_reproduce else 1} if args.cmd == "run" else {}
         ctx = _ctx(args, only=only, **extra)
+        if "data" in ctx.suite and not (args.cmd == "evaluate" and args.model):
+            raise ValueError(f"suite {ctx.suite['id']} scores checkpoints on local data: run `babelmerge evaluate --suite "
+                             f"{ctx.suite['id']} --data DIR --model PATH --out-dir OUT` (README: Real models)")
         if not (args.cmd == "evaluate" and args.model):
             ctx.subs()  # the gate first: refusals are shown before any long stage starts
         return _gated(ctx, _stage(args, ctx))
@@ -177,6 +231,47 @@ def _dispatch(args) -> int:
 
         for d in write_grid(args.submissions or SUBMISSIONS_DIR):
             print(d)
+    elif args.cmd == "data":
+        return _data(args)
+    elif args.cmd == "cka":
+        from . import data, store
+        from .evaluate import pick_device
+        from .similarity.stream import pair_cka
+        from .suite import load_suite
+
+        suite = load_suite(args.suite)
+        langs = data.parse_languages(args.languages, suite["languages"])
+        res = pair_cka(args.model_a, args.model_b, data.open_data(suite, args.data), langs, args.n, pick_device(args.device),
+                       args.dtype, args.tokens)
+        store.write_json(args.out, res)
+        print(f"{args.out}: CKA per layer " + " ".join(f"{v:.3f}" for v in res["values"]))
+    elif args.cmd == "neurons":
+        from . import data, store
+        from .evaluate import pick_device
+        from .similarity.stream import language_neurons
+        from .suite import load_suite
+
+        suite = load_suite(args.suite)
+        langs = data.parse_languages(args.languages, suite["languages"])
+        res = language_neurons(args.model, data.open_data(suite, args.data), langs, args.n, pick_device(args.device),
+                               args.dtype, args.tokens)
+        store.write_json(args.out, res)
+        per = {l: sum(r["value"] for r in res["rows"] if r["language"] == l) for l in langs}
+        print(f"{args.out}: LAPE neurons per language " + " ".join(f"{l}={v}" for l, v in per.items()))
+    elif args.cmd == "pin":
+        from .scenarios import pin
+
+        print(pin(args.scenario))
+    elif args.cmd == "scenario":
+        import yaml
+
+        from .scenarios import load_scenario, recipes
+
+        got = recipes(load_scenario(args.scenario), args.checkpoints, args.grid)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, r in got.items():
+            (args.out / f"{name}.yml").write_text(yaml.safe_dump(r, sort_keys=False), encoding="utf-8")
+        print(f"{len(got)} recipe(s) in {args.out}")
     elif args.cmd == "validate":
         return _validate(args.paths)
     elif args.cmd == "schema":
@@ -216,6 +311,30 @@ def _stage(args, ctx) -> int:
             print(gaps[gaps.reference == "expert"].pivot_table(index="merge", columns="task", values="gap").round(3).to_string())
     elif args.cmd == "site":
         pipeline.stage_site(ctx)
+    return 0
+
+
+def _data(args) -> int:
+    from . import data
+    from .suite import load_suite
+
+    suite = load_suite(args.suite)
+    if "data" not in suite:
+        raise ValueError(f"suite {suite['id']} reads no local data (it has no 'data' block); nothing to lock or fetch")
+    langs = data.parse_languages(args.languages, suite["languages"])
+    revs = {n: (suite["data"].get(n) or {}).get("revision") for n in suite["data"]["sets"]}
+    if args.action == "lock":
+        path = data.write_lock(suite, data.DataDir(data.data_root(args.data), revisions=revs), langs)
+        print(f"{path}: {len(data.read_lock(path)['files'])} file(s) locked")
+        return 0
+    if not (args.data or os.environ.get(data.ENV)):
+        raise ValueError(f"data fetch: pass --data DIR (or set {data.ENV}): where the files go")
+    root = Path(args.data or os.environ[data.ENV])
+    for item in args.revision:
+        name, _, rev = item.partition("=")
+        revs[name] = rev
+    got = data.fetch(suite, root, langs, revs)
+    print(f"{len(got)} file(s) under {root}; run `babelmerge data lock {suite['id']} --data {root}` to pin their hashes")
     return 0
 
 

@@ -17,6 +17,7 @@ from . import identity, provenance, schema, scoring, store
 from .corpus import Corpus
 from .sources import DTYPES, ModelFault, load_model  # noqa: F401 (re-exported: the evaluation stage's API)
 from .tasks import TaskSpec, lm_eval_configs, task_docs, task_specs
+from .tasks.flores import lid_code
 
 for _name in ("lm-eval", "lm_eval", "datasets", "transformers"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -32,8 +33,17 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def flores200_installed() -> bool:
+    """Whether sacrebleu's FLORES-200 SentencePiece model is on this machine (sacrebleu would download it)."""
+    from sacrebleu.utils import SACREBLEU_DIR
+
+    return (Path(SACREBLEU_DIR) / "models" / "flores200sacrebleuspm").is_file()
+
+
 def bleu_tokenizer(suite: dict, lang: str) -> str:
     table = suite["tasks"]["mt"]["bleu_tokenize"]
+    if table.get("spm") and flores200_installed():
+        return table["spm"]  # the same tokenizer for every target, where installed; never downloaded implicitly
     tok = table.get(lang, table["default"])
     if tok == "ja-mecab":
         try:
@@ -56,6 +66,26 @@ def make_lm(model, tok, device: str, backend: str = "babelmerge", batch_size: in
                 max_length=model.config.max_position_embeddings)
 
 
+def vllm_lm(path: Path, dtype: str, seed: int, tensor_parallel: int | None = None, data_parallel: int | None = None):
+    """lm-eval's own `vllm` model type (GPU): the same task configs, so the same prompts and stop strings; tensor and
+    data parallelism passed through as its model_args. Needs the vllm package, which babelmerge does not pin."""
+    from importlib.util import find_spec
+
+    if find_spec("vllm") is None:
+        raise ModelFault("--backend vllm: the vllm package is not installed; install lm-eval[vllm] on a CUDA machine "
+                         "or use --backend babelmerge")
+    from lm_eval.api.registry import get_model
+
+    return get_model("vllm")(**vllm_args(path, dtype, seed, tensor_parallel, data_parallel))
+
+
+def vllm_args(path: Path, dtype: str, seed: int, tensor_parallel: int | None = None, data_parallel: int | None = None) -> dict:
+    """The model_args given to lm-eval's vllm model (pure): no BOS added (as our backend), no remote code."""
+    return {"pretrained": str(path), "dtype": dtype, "seed": seed, "tensor_parallel_size": tensor_parallel or 1,
+            "data_parallel_size": data_parallel or 1, "add_bos_token": False, "trust_remote_code": False,
+            "batch_size": "auto"}
+
+
 @dataclass
 class SuiteTasks:
     """The suite's tasks with their documents and lm-eval task dicts, built once for every model."""
@@ -65,16 +95,23 @@ class SuiteTasks:
     docs: dict[str, list[dict]]
     task_dicts: dict[str, dict]
     limit: int | None
+    data: dict | None = None       # suites on local data: what was read (data.DataDir.provenance)
 
     @classmethod
-    def build(cls, suite: dict, corpus: Corpus, limit: int | None = None, only: list[str] | None = None) -> "SuiteTasks":
-        """The suite's tasks (or those named in `only`)."""
+    def build(cls, suite: dict, source, limit: int | None = None, only: list[str] | None = None) -> "SuiteTasks":
+        """The suite's tasks (or those named in `only`); source: the Corpus, or the data folder (data.DataDir)."""
         from lm_eval.tasks import TaskManager
 
         specs = [s for s in task_specs(suite) if only is None or s.name in only]
-        docs = {s.name: task_docs(s, suite, corpus, limit) for s in specs}
+        docs = {s.name: task_docs(s, suite, source, limit) for s in specs}
         tm = TaskManager(include_defaults=False)
-        return cls(suite, specs, docs, {s.name: tm.load(lm_eval_configs(s, suite, docs[s.name])) for s in specs}, limit)
+        data = source.provenance() if hasattr(source, "provenance") else None
+        return cls(suite, specs, docs, {s.name: tm.load(lm_eval_configs(s, suite, docs[s.name])) for s in specs}, limit, data)
+
+    @property
+    def key(self) -> str:
+        """What cached units are keyed by besides the model: the suite, and the bytes of every data file read."""
+        return self.suite["sha256"][:12] + (f"-data{store.sha256_obj(self.data['files'])[:12]}" if self.data else "")
 
 
 # -- one unit: (model, task) -------------------------------------------------------------------------
@@ -100,6 +137,11 @@ def run_task(lm, spec: TaskSpec, tasks: SuiteTasks) -> schema.TaskDocs:
         samples = _samples(out, spec.lm_eval_name)
         return schema.TaskDocs(ids=[docs[r["doc_id"]]["id"] for r in samples], ll=[_ll(r) for r in samples],
                                bytes=[len(docs[r["doc_id"]]["text"].encode("utf-8")) for r in samples])
+    if spec.kind == "mc":  # lm-eval's multiple_choice: one (log-likelihood, is_greedy) per choice, target = gold index
+        samples = _samples(out, spec.lm_eval_name)
+        return schema.TaskDocs(ids=[docs[r["doc_id"]]["id"] for r in samples],
+                               choice_ll=[[float(c[0]) for c in r["filtered_resps"]] for r in samples],
+                               gold=[int(r["target"]) for r in samples])
     n = len(docs)
     gen = [r["filtered_resps"][0] for r in _samples(out, spec.lm_eval_name)]
     hyps = [(x if isinstance(x, str) else x[0]).strip() for x in gen]
@@ -131,6 +173,9 @@ def task_rows(spec: TaskSpec, d: schema.TaskDocs, suite: dict) -> list[dict]:
     if spec.kind == "lm":
         ll, nb = np.asarray(d.ll), np.asarray(d.bytes, dtype=np.float64)
         return [_row(base, "bits_per_byte", scoring.bits_per_byte(ll, nb), scoring.bits_per_byte_boot(ll, nb, idx), False)]
+    if spec.kind == "mc":  # accuracy: the choice with the highest log-likelihood is the gold one (lm-eval's acc)
+        hit = (np.argmax(np.asarray(d.choice_ll), axis=1) == np.asarray(d.gold)).astype(np.float64)
+        return [_row(base, "acc", float(hit.mean()), hit[idx].mean(1), True)]
     rows = []
     for m, metric in scoring.metrics(bleu_tokenizer(suite, spec.language)).items():
         sig = {"signature": d.signatures[m]}
@@ -151,7 +196,7 @@ def task_rows(spec: TaskSpec, d: schema.TaskDocs, suite: dict) -> list[dict]:
         boot_g, boot_s = scoring.bits_per_byte_boot(given, nb, idx), scoring.bits_per_byte_boot(shuffled, nb, idx)
         rows += [_row(base, "bpb_given_source", bg, boot_g, False), _row(base, "bpb_shuffled_source", bs, boot_s, False),
                  _row(base, "xmi", bs - bg, boot_s - boot_g, True)]
-    empty, off = scoring.output_rates(d.hyp, d.lang, spec.language)
+    empty, off = scoring.output_rates(d.hyp, d.lang, lid_code(spec.language))
     rows.append(_row(base, "empty_rate", float(empty.mean()), empty[idx].mean(1), False))
     kept = ~empty
     if kept.any():
@@ -165,8 +210,9 @@ def task_rows(spec: TaskSpec, d: schema.TaskDocs, suite: dict) -> list[dict]:
     return rows
 
 
-def unit_dir(model_sha: str, suite: dict, limit: int | None) -> Path:
-    return store.home() / "units" / f"f{UNIT_FORMAT}" / model_sha[:24] / f"{suite['sha256'][:12]}-limit{limit or 'all'}"
+def unit_dir(model_sha: str, suite: dict, limit: int | None, key: str | None = None) -> Path:
+    """key: SuiteTasks.key (the suite and its data files' bytes); default: the suite's hash."""
+    return store.home() / "units" / f"f{UNIT_FORMAT}" / model_sha[:24] / f"{key or suite['sha256'][:12]}-limit{limit or 'all'}"
 
 
 def model_info(path: Path, name: str, kind: str, identity_: str | None = None, **extra) -> schema.ModelInfo:
@@ -183,9 +229,10 @@ def docs_path(results_path: Path) -> Path:
     return results_path.with_name(results_path.name[:-len(".json")] + ".docs.json")
 
 
-def is_current(results_path: Path, model_identity: str, suite: dict, limit: int | None) -> bool:
+def is_current(results_path: Path, model_identity: str, suite: dict, limit: int | None, data: dict | None = None) -> bool:
     """A stored result is reused, on any machine, for the same model identity (identity.py: its recipe, or its
-    content for a checkpoint), suite definition, task versions and limit."""
+    content for a checkpoint), suite definition, task versions and limit (and, on local data, the same files'
+    bytes: `data`, SuiteTasks.data)."""
     if not results_path.exists():
         return False
     try:
@@ -194,29 +241,30 @@ def is_current(results_path: Path, model_identity: str, suite: dict, limit: int 
         return False
     versions = {s.name: s.version for s in task_specs(suite)}
     return (old.status == "ok" and old.model.identity == model_identity and old.suite_sha256 == suite["sha256"]
-            and old.tasks == versions and old.provenance.limit == limit and docs_path(results_path).exists())
+            and old.tasks == versions and old.provenance.limit == limit and docs_path(results_path).exists()
+            and (data is None or (old.provenance.data or {}).get("files") == data["files"]))
 
 
-def _provenance(device, dtype, lm, backend, t0, limit, merge, suite, dirty: bool = False) -> schema.Provenance:
+def _provenance(device, dtype, lm, backend, t0, limit, merge, suite, dirty: bool = False, data: dict | None = None) -> schema.Provenance:
     batch = {"backend": backend, "scoring_tokens": getattr(lm, "batch_tokens", None),
              "generation_rows": getattr(lm, "gen_batch_size", getattr(lm, "batch_size", None))}
     return schema.Provenance(
         harness_version=provenance.harness_version(), git=provenance.git_hash(), packages=provenance.packages(),
         device=device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}", dtype=dtype, batch=batch,
         seed=suite["seed"], created_utc=provenance.now_utc(), wall_s=round(time.perf_counter() - t0, 3), limit=limit,
-        merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL, dirty=dirty)
+        merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL, dirty=dirty, data=data)
 
 
 def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tasks: SuiteTasks, device: str,
                      dtype: str, batch_size: int | None = None, batch_tokens: int | None = None,
                      merge: dict | None = None, backend: str = "babelmerge", log=print,
-                     dirty: bool = False) -> schema.ResultsFile:
+                     dirty: bool = False, parallel: tuple[int | None, int | None] = (None, None)) -> schema.ResultsFile:
     """Score one model on every task, unit by unit; write its results and per-document files atomically.
 
     Finished units are cached, so a killed run resumes where it stopped. A fault (load error, non-finite
     weights or scores, out of memory) is written as a failed results file with its reason, and re-raised."""
     suite, t0 = tasks.suite, time.perf_counter()
-    udir = unit_dir(info.sha256, suite, tasks.limit)
+    udir = unit_dir(info.sha256, suite, tasks.limit, tasks.key)
     lm, rows, all_docs = None, [], {}
     try:
         for spec in tasks.specs:
@@ -224,7 +272,9 @@ def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tas
             if f.exists():
                 d = schema.TaskDocs.model_validate(store.read_json(f))
             else:
-                if lm is None:
+                if lm is None and backend == "vllm":
+                    lm = vllm_lm(path, dtype, suite["seed"], *parallel)
+                elif lm is None:
                     torch.manual_seed(suite["seed"])
                     model, tok = load_model(path, device, dtype)
                     lm = make_lm(model, tok, device, backend, batch_size, batch_tokens)
@@ -245,13 +295,13 @@ def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tas
             f"{info.name}: out of memory on {device}; pass a smaller --batch-size or --batch-tokens")
         failed = schema.ResultsFile(suite=suite["id"], suite_sha256=suite["sha256"],
                                     tasks={s.name: s.version for s in tasks.specs}, model=info,
-                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty),
+                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
                                     status="failed", error=reason.splitlines()[0], rows=[])
         store.write_json(results_path, failed.model_dump(mode="json"))
         raise ModelFault(reason) from None
     result = schema.ResultsFile(
         suite=suite["id"], suite_sha256=suite["sha256"], tasks={s.name: s.version for s in tasks.specs}, model=info,
-        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty),
+        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
         rows=[schema.ResultRow(**r) for r in rows])
     docs = schema.DocsFile(suite=suite["id"], suite_sha256=suite["sha256"], model_sha256=info.sha256, tasks=all_docs)
     store.write_json(docs_path(results_path), docs.model_dump(mode="json"))

@@ -41,6 +41,10 @@ class Context:
     allow_dirty: bool = False              # write published results from uncommitted code (marked dirty)
     from_scratch: bool = False             # ignore stored results and caches: recompute everything
     reproduce: int = 1                     # units recomputed by run's closing reproduce pass (0: none)
+    data: str | None = None                # suites on local data: --data DIR (else $BABELMERGE_DATA)
+    languages: str | None = None           # --languages deu_Latn,fra_Latn: a subset of the suite's languages
+    tensor_parallel: int | None = None     # --backend vllm: tensor_parallel_size
+    data_parallel: int | None = None       # --backend vllm: data_parallel_size
     suite: dict = field(init=False)
     refused: list[str] = field(init=False, default_factory=list)  # the gate's problem lines, one per problem
     _subs: list | None = field(init=False, default=None, repr=False)
@@ -49,6 +53,7 @@ class Context:
     _plan: list | None = field(init=False, default=None, repr=False)
     _made: dict = field(init=False, default_factory=dict, repr=False)
     _built: set = field(init=False, default_factory=set, repr=False)
+    _data: object = field(init=False, default=None, repr=False)
 
     def detail(self, *args) -> None:
         """A line shown with -v only."""
@@ -59,7 +64,12 @@ class Context:
         from .evaluate import pick_device
 
         self.suite = load_suite(self.suite_name)
-        self.preset = self.preset or self.suite["family"]["preset"]
+        if self.languages:
+            from .data import parse_languages
+            from .suite import with_languages
+
+            self.suite = with_languages(self.suite, parse_languages(self.languages, self.suite["languages"]))
+        self.preset = self.preset or (self.suite.get("family") or {}).get("preset", "tiny")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
         self.device = pick_device(self.device)
@@ -87,6 +97,17 @@ class Context:
                 self.err(line)
             self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites]
         return self._subs
+
+
+def stage_source(ctx: Context):
+    """What the suite's documents come from: the local data folder for suites on real data, else the corpus."""
+    if "data" not in ctx.suite:
+        return stage_corpus(ctx)
+    if ctx._data is None:
+        from .data import open_data
+
+        ctx._data = open_data(ctx.suite, ctx.data)
+    return ctx._data
 
 
 def stage_corpus(ctx: Context) -> corpus_mod.Corpus:
@@ -241,11 +262,11 @@ def make(ctx: Context, m: Model) -> tuple[Path | None, dict | None]:
 
 
 # -- what is stale --------------------------------------------------------------------------------------
-def eval_stale(ctx: Context, models: list[Model]) -> list[Model]:
+def eval_stale(ctx: Context, models: list[Model], data: dict | None = None) -> list[Model]:
     from .evaluate import is_current
 
     return [m for m in models if ctx.from_scratch or m.identity is None
-            or not is_current(m.rpath, m.identity, ctx.suite, ctx.limit)]
+            or not is_current(m.rpath, m.identity, ctx.suite, ctx.limit, data)]
 
 
 def neurons_current(ctx: Context, m: Model, probe_sha: str) -> dict | None:
@@ -382,12 +403,15 @@ def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Co
     for name, made in (merged or {}).items():
         ctx._made.setdefault(name, made)
     models = items if items is not None else plan(ctx)
-    todo = eval_stale(ctx, models)
+    tasks = None
+    if "data" in ctx.suite:  # a result on local data is current only for the same files' bytes: read them first
+        tasks = SuiteTasks.build(ctx.suite, stage_source(ctx), ctx.limit)
+    todo = eval_stale(ctx, models, tasks.data if tasks else None)
     failed = []
     ctx.log(f"[evaluate] {len(models) - len(todo)} of {len(models)} models current; evaluating {len(todo)} on {ctx.device}")
     if not todo:
         return failed
-    tasks = SuiteTasks.build(ctx.suite, stage_corpus(ctx), ctx.limit)
+    tasks = tasks or SuiteTasks.build(ctx.suite, stage_source(ctx), ctx.limit)
     prog = Progress(ctx, "evaluate", len(todo))
     for i, m in enumerate(todo, 1):
         t0 = time.perf_counter()
@@ -400,7 +424,8 @@ def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Co
         try:
             info = model_info(path, m.name, identity_=m.identity, **m.extra)
             res = evaluate_to_file(path, info, m.rpath, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
-                                   merge=prov, backend=ctx.backend, log=ctx.detail, dirty=guard(ctx, m.rpath))
+                                   merge=prov, backend=ctx.backend, log=ctx.detail, dirty=guard(ctx, m.rpath),
+                                   parallel=(ctx.tensor_parallel, ctx.data_parallel))
         except (ModelFault, FileNotFoundError) as e:
             ctx.log(f"[evaluate] ({i}/{len(todo)}) {m.name}: FAILED: {e}")
             failed.append(m.name)

@@ -169,6 +169,7 @@ class Provenance(Strict):
     limit: int | None = None
     merge: dict | None = None          # mergekit config and version, for merged models
     dirty: bool = False                # written with --allow-dirty from a tree with uncommitted code changes
+    data: dict | None = None           # suites on local data (harness/data.py): every file read -> sha256, revisions, lock
 
 
 class ResultsFile(Strict):
@@ -202,6 +203,8 @@ class TaskDocs(Strict):
     ll_given: list[float] | None = None    # mt: ln p(" " + reference | prompt with the real source), teacher-forced
     ll_shuffled: list[float] | None = None  # mt: the same given the control prompt (another document's source)
     tgt_bytes: list[int] | None = None     # mt: UTF-8 bytes of each reference (XMI's denominator)
+    choice_ll: list[list[float]] | None = None  # mc: log-likelihood of each answer choice, as lm-eval scored it
+    gold: list[int] | None = None          # mc: the index of the correct choice
 
 
 class DocsFile(Strict):

@@ -14,7 +14,7 @@ DEFAULT_SUITE = "babel-mini-v2"
 # Blocks that say how stored scores are read (prose, the aggregate, which tasks are live), not how they are
 # computed: editing them changes the site, never a stored number, so they stay out of the suite's hash that
 # results and cached units are keyed by.
-DERIVED = ("sha256", "name", "description", "aggregate", "validity")
+DERIVED = ("sha256", "name", "description", "aggregate", "validity", "path")
 
 
 def load_suite(name_or_path: str = DEFAULT_SUITE) -> dict:
@@ -25,12 +25,25 @@ def load_suite(name_or_path: str = DEFAULT_SUITE) -> dict:
         raise FileNotFoundError(f"{path}: no such suite; suites live in {SUITES_DIR} as <id>.yaml")
     suite = yaml.safe_load(path.read_text(encoding="utf-8"))
     suite["sha256"] = store.sha256_obj({k: v for k, v in suite.items() if k not in DERIVED})
+    suite["path"] = str(path)  # where its data lock lives (harness/data.py); not part of the hash
     return suite
+
+
+def with_languages(suite: dict, languages: list[str]) -> dict:
+    """The suite restricted to a subset of its languages (`--languages`): a suite of its own, whose hash (what
+    results and cached units are keyed by) says which languages were run."""
+    if list(languages) == list(suite["languages"]):
+        return suite
+    out = {**suite, "languages": list(languages)}
+    out["sha256"] = store.sha256_obj({k: v for k, v in out.items() if k not in DERIVED})
+    return out
 
 
 
 def results_name(suite: dict, preset: str | None = None, stem: str | None = None) -> str:
     """`<stem>.json` for the suite's own family preset, `<stem>+<preset>.json` otherwise (stem: the suite id)."""
     stem = stem or suite["id"]
+    if "family" not in suite:  # suites on real data score any model, not a family preset: always <stem>.json
+        return f"{stem}.json"
     preset = preset or suite["family"]["preset"]
     return f"{stem}.json" if preset == suite["family"]["preset"] else f"{stem}+{preset}.json"

@@ -7,6 +7,8 @@ both models, and computes in float64."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -149,6 +151,38 @@ def minibatch_cka(x: torch.Tensor, y: torch.Tensor, batch: int = 1024,
         k, l = kernel(xb), kernel(yb)
         kl, kk, ll = kl + hsic_unbiased(k, l), kk + hsic_unbiased(k, k), ll + hsic_unbiased(l, l)
     return float(kl / torch.sqrt(kk * ll))
+
+
+@dataclass
+class MinibatchCKA:
+    """Streaming minibatch CKA (Nguyen et al., ICLR 2021) for every layer at once: feed one minibatch of tokens at
+    a time (each model's activations at every layer), read CKA per layer at the end. What it holds is three
+    running sums per layer, so its memory does not grow with the number of probe tokens; each update needs one
+    batch x batch Gram matrix per layer and model (computed in float64 from bf16 or float32 activations)."""
+
+    kl: list = field(default_factory=list)
+    kk: list = field(default_factory=list)
+    ll: list = field(default_factory=list)
+    batches: int = 0
+
+    def update(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+        """xs[i], ys[i]: (b, width) activations of the same b tokens at layer i of the two models, b > 3."""
+        if len(xs) != len(ys):
+            raise ValueError(f"models have different depths ({len(xs)} vs {len(ys)} layers)")
+        if not self.kl:
+            self.kl, self.kk, self.ll = [0.0] * len(xs), [0.0] * len(xs), [0.0] * len(xs)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            _same_rows(x, y)
+            if x.shape[0] < 4:
+                raise ValueError("a minibatch needs at least 4 tokens (unbiased HSIC)")
+            k, l = gram_linear(x.double()), gram_linear(y.double())
+            self.kl[i] += float(hsic_unbiased(k, l))
+            self.kk[i] += float(hsic_unbiased(k, k))
+            self.ll[i] += float(hsic_unbiased(l, l))
+        self.batches += 1
+
+    def result(self) -> list[float]:
+        return [kl / math.sqrt(kk * ll) for kl, kk, ll in zip(self.kl, self.kk, self.ll)]
 
 
 # ---- per layer ---------------------------------------------------------------------------------------------

@@ -83,10 +83,30 @@ def _load(path: Path, device: str):
 
 
 def _gates(model) -> list:
+    """Each block's gated MLP (LLaMA, Mistral, Qwen2, Gemma2, ...: act_fn(gate_proj(x)) * up_proj(x)), found by
+    structure, not by model class."""
     layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(l, "mlp") and hasattr(l.mlp, "act_fn") for l in layers):
-        raise ValueError("not a LLaMA-style model with a gated MLP: no gate activations to read")
-    return [l.mlp.act_fn for l in layers]
+    if layers is None or not all(hasattr(l, "mlp") and hasattr(l.mlp, "act_fn") and isinstance(
+            getattr(l.mlp, "gate_proj", None), torch.nn.Module) for l in layers):
+        raise ValueError(f"{type(model).__name__}: no gated MLP (model.layers[i].mlp.gate_proj and act_fn): no gate "
+                         "activations to read")
+    return [l.mlp for l in layers]
+
+
+def gate_hooks(model, captured: list) -> list:
+    """Forward hooks that append each block's gate activation act_fn(x W_gate), (batch, T, N), to `captured` in
+    block order: a hook on the gate projection (an nn.Linear in every gated-MLP family) applies the block's own
+    activation to its output, so it works whether act_fn is a module or a plain function."""
+    return [mlp.gate_proj.register_forward_hook(lambda _m, _i, out, act=mlp.act_fn: captured.append(act(out)))
+            for mlp in _gates(model)]
+
+
+def start_token(tok) -> int:
+    """The token every probe sequence starts with: BOS, or EOS for tokenizers without one (Qwen2)."""
+    tid = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if tid is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to start probe sequences with")
+    return tid
 
 
 def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,9 +123,8 @@ def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 def _forward(model, seqs: list[list[int]], device: str, batch: int = 16):
     """Yields (i, hidden states per layer (T_i, width), gate activations per block (T_i, N), logits (T_i, V))
     for each sequence, run in right-padded batches (causal attention: padding after a token never changes it)."""
-    gates = _gates(model)
     captured: list[torch.Tensor] = []
-    hooks = [g.register_forward_hook(lambda _m, _i, out: captured.append(out)) for g in gates]
+    hooks = gate_hooks(model, captured)
     try:
         for s in range(0, len(seqs), batch):
             chunk = seqs[s:s + batch]
@@ -129,7 +148,7 @@ def probe_model(path: Path, probe: Probe, device: str = "cpu") -> dict[str, np.n
     gate activation > 0 and tokens (langs,) on the neuron probe; text_gate (texts, L, N) and text_emb
     (texts, width) per-verse means; span_src / span_tgt (prompts, L, N) span means; dev_ll, dev_bytes."""
     tok, model = _load(path, device)
-    bos = tok.bos_token_id
+    bos = start_token(tok)
     enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]
     out: dict[str, np.ndarray] = {}
 
@@ -183,7 +202,7 @@ def probe_model(path: Path, probe: Probe, device: str = "cpu") -> dict[str, np.n
 @torch.no_grad()
 def dev_likelihood(model, tok, texts: list[str], device: str) -> tuple[np.ndarray, np.ndarray]:
     """Natural log-likelihood of each text after BOS, and its UTF-8 bytes: bits per byte on dev text."""
-    seqs = [[tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    seqs = [[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     ll = np.zeros(len(seqs))
     for s in range(0, len(seqs), 16):
         chunk = seqs[s:s + 16]

@@ -1,11 +1,13 @@
 """The suite's tasks, generated in Python over its language list (no file per language), as lm-eval
 task configs: `lm:<lang>` (rolling log-likelihood -> bits per byte) and `mt:en-<x>`: greedy generation and
 teacher-forced log-likelihood of the reference (for XMI, Bugliarello et al. 2020), each for the real source and
-for a source-shuffled control (another test document's source, by a seeded derangement)."""
+for a source-shuffled control (another test document's source, by a seeded derangement). Each suite kind
+(`kind:` in its YAML; babel-mini by default) registers how it makes specs, documents and configs."""
 
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -20,10 +22,13 @@ class TaskSpec:
     kind: str           # "lm" | "mt"
     language: str       # the language scored (the target for mt)
     version: int
+    source: str | None = None        # mt on real data: the source language (babel-mini: the suite's pivot)
+    shots: int = 0                   # mt on real data: in-context examples before the prompt
+    lm_eval_task: str | None = None  # a task lm-eval ships (belebele_<lang>), used under its own name
 
     @property
     def lm_eval_name(self) -> str:
-        return "babel_" + self.name.replace(":", "_").replace("-", "_")
+        return self.lm_eval_task or "babel_" + re.sub(r"[^A-Za-z0-9]", "_", self.name)
 
     @property
     def xmi_name(self) -> str:
@@ -31,7 +36,39 @@ class TaskSpec:
         return self.lm_eval_name + "_xmi"
 
 
+KINDS: dict[str, dict[str, callable]] = {}
+
+
+def register(kind: str, role: str):
+    """Register a suite kind's `specs(suite)`, `docs(spec, suite, source, limit)` or `configs(spec, suite, docs)`."""
+    def deco(fn):
+        KINDS.setdefault(kind, {})[role] = fn
+        return fn
+    return deco
+
+
+def _kind(suite: dict) -> dict[str, callable]:
+    kind = suite.get("kind", "babel-mini")
+    if kind not in KINDS:
+        raise ValueError(f"suite {suite.get('id')}: field 'kind' is '{kind}'; use one of {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
 def task_specs(suite: dict) -> list[TaskSpec]:
+    return _kind(suite)["specs"](suite)
+
+
+def task_docs(spec: TaskSpec, suite: dict, source, limit: int | None = None) -> list[dict]:
+    """A task's documents; source: the Corpus (babel-mini) or the data folder (data.DataDir) it reads."""
+    return _kind(suite)["docs"](spec, suite, source, limit)
+
+
+def lm_eval_configs(spec: TaskSpec, suite: dict, docs: list[dict]) -> list[dict]:
+    return _kind(suite)["configs"](spec, suite, docs)
+
+
+@register("babel-mini", "specs")
+def babel_specs(suite: dict) -> list[TaskSpec]:
     specs = [TaskSpec(f"lm:{l}", "lm", l, suite["tasks"]["lm"]["version"]) for l in suite["languages"]]
     specs += [TaskSpec(f"mt:{suite['pivot']}-{x}", "mt", x, suite["tasks"]["mt"]["version"])
               for x in suite["languages"] if x != suite["pivot"]]
@@ -61,7 +98,8 @@ def control_seed(suite: dict, task: str) -> int:
     return zlib.crc32(f"{suite['seed']}:{task}".encode())
 
 
-def task_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = None) -> list[dict]:
+@register("babel-mini", "docs")
+def babel_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = None) -> list[dict]:
     cfg = suite["tasks"][spec.kind]
     n = min(cfg["n"], limit) if limit else cfg["n"]
     if spec.kind == "lm":
@@ -76,10 +114,11 @@ def task_docs(spec: TaskSpec, suite: dict, corpus: Corpus, limit: int | None = N
     return with_controls(docs, spec, suite)
 
 
-def with_controls(docs: list[dict], spec: TaskSpec, suite: dict) -> list[dict]:
+def with_controls(docs: list[dict], spec: TaskSpec, suite: dict, fmt=None) -> list[dict]:
     """MT documents ({id, src, ref}) with their prompts and the source-shuffled control: document i's control
-    prompt carries the source of document perm[i] (a derangement), its reference stays its own."""
-    fmt = lambda src: suite["tasks"]["mt"]["prompt"].format(src_lang=suite["pivot"], tgt_lang=spec.language, src=src)
+    prompt carries the source of document perm[i] (a derangement), its reference stays its own. fmt(src): the
+    prompt for a source (default: the babel-mini suite's template)."""
+    fmt = fmt or (lambda src: suite["tasks"]["mt"]["prompt"].format(src_lang=suite["pivot"], tgt_lang=spec.language, src=src))
     perm = derangement(len(docs), control_seed(suite, spec.name)) if len(docs) > 1 else [0] * len(docs)
     return [{**d, "prompt": fmt(d["src"]), "control": perm[i], "control_prompt": fmt(docs[perm[i]]["src"])}
             for i, d in enumerate(docs)]
@@ -114,7 +153,8 @@ def _continuation(doc: dict) -> str:
     return " " + doc["ref"]
 
 
-def lm_eval_configs(spec: TaskSpec, suite: dict, docs: list[dict]) -> list[dict]:
+@register("babel-mini", "configs")
+def generated_configs(spec: TaskSpec, suite: dict, docs: list[dict]) -> list[dict]:
     """The lm-eval task configs of one suite task, whose data are the in-memory `docs` (nothing is downloaded):
     lm: one rolling log-likelihood task; mt: greedy generation and teacher-forced log-likelihood, each over the
     real and the control prompts (variants)."""
@@ -136,3 +176,6 @@ def lm_eval_configs(spec: TaskSpec, suite: dict, docs: list[dict]) -> list[dict]
                    generation_kwargs={"until": list(cfg["until"]), "do_sample": False, "max_gen_toks": cfg["max_gen_toks"]}),
             config(spec.xmi_name, rows, output_type="loglikelihood", doc_to_text=_prompt, doc_to_target=_continuation,
                    target_delimiter="", metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}])]
+
+
+from . import belebele, flores  # noqa: E402,F401  (each registers its suite kind)
