@@ -476,7 +476,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
-        suite_yaml=json.dumps({k: v for k, v in suite.items()}, indent=1, ensure_ascii=False)), encoding="utf-8")
+        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)), encoding="utf-8")
 
     phase("index, analysis, methods pages")
     # one page per model, in a process per core for large sites (forked: the workers read what is built here)
