@@ -115,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
+    sub.add_parser("scenarios", help="the merge scenarios methods are benchmarked on, one per line, id first")
+
+    p = sub.add_parser("methods", help="benchmark merge methods over the scenarios")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mb = msub.add_parser("bench", help="tune a method spec's grid on dev, merge, score on test, per scenario; print its row")
+    mb.add_argument("spec", type=Path, help="a method spec YAML (methods/specs/*.yaml, or your own with `module:`)")
+    mb.add_argument("--scenarios", default=None, help="comma-separated scenario ids (default: every scenario)")
+    mb.add_argument("--out-dir", type=Path, default=None, help="where methods/<id>/ goes (default: the repo's methods/)")
+    _common(mb, eval_opts=True)
+
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
 
@@ -179,6 +189,14 @@ def _dispatch(args) -> int:
             print(d)
     elif args.cmd == "validate":
         return _validate(args.paths)
+    elif args.cmd == "scenarios":
+        from .scenarios import SCENARIO_SET, lines
+
+        print(f"# {SCENARIO_SET}: id, category, base, constituents, tasks")
+        for ln in lines():
+            print(ln)
+    elif args.cmd == "methods":
+        return _methods(args)
     elif args.cmd == "schema":
         import json
 
@@ -217,6 +235,19 @@ def _stage(args, ctx) -> int:
     elif args.cmd == "site":
         pipeline.stage_site(ctx)
     return 0
+
+
+def _methods(args) -> int:
+    from . import methodbench, methods
+
+    spec, problems = methods.load_spec(args.spec)
+    for ln in problems:
+        print(ln, file=sys.stderr)
+    if problems:
+        return 1
+    ids = [x.strip() for x in args.scenarios.split(",") if x.strip()] if args.scenarios else None
+    recs = methodbench.bench(_ctx(args), args.spec, ids, **({"root": args.out_dir} if args.out_dir else {}))
+    return 1 if any(r.status == "failed" for r in recs) else 0
 
 
 def _validate(paths: list[Path]) -> int:
