@@ -28,6 +28,8 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
     p.add_argument("--submissions", type=Path, default=None, help="submissions folder (default: the repo's submissions/)")
     p.add_argument("--references", type=Path, default=None, help="family reference results folder (default: references/)")
+    p.add_argument("--methods-dir", type=Path, default=None,
+                   help="benchmarked methods folder, methods/<id>/<scenario>/ (default: the repo's methods/)")
     if eval_opts:
         p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
         p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="evaluation dtype")
@@ -50,6 +52,8 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
+    if getattr(args, "methods_dir", None):
+        opts["methods_dir"] = args.methods_dir
     for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
@@ -122,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     mb = msub.add_parser("bench", help="tune a method spec's grid on dev, merge, score on test, per scenario; print its row")
     mb.add_argument("spec", type=Path, help="a method spec YAML (methods/specs/*.yaml, or your own with `module:`)")
     mb.add_argument("--scenarios", default=None, help="comma-separated scenario ids (default: every scenario)")
-    mb.add_argument("--out-dir", type=Path, default=None, help="where methods/<id>/ goes (default: the repo's methods/)")
     _common(mb, eval_opts=True)
 
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
@@ -246,7 +249,8 @@ def _methods(args) -> int:
     if problems:
         return 1
     ids = [x.strip() for x in args.scenarios.split(",") if x.strip()] if args.scenarios else None
-    recs = methodbench.bench(_ctx(args), args.spec, ids, **({"root": args.out_dir} if args.out_dir else {}))
+    ctx = _ctx(args)
+    recs = methodbench.bench(ctx, args.spec, ids, root=ctx.methods_dir)
     return 1 if any(r.status == "failed" for r in recs) else 0
 
 

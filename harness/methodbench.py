@@ -174,6 +174,7 @@ def bench(ctx: Context, spec_path: Path, scenario_ids: list[str] | None = None,
     ctx.log(f"[methods] {spec.id}: {spec.merge_method}, {len(methods.grid(spec))} grid point(s), "
             f"{len(chosen)} scenario(s) of {SCENARIO_SET}" + (f" ({skipped} not applicable)" if skipped else "")
             + f", preset {ctx.preset}; tuning: {methods.TUNING_RULE}")
+    store.write_json(root / spec.id / "spec.json", {**spec.model_dump(mode="json"), "spec_sha256": sha, **(extra or {})})
     corp = stage_corpus(ctx)
     built = {}
     prog = Progress(ctx, "methods", len(chosen), every=0.0)
