@@ -86,7 +86,8 @@ class Context:
             self.refused = g.lines
             for line in self.refused:
                 self.err(line)
-            self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites]
+            # a kind: method submission is a method row, not a model: `methods bench` reads it, not the model stages
+            self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites and s.manifest.kind != "method"]
         return self._subs
 
 

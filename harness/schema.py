@@ -67,12 +67,16 @@ class Submission(Strict):
     contact: str = Field(min_length=3, max_length=200)    # e-mail address or URL where the submitters answer
     method: str = Field(min_length=1, max_length=80)     # a free name, e.g. "ties-with-my-trick"
     method_family: str | None = None                     # the mergekit method it is, when it is a known one
-    kind: Literal["checkpoint", "recipe"]
+    kind: Literal["method", "checkpoint", "recipe"]       # method: a merge method over every scenario (issue 15.6)
     arm: Literal["pretrain", "cpt", "mt", "other"] = "other"
-    constituents: list[str] = Field(min_length=1)        # family:babel-mini/<member> or org/name@<40-hex>
+    constituents: list[str] = []                         # family:babel-mini/<member> or org/name@<40-hex>; at least
+                                                         # one for a checkpoint or recipe, none for a method
     base_model: str | None = None
     checkpoint: CheckpointSpec | None = None             # kind: checkpoint
     recipe: str | None = None                            # kind: recipe: a mergekit YAML inside the submission
+    method_spec: str | None = None                       # kind: method: a method spec YAML inside the submission,
+                                                         # naming a mergekit built-in with its grid (no module)
+    checkpoints: dict[str, CheckpointSpec] | None = None  # kind: method: scenario id -> that scenario's merge
     suites: list[str] = Field(default_factory=lambda: ["babel-mini-v2"], min_length=1)
     generated_by: str | None = None                      # the script that wrote a reference submission
     license: str = Field(min_length=2, max_length=64)    # SPDX identifier, e.g. CC-BY-4.0, Apache-2.0
@@ -114,6 +118,18 @@ class Submission(Strict):
 
     @model_validator(mode="after")
     def _kind(self):
+        if self.kind == "method":
+            if self.constituents or self.recipe is not None or self.checkpoint is not None:
+                raise ValueError("kind: method lists no `constituents`, `recipe` or `checkpoint`: the scenarios fix the "
+                                 "constituents; give `method_spec` or `checkpoints`")
+            if (self.method_spec is None) == (self.checkpoints is None):
+                raise ValueError("kind: method needs exactly one of `method_spec: method.yaml` (a mergekit built-in with "
+                                 "a parameter grid) or `checkpoints` (one per scenario, with sha256)")
+            return self
+        if self.method_spec is not None or self.checkpoints is not None:
+            raise ValueError("`method_spec` and `checkpoints` belong to kind: method; remove them")
+        if not self.constituents:
+            raise ValueError("constituents: list at least one model merged; family:babel-mini/<member> or org/name@<40-hex revision>")
         if self.kind == "recipe" and (self.recipe is None or self.checkpoint is not None):
             raise ValueError("kind: recipe needs `recipe: recipe.yml` and no `checkpoint`")
         if self.kind == "checkpoint" and (self.checkpoint is None or self.recipe is not None):

@@ -156,3 +156,58 @@ def test_example_method_registers_with_mergekit_and_merges(tmp_path, tiny_models
         want = w[0][name] + 1.5 * np.where(agree, (da + db) / 2, 0.0)
         assert np.allclose(t, want, atol=1e-5), name
         assert (agree.mean() < 1.0) or name.endswith("norm.weight")  # the rule bites on random task vectors
+
+
+# -- kind: method submissions (issue 15.6) ---------------------------------------------------------------
+REF_ = "family:babel-mini/"
+METHOD_SUB = {"schema_version": 1, "id": "my-method", "title": "My TIES variant", "authors": ["Ada"],
+              "contact": "ada@example.org", "method": "my-ties", "kind": "method", "method_spec": "method.yaml",
+              "license": "CC-BY-4.0"}
+
+
+def _method_folder(tmp_path, manifest, spec=None):
+    from harness.validation import validate_folder
+
+    d = tmp_path / manifest["id"]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "submission.yaml").write_text(yaml.safe_dump(manifest))
+    if spec is not None:
+        (d / "method.yaml").write_text(yaml.safe_dump(spec))
+    return d, validate_folder(d, members=set())
+
+
+def test_method_submission_with_a_builtin_grid_is_valid(tmp_path):
+    spec = {"id": "my-ties", "title": "TIES, wider grid", "authors": ["Ada"], "merge_method": "ties",
+            "model_parameters": {"weight": [0.5, 1.0], "density": [0.1, 0.3]}}
+    _, problems = _method_folder(tmp_path, METHOD_SUB, spec)
+    assert problems == []
+
+
+@pytest.mark.parametrize("manifest, spec, field, says", [
+    (METHOD_SUB, {"id": "m1", "title": "Mine", "authors": ["A"], "merge_method": "evil", "module": "evil.py"},
+     "module", "never carries code"),
+    (METHOD_SUB, {"id": "m1", "title": "Mine", "authors": ["A"], "merge_method": "evil"}, "-", "not a mergekit built-in"),
+    ({**METHOD_SUB, "method_spec": "../outside.yaml"}, None, "method_spec", "leaves the submission folder"),
+    ({**METHOD_SUB, "constituents": [REF_ + "mono-en"]}, None, "-", "lists no `constituents`"),
+    ({**{k: v for k, v in METHOD_SUB.items() if k != "method_spec"}}, None, "-", "exactly one of"),
+    ({**METHOD_SUB, "method_spec": None, "checkpoints": {"mono-en-de": {"path": "m", "sha256": {"model.safetensors": "0" * 64}}}},
+     None, "checkpoints", "54 of the 55 scenarios"),
+])
+def test_bad_method_submission_is_one_line(tmp_path, manifest, spec, field, says):
+    manifest = {k: v for k, v in manifest.items() if v is not None}
+    d, problems = _method_folder(tmp_path, manifest, spec)
+    assert problems and any(says in p for p in problems), problems
+    hit = next(p for p in problems if says in p)
+    assert f": {field}" in hit and ";" in hit and "\n" not in hit
+
+
+def test_method_submission_is_not_a_model_of_the_run(tmp_path):
+    """The gate lets a valid kind: method through, and the model stages do not plan it as a model."""
+    from harness.pipeline import Context
+
+    spec = {"id": "my-ties", "title": "TIES, wider grid", "authors": ["Ada"], "merge_method": "ties",
+            "model_parameters": {"weight": 1.0, "density": [0.1, 0.3]}}
+    _method_folder(tmp_path / "subs", METHOD_SUB, spec)
+    ctx = Context(submissions_dir=tmp_path / "subs", references_dir=tmp_path / "refs", log=lambda *_: None)
+    assert ctx.subs() == [] and ctx.refused == []
+
