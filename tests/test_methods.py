@@ -211,3 +211,26 @@ def test_method_submission_is_not_a_model_of_the_run(tmp_path):
     ctx = Context(submissions_dir=tmp_path / "subs", references_dir=tmp_path / "refs", log=lambda *_: None)
     assert ctx.subs() == [] and ctx.refused == []
 
+
+
+def test_record_reuse_and_row_line(tmp_path):
+    """A stored record is reused only for the same spec hash, suites, preset and limit; the row line averages the
+    scored scenarios and breaks them down by category."""
+    from harness import methodbench, store
+
+    def rec(scenario, category, score, limit=None):
+        return schema.MethodScenarioFile(
+            method="m", spec_sha256="a" * 64, scenario=scenario, scenario_set="s", group="g", category=category,
+            constituents=["mono-en", "mono-ru"], base="init-s0", suite="babel-mini-v2", suite_sha256="b" * 64,
+            dev_suite_sha256="c" * 64, preset="micro", limit=limit, tuning={}, points=[], tasks=["lm:en"], live=[],
+            score=score, provenance={})
+
+    f = tmp_path / "method.json"
+    store.write_json(f, rec("x", "monolingual pairs", 40.0, limit=4).model_dump(mode="json"))
+    want = {"spec_sha256": "a" * 64, "suite_sha256": "b" * 64, "preset": "micro", "limit": 4,
+            "constituents": ["mono-en", "mono-ru"]}
+    assert methodbench.record_current(f, want) is not None
+    assert methodbench.record_current(f, {**want, "limit": None}) is None
+    assert methodbench.record_current(f, {**want, "spec_sha256": "d" * 64}) is None
+    line = methodbench.row_line("m", [rec("x", "a", 40.0), rec("y", "a", 60.0), rec("z", "b", 20.0), rec("w", "b", None)])
+    assert "mean normalized score 40.0 over 3 scenario(s)" in line and "a 50.0 (n=2)" in line and "b 20.0 (n=1)" in line
