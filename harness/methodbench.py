@@ -141,7 +141,7 @@ def bench_scenario(ctx: Context, spec: schema.MethodSpec, sha: str, extra: dict 
                 suite_sha256=ctx.suite["sha256"], dev_suite_sha256=dev["sha256"], preset=ctx.preset, limit=ctx.limit,
                 tuning={"rule": methods.TUNING_RULE, "budget": methods.TUNE_BUDGET, "seed": ctx.suite["seed"],
                         "grid_size": len(points_all), "sampled": idx},
-                points=points, chosen=chosen, tasks=names, live=[],
+                points=points, chosen=chosen, tasks=names,
                 provenance={"harness_version": harness_version(), "git": git_hash(), "dirty": code_dirty(),
                             "packages": {k: v for k, v in packages().items() if k in ("mergekit", "torch", "lm_eval", "lm-eval", "sacrebleu", "transformers")},
                             "device": ctx.device, "seed": ctx.suite["seed"], "created_utc": now_utc()})
@@ -154,7 +154,7 @@ def bench_scenario(ctx: Context, spec: schema.MethodSpec, sha: str, extra: dict 
         score = sum(test.values()) / len(test) if test else None
         f = schema.MethodScenarioFile(**base, results=str(t.relative_to(out)), live=live, test=test, score=score)
     except (MergeError, ModelFault, FileNotFoundError, ValueError) as e:
-        f = schema.MethodScenarioFile(**base, status="failed", error=str(e).splitlines()[0])
+        f = schema.MethodScenarioFile(**base, live=[], status="failed", error=str(e).splitlines()[0])
     store.write_json(out / RECORD, f.model_dump(mode="json"))
     return f
 
