@@ -28,6 +28,8 @@ def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
     p.add_argument("--submissions", type=Path, default=None, help="submissions folder (default: the repo's submissions/)")
     p.add_argument("--references", type=Path, default=None, help="family reference results folder (default: references/)")
+    p.add_argument("--methods-dir", type=Path, default=None,
+                   help="benchmarked methods folder, methods/<id>/<scenario>/ (default: the repo's methods/)")
     if eval_opts:
         p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
         p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="evaluation dtype")
@@ -56,6 +58,8 @@ def _ctx(args, **kw):
         opts["submissions_dir"] = args.submissions
     if args.references:
         opts["references_dir"] = args.references
+    if getattr(args, "methods_dir", None):
+        opts["methods_dir"] = args.methods_dir
     for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch",
                  "data", "languages", "tensor_parallel", "data_parallel"):
         if getattr(args, name, None) is not None:
@@ -166,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
+    sub.add_parser("scenarios", help="the merge scenarios methods are benchmarked on, one per line, id first")
+
+    p = sub.add_parser("methods", help="benchmark merge methods over the scenarios")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mb = msub.add_parser("bench", help="tune a method spec's grid on dev, merge, score on test, per scenario; print its row")
+    mb.add_argument("spec", type=Path, help="a method spec YAML (methods/specs/*.yaml, or your own with `module:`)")
+    mb.add_argument("--scenarios", default=None, help="comma-separated scenario ids (default: every scenario)")
+    _common(mb, eval_opts=True)
+
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
 
@@ -259,13 +272,13 @@ def _dispatch(args) -> int:
         per = {l: sum(r["value"] for r in res["rows"] if r["language"] == l) for l in langs}
         print(f"{args.out}: LAPE neurons per language " + " ".join(f"{l}={v}" for l, v in per.items()))
     elif args.cmd == "pin":
-        from .scenarios import pin
+        from .pools import pin
 
         print(pin(args.scenario))
     elif args.cmd == "scenario":
         import yaml
 
-        from .scenarios import load_scenario, recipes
+        from .pools import load_scenario, recipes
 
         got = recipes(load_scenario(args.scenario), args.checkpoints, args.grid)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +287,14 @@ def _dispatch(args) -> int:
         print(f"{len(got)} recipe(s) in {args.out}")
     elif args.cmd == "validate":
         return _validate(args.paths)
+    elif args.cmd == "scenarios":
+        from .scenarios import SCENARIO_SET, lines
+
+        print(f"# {SCENARIO_SET}: id, category, base, constituents, tasks")
+        for ln in lines():
+            print(ln)
+    elif args.cmd == "methods":
+        return _methods(args)
     elif args.cmd == "schema":
         import json
 
@@ -336,6 +357,20 @@ def _data(args) -> int:
     got = data.fetch(suite, root, langs, revs)
     print(f"{len(got)} file(s) under {root}; run `babelmerge data lock {suite['id']} --data {root}` to pin their hashes")
     return 0
+
+
+def _methods(args) -> int:
+    from . import methodbench, methods
+
+    spec, problems = methods.load_spec(args.spec)
+    for ln in problems:
+        print(ln, file=sys.stderr)
+    if problems:
+        return 1
+    ids = [x.strip() for x in args.scenarios.split(",") if x.strip()] if args.scenarios else None
+    ctx = _ctx(args)
+    recs = methodbench.bench(ctx, args.spec, ids, root=ctx.methods_dir)
+    return 1 if any(r.status == "failed" for r in recs) else 0
 
 
 def _validate(paths: list[Path]) -> int:

@@ -40,11 +40,13 @@ def family_identity(member: dict, preset: dict, tokenizer_key: str, parent: str 
                              "parent": parent, "family": family_version, "v": IDENTITY_VERSION})
 
 
-def merge_identity(recipe: dict, models: dict[str, str], mergekit: str, seed: int) -> str:
+def merge_identity(recipe: dict, models: dict[str, str], mergekit: str, seed: int, extra: dict | None = None) -> str:
     """A recipe merge's identity: its recipe as written (family references unresolved), the identity of every
-    model it names (ref -> identity), mergekit's version and the merge seed."""
-    return store.sha256_obj({"kind": "merge", "recipe": recipe, "models": dict(sorted(models.items())),
-                             "mergekit": mergekit, "seed": seed, "v": IDENTITY_VERSION})
+    model it names (ref -> identity), mergekit's version and the merge seed; `extra` (when given) is whatever
+    else the merge's code depends on, such as the sha256 of a method module registered with mergekit."""
+    obj = {"kind": "merge", "recipe": recipe, "models": dict(sorted(models.items())), "mergekit": mergekit, "seed": seed,
+           "v": IDENTITY_VERSION}
+    return store.sha256_obj(obj if extra is None else {**obj, "extra": extra})
 
 
 def checkpoint_identity(hashes: dict[str, str]) -> str:

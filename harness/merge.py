@@ -95,19 +95,20 @@ def read_recipe(recipe_path: Path) -> dict:
     return yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
 
 
-def recipe_identity(recipe: dict, seed: int, identity_of: Callable[[str], str]) -> str:
+def recipe_identity(recipe: dict, seed: int, identity_of: Callable[[str], str], extra: dict | None = None) -> str:
     """The merge's identity from its recipe, without running it. identity_of: model ref -> that model's identity
-    (a family member's recipe identity; a checkpoint's content hash)."""
+    (a family member's recipe identity; a checkpoint's content hash); extra: see identity.merge_identity."""
     return identity.merge_identity(recipe, {r: identity_of(r) for r in model_refs(recipe)},
-                                   metadata.version("mergekit"), seed)
+                                   metadata.version("mergekit"), seed, extra)
 
 
 def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", log=print,
-               identity_of: Callable[[str], str] | None = None, allow_local: bool = False) -> tuple[Path, dict]:
+               identity_of: Callable[[str], str] | None = None, allow_local: bool = False,
+               extra_identity: dict | None = None) -> tuple[Path, dict]:
     """Execute a recipe (cached by its identity); returns the merged checkpoint folder and its merge provenance.
     Model references are resolved by `checkpoint_of` (local paths refused unless `allow_local`); family members
     the recipe names must be built. identity_of: see recipe_identity (default: family members by their build
-    record, checkpoints by content)."""
+    record, checkpoints by content); extra_identity: what else the merge depends on (a method module's sha256)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
@@ -118,7 +119,7 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
     resolved, paths = resolve_recipe(recipe, preset, Path(recipe_path), allow_local)
     identity_of = identity_of or (lambda r: store.read_json(paths[r] / "member.json")["key"] if r.startswith("family:")
                                   else identity.model_hash(paths[r]))
-    key = recipe_identity(recipe, seed, identity_of)
+    key = recipe_identity(recipe, seed, identity_of, extra_identity)
     out = store.home() / "merges" / key[:24]
     meta = out / "babelmerge-merge.json"
     if meta.exists() and store.read_json(meta).get("sha256") == identity.weight_hashes(out):
@@ -141,7 +142,8 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
     tmp.rename(out)
     prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "identity": key, "seed": seed,
             "constituents": {r: identity.model_hash(p) for r, p in paths.items()},
-            "constituent_identities": {r: identity_of(r) for r in paths}, "wall_s": round(time.perf_counter() - t0, 3)}
+            "constituent_identities": {r: identity_of(r) for r in paths},
+            **({"extra_identity": extra_identity} if extra_identity else {}), "wall_s": round(time.perf_counter() - t0, 3)}
     hashes = identity.weight_hashes(out)  # read once: model_sha256 is their content hash
     store.write_json(meta, {"sha256": hashes, "provenance": prov, "model_sha256": identity.content_hash(hashes)})
     return out, prov

@@ -27,6 +27,7 @@ class Context:
     preset: str | None = None
     submissions_dir: Path = submissions.SUBMISSIONS_DIR
     references_dir: Path = submissions.REFERENCES_DIR
+    methods_dir: Path = submissions.REPO / "methods"   # methods/<id>/<scenario>/method.json (babelmerge methods bench)
     out: Path = site.DEFAULT_OUT
     device: str = "auto"
     dtype: str | None = None
@@ -95,7 +96,8 @@ class Context:
             self.refused = g.lines
             for line in self.refused:
                 self.err(line)
-            self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites]
+            # a kind: method submission is a method row, not a model: `methods bench` reads it, not the model stages
+            self._subs = [s for s in g.accepted if self.suite["id"] in s.manifest.suites and s.manifest.kind != "method"]
         return self._subs
 
 
@@ -697,8 +699,12 @@ def site_data(ctx: Context) -> site.SiteData:
         m = s.manifest.model_dump(mode="json")
         m["recipe_text"] = (s.folder / s.manifest.recipe).read_text(encoding="utf-8") if s.manifest.recipe else ""
         manifests[s.id] = m
+    from . import methodboard
+
+    recs, specs = methodboard.load(ctx.methods_dir, ctx.suite["sha256"], ctx.preset)
     return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
-                         docs=load_docs(ctx, results), neurons=load_neurons(ctx), movement=load_movement(ctx))
+                         docs=load_docs(ctx, results), neurons=load_neurons(ctx), movement=load_movement(ctx),
+                         method_records=recs, method_specs=specs)
 
 
 def stage_site(ctx: Context) -> Path:

@@ -87,3 +87,38 @@ def lines(series: dict[str, list[float]], title: str, xlabel: str, ylabel: str, 
     width = max([len(n) for n in names[:max_legend]] + [8]) * 7
     return _frame(title, desc or f"{len(series)} lines over {n} points.", xlabel, ylabel, xr, yr, body + [legend],
                   h=max(H, PAD + 14 * (min(len(names), max_legend) + 1)), extra_w=width)
+
+
+def heatmap(rows: list[str], cols: list[str], values: dict[tuple[str, str], float], title: str, desc: str = "",
+            lo: float = 0.0, hi: float = 100.0, cell: int = 16) -> str:
+    """A rows x cols grid of coloured cells (red at or below `lo`, through white, to blue at or above `hi`; grey
+    where there is no value), each with its value in a tooltip; row labels left, column labels rotated on top."""
+    left = max([len(r) for r in rows] + [4]) * 7 + 8
+    top = max([len(c) for c in cols] + [4]) * 6 + 12
+    w, h = left + cell * len(cols) + 8, top + cell * len(rows) + 8
+
+    def colour(v: float) -> str:
+        t = min(1.0, max(0.0, (v - lo) / (hi - lo))) if hi > lo else 0.5
+        if t < 0.5:  # red (#c03030) to white
+            k = t / 0.5
+            return f"rgb({int(192 + 63 * k)},{int(48 + 207 * k)},{int(48 + 207 * k)})"
+        k = (t - 0.5) / 0.5  # white to blue (#2456a6)
+        return f"rgb({int(255 - 219 * k)},{int(255 - 169 * k)},{int(255 - 89 * k)})"
+
+    uid = hashlib.sha1(f"{title}|{desc}|{len(rows)}x{len(cols)}".encode()).hexdigest()[:10]
+    parts = [f'<svg class="plot heatmap" role="img" aria-labelledby="t{uid} d{uid}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+             f'xmlns="http://www.w3.org/2000/svg"><title id="t{uid}">{_e(title)}</title><desc id="d{uid}">{_e(desc)}</desc>']
+    for j, c in enumerate(cols):
+        x = left + cell * j + cell / 2
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{top - 4}" transform="rotate(-60 {x:.1f} {top - 4})">{_e(c)}</text>')
+    for i, r in enumerate(rows):
+        y = top + cell * i
+        parts.append(f'<text class="tick" x="{left - 4}" y="{y + cell * 0.75:.1f}" text-anchor="end">{_e(r)}</text>')
+        for j, c in enumerate(cols):
+            v = values.get((r, c))
+            ok = v is not None and math.isfinite(v)
+            fill = colour(v) if ok else "#dddddd"
+            tip = f"{r} on {c}: {v:.1f}" if ok else f"{r} on {c}: no score"
+            parts.append(f'<rect x="{left + cell * j}" y="{y}" width="{cell - 1}" height="{cell - 1}" fill="{fill}">'
+                         f'<title>{_e(tip)}</title></rect>')
+    return "".join(parts) + "</svg>"

@@ -67,12 +67,16 @@ class Submission(Strict):
     contact: str = Field(min_length=3, max_length=200)    # e-mail address or URL where the submitters answer
     method: str = Field(min_length=1, max_length=80)     # a free name, e.g. "ties-with-my-trick"
     method_family: str | None = None                     # the mergekit method it is, when it is a known one
-    kind: Literal["checkpoint", "recipe"]
+    kind: Literal["method", "checkpoint", "recipe"]       # method: a merge method over every scenario (issue 15.6)
     arm: Literal["pretrain", "cpt", "mt", "other"] = "other"
-    constituents: list[str] = Field(min_length=1)        # family:babel-mini/<member> or org/name@<40-hex>
+    constituents: list[str] = []                         # family:babel-mini/<member> or org/name@<40-hex>; at least
+                                                         # one for a checkpoint or recipe, none for a method
     base_model: str | None = None
     checkpoint: CheckpointSpec | None = None             # kind: checkpoint
     recipe: str | None = None                            # kind: recipe: a mergekit YAML inside the submission
+    method_spec: str | None = None                       # kind: method: a method spec YAML inside the submission,
+                                                         # naming a mergekit built-in with its grid (no module)
+    checkpoints: dict[str, CheckpointSpec] | None = None  # kind: method: scenario id -> that scenario's merge
     suites: list[str] = Field(default_factory=lambda: ["babel-mini-v2"], min_length=1)
     generated_by: str | None = None                      # the script that wrote a reference submission
     license: str = Field(min_length=2, max_length=64)    # SPDX identifier, e.g. CC-BY-4.0, Apache-2.0
@@ -114,6 +118,18 @@ class Submission(Strict):
 
     @model_validator(mode="after")
     def _kind(self):
+        if self.kind == "method":
+            if self.constituents or self.recipe is not None or self.checkpoint is not None:
+                raise ValueError("kind: method lists no `constituents`, `recipe` or `checkpoint`: the scenarios fix the "
+                                 "constituents; give `method_spec` or `checkpoints`")
+            if (self.method_spec is None) == (self.checkpoints is None):
+                raise ValueError("kind: method needs exactly one of `method_spec: method.yaml` (a mergekit built-in with "
+                                 "a parameter grid) or `checkpoints` (one per scenario, with sha256)")
+            return self
+        if self.method_spec is not None or self.checkpoints is not None:
+            raise ValueError("`method_spec` and `checkpoints` belong to kind: method; remove them")
+        if not self.constituents:
+            raise ValueError("constituents: list at least one model merged; family:babel-mini/<member> or org/name@<40-hex revision>")
         if self.kind == "recipe" and (self.recipe is None or self.checkpoint is not None):
             raise ValueError("kind: recipe needs `recipe: recipe.yml` and no `checkpoint`")
         if self.kind == "checkpoint" and (self.checkpoint is None or self.recipe is not None):
@@ -270,3 +286,120 @@ class NeuronFile(Strict):
     provenance: dict
     rows: list[NeuronRow]
     sets: dict[str, dict[str, list[list[int]]]]  # method (lape | ap) -> language -> [layer, index] pairs
+
+
+# -- merge methods (issue 15) ----------------------------------------------------------------------------
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
+_METHOD_NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+Scalar = float | int | bool
+GRID_VALUES_MAX = 16                     # values one parameter may list
+
+
+def _grid(v: dict) -> dict:
+    for name, values in v.items():
+        if not _PARAM.match(name):
+            raise ValueError(f"'{name}': a parameter name is a Python identifier of at most 40 characters")
+        if isinstance(values, list) and not 1 <= len(values) <= GRID_VALUES_MAX:
+            raise ValueError(f"'{name}': a list of values (a tuning grid) holds 1 to {GRID_VALUES_MAX} values")
+    return v
+
+
+class MethodSpec(Strict):
+    """methods/specs/<id>.yaml (or a researcher's own file): a merge method, benchmarked on every scenario by
+    `babelmerge methods bench`. A parameter given as a list is a tuning grid (the product of all lists)."""
+
+    schema_version: Literal[1] = 1
+    id: str
+    title: str = Field(min_length=3, max_length=200)
+    authors: list[str] = Field(min_length=1)
+    description: str | None = Field(default=None, max_length=2000)
+    merge_method: str                                    # a mergekit method name (built in, or registered by `module`)
+    parameters: dict[str, Scalar | list[Scalar]] = {}   # the method's global parameters (e.g. t, lambda)
+    model_parameters: dict[str, Scalar | list[Scalar]] = {}  # every constituent's parameters (e.g. weight, density)
+    base: Literal["scenario", "first", "none"] = "scenario"  # base_model: the scenario's base, the first constituent, none
+    constituents: Literal["any", "pairs"] = "any"       # pairs: only scenarios with exactly two constituents (SLERP)
+    module: str | None = None                            # a local .py beside the spec registering `merge_method` with
+                                                         # mergekit (trusted code; never read from a submission)
+    reference: str | None = Field(default=None, max_length=300)  # paper or documentation
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v) or v == "specs":
+            raise ValueError("use 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit (not 'specs')")
+        return v
+
+    @field_validator("authors")
+    @classmethod
+    def _authors(cls, v: list[str]) -> list[str]:
+        if any(not a.strip() for a in v):
+            raise ValueError("an author name is empty")
+        return v
+
+    @field_validator("merge_method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if not _METHOD_NAME.match(v):
+            raise ValueError("a mergekit method name: 2-40 characters of a-z, 0-9 and '_', starting with a letter")
+        return v
+
+    @field_validator("parameters", "model_parameters")
+    @classmethod
+    def _params(cls, v: dict) -> dict:
+        return _grid(v)
+
+    @field_validator("module")
+    @classmethod
+    def _module(cls, v):
+        if v is not None and (not v.endswith(".py") or v.startswith("/") or ".." in v.split("/")):
+            raise ValueError("a .py file beside the spec, given relative to it (no absolute path, no '..')")
+        return v
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.module is None and self.merge_method not in KNOWN_METHODS:
+            raise ValueError(f"merge_method: '{self.merge_method}' is not a mergekit built-in; use one of "
+                             f"{', '.join(KNOWN_METHODS)}, or give `module:` registering it")
+        return self
+
+
+class GridPoint(Strict):
+    """One tuning point of a method on one scenario: its parameters, recipe, merge identity and dev scores."""
+
+    parameters: dict[str, Scalar]             # global parameters at this point
+    model_parameters: dict[str, Scalar]       # per-constituent parameters at this point
+    recipe: dict                              # the mergekit recipe (family references)
+    identity: str | None = None               # the merge's identity (harness/identity.py)
+    dev: dict[str, float] = {}                # live dev task -> normalized dev score
+    dev_score: float | None = None            # their mean (the tuning criterion)
+    error: str | None = None                  # the merge or its evaluation failed: why
+
+
+class MethodScenarioFile(Strict):
+    """methods/<id>/<scenario>/method.json: one method on one scenario: the tuning record and the test result."""
+
+    schema_version: Literal[1] = 1
+    method: str
+    spec_sha256: str                          # the spec as loaded, and the module's bytes when it has one
+    scenario: str
+    scenario_set: str
+    group: str
+    category: str
+    constituents: list[str]
+    base: str
+    suite: str
+    suite_sha256: str
+    dev_suite_sha256: str
+    preset: str
+    limit: int | None = None
+    tuning: dict                              # rule (text), budget, seed, grid_size, sampled (indices)
+    points: list[GridPoint]
+    chosen: int | None = None                 # index into points
+    results: str | None = None                # test results file, relative to this file's folder
+    tasks: list[str]                          # the scenario's tasks
+    live: list[str]                           # those live on the test split (the score's tasks)
+    test: dict[str, float] = {}               # live test task -> normalized score
+    score: float | None = None                # their mean: the method's score on this scenario
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    error: str | None = None
+    provenance: dict

@@ -48,6 +48,8 @@ class SiteData:
     docs: dict[str, schema.DocsFile] = field(default_factory=dict)   # model -> per-document statistics
     neurons: pd.DataFrame = field(default_factory=pd.DataFrame)      # per-model neuron rows (with a model column)
     movement: pd.DataFrame = field(default_factory=pd.DataFrame)     # family members' distance from initialisation
+    method_records: list = field(default_factory=list)               # schema.MethodScenarioFile of this suite and preset
+    method_specs: dict[str, dict] = field(default_factory=dict)      # method id -> its spec as benchmarked
 
 
 def _fmt(v, digits=3):
@@ -315,6 +317,52 @@ def _render_model_pages(indices) -> int:
 
 
 # -- the build ---------------------------------------------------------------------------------------
+def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, set_diag: pd.DataFrame) -> None:
+    """methods-leaderboard.html, method/<id>.html and the method downloads (methodboard's tables)."""
+    import yaml
+
+    from . import methodboard, methods
+    from .scenarios import SCENARIO_SET, scenarios
+
+    seed = data.suite["seed"]
+    df = methodboard.table(data.method_records)
+    summ = methodboard.summary(df, seed)
+    wins = methodboard.win_rates(df, seed)
+    pred = methodboard.failure_predictors(df, set_diag, seed)
+    names = list(summ["method"]) + sorted(set(df["method"]) - set(summ["method"]))
+    known = [s.id for s in scenarios()]
+    order = [s for s in known if s in set(df["scenario"])] + sorted(set(df["scenario"]) - set(known))
+    values = {(m, sc): v for m, sc, v in zip(df["method"], df["scenario"], df["score"])}
+    desc = (f"Normalized test score of {len(names)} methods (rows, best mean first) on {len(order)} scenarios (columns, in "
+            "the scenario set's order): red at 0 (the untrained floor) or below, white at 50, blue at 100 (the expert) or "
+            "above; grey where the method has no score (not applicable, or failed).")
+    svg = Markup(plots.heatmap(names, order, values, "Methods x scenarios: normalized score", desc)) if names else ""
+    kind = lambda m: data.method_specs.get(m, {}).get("kind", "reproduced here")
+    rows = [{**r, "kind": kind(r["method"])} for r in summ.to_dict("records")]
+    (tmp / "methods-leaderboard.html").write_text(env.get_template("methods-leaderboard.html.j2").render(
+        **ctx, rows=rows, methods=names, wins={(w["method"], w["other"]): w for w in wins.to_dict("records")},
+        heatmap_svg=svg, heatmap_desc=desc, scenario_set=SCENARIO_SET, n_scenarios=len(scenarios()),
+        rule=methods.TUNING_RULE, floor=validity.rule(data.suite).floor), encoding="utf-8")
+    (tmp / "method").mkdir()
+    tpl = env.get_template("method.html.j2")
+    for m in names:
+        g = df[df["method"] == m]
+        rows_m = [{**r, "params": ", ".join(f"{k}={v}" for k, v in r["parameters"].items()) or "(none)"}
+                  for r in g.to_dict("records")]
+        sm = summ[summ["method"] == m].to_dict("records")
+        spec = {k: v for k, v in data.method_specs.get(m, {}).items() if v is not None}
+        (tmp / "method" / f"{slug(m)}.html").write_text(tpl.render(
+            **{**ctx, "root": "../"}, method=m, summary=sm[0] if sm else None, rows=rows_m,
+            spec_text=yaml.safe_dump(spec, sort_keys=False, allow_unicode=True) if spec else "(not stored)",
+            predictors=pred[pred["method"] == m].to_dict("records")), encoding="utf-8")
+    df.assign(parameters=df["parameters"].map(json.dumps)).to_csv(tmp / "data" / "methods.csv", index=False)
+    (tmp / "data" / "methods.json").write_text(json.dumps([r.model_dump(mode="json") for r in data.method_records], indent=1),
+                                               encoding="utf-8")
+    summ.to_csv(tmp / "data" / "method_summary.csv", index=False)
+    wins.to_csv(tmp / "data" / "method_win_rates.csv", index=False)
+    pred.to_csv(tmp / "data" / "method_predictors.csv", index=False)
+
+
 def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -478,6 +526,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)), encoding="utf-8")
 
+    _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"])
     phase("index, analysis, methods pages")
     # one page per model, in a process per core for large sites (forked: the workers read what is built here)
     global _PAGES

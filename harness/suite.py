@@ -47,3 +47,17 @@ def results_name(suite: dict, preset: str | None = None, stem: str | None = None
         return f"{stem}.json"
     preset = preset or suite["family"]["preset"]
     return f"{stem}.json" if preset == suite["family"]["preset"] else f"{stem}+{preset}.json"
+
+
+def dev_variant(suite: dict) -> dict:
+    """The suite scored on the corpus dev split instead of test (issue 15.3: methods are tuned on it): the same
+    tasks, counts, prompts and validity rule; id `<id>-dev` and its own hash, so its results and cached units are
+    never confused with the test suite's."""
+    import copy
+
+    dev = copy.deepcopy({k: v for k, v in suite.items() if k != "sha256"})
+    dev["id"] = f"{suite['id']}-dev"
+    for kind in ("lm", "mt"):
+        dev["tasks"][kind]["split"] = "dev"
+    dev["sha256"] = store.sha256_obj({k: v for k, v in dev.items() if k not in DERIVED})
+    return dev

@@ -215,6 +215,53 @@ def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
     return out
 
 
+def check_method(folder: Path, m: schema.Submission, max_bytes: int | None = None) -> list[str]:
+    """kind: method (issue 15.6): a method spec inside the submission naming a mergekit built-in (never code), or
+    one checkpoint per scenario of the scenario set, every one inspected like a submitted checkpoint."""
+    from .scenarios import SCENARIO_SET, scenarios
+
+    manifest = folder / "submission.yaml"
+    if m.method_spec is not None:
+        f = folder / m.method_spec
+        if Path(m.method_spec).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
+            return [f"{manifest}: method_spec: '{m.method_spec}' leaves the submission folder; name a file inside it (method.yaml)"]
+        data, problems = load_yaml(f, "add the method spec beside submission.yaml")
+        if problems:
+            return problems
+        if not isinstance(data, dict):
+            return [f"{f}: -: a method spec is a mapping of fields; see methods/specs/ for examples"]
+        try:
+            spec = schema.MethodSpec.model_validate(data)
+        except ValidationError as e:
+            return [p.replace("see submissions/README.md", "see methods/specs/") for p in _pydantic_lines(f, e)]
+        if spec.module is not None:
+            return [f"{f}: module: a submission never carries code that is run; name a mergekit built-in "
+                    "(benchmark a new method on your own machine with `babelmerge methods bench`)"]
+        return []
+    out = []
+    ids = [s.id for s in scenarios()]
+    missing = [i for i in ids if i not in m.checkpoints]
+    unknown = [k for k in m.checkpoints if k not in set(ids)]
+    if missing:
+        out.append(f"{manifest}: checkpoints: {len(missing)} of the {len(ids)} scenarios of {SCENARIO_SET} have no "
+                   f"checkpoint (first: {missing[0]}); give one per scenario (`babelmerge scenarios` lists them)")
+    if unknown:
+        out.append(f"{manifest}: checkpoints.{unknown[0]}: not a scenario of {SCENARIO_SET}; use the ids "
+                   "`babelmerge scenarios` lists")
+    for sid, ck in m.checkpoints.items():
+        if ck.path is None or ck.hub is not None:
+            out.append(f"{manifest}: checkpoints.{sid}: give `path` (a folder inside the submission) and its sha256")
+            continue
+        try:
+            inspect_checkpoint(folder / ck.path, folder, ck.sha256, **({"max_bytes": max_bytes} if max_bytes else {}))
+        except UnsafeCheckpoint as e:
+            out.append(str(e))
+        except OSError as e:
+            out.append(f"{folder / ck.path}: checkpoints.{sid}.path: cannot be read ({type(e).__name__}); give a folder "
+                       "of regular files inside the submission")
+    return out
+
+
 def check_folder(folder: Path, members: set[str] | None = None,
                  max_bytes: int | None = None) -> tuple[schema.Submission | None, list[str]]:
     """The manifest of one submission folder and every problem it has (one escaped line each; [] when it is
@@ -239,6 +286,8 @@ def _check_folder(folder: Path, members: set[str] | None, max_bytes: int | None)
     problems += check_refs(folder / "submission.yaml", m, members)
     if m.kind == "recipe":
         problems += check_recipe(folder, m)
+    elif m.kind == "method":
+        problems += check_method(folder, m, max_bytes)
     elif m.checkpoint and m.checkpoint.path is not None:
         try:
             inspect_checkpoint(folder / m.checkpoint.path, folder, m.checkpoint.sha256,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import scenarios
+from harness import pools as scenarios
 from harness.cli import main
 from realdata import make_arch_model, write_flores
 

@@ -1,0 +1,79 @@
+"""The method leaderboard (issue 15.5): mean over scenarios, win rates and ranks checked by hand on a small table;
+the page and downloads render offline, from method records alone."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from harness import methodboard, schema, site
+from harness.suite import load_suite
+from sitefixtures import family_and_merges
+
+# three methods on four scenarios; c has no score on s4 (not applicable)
+SCORES = {"a": [80.0, 60.0, 50.0, 10.0], "b": [70.0, 60.0, 90.0, 20.0], "c": [10.0, 20.0, 30.0, None]}
+CATS = ["translation related", "translation related", "translation divergent", "monolingual pairs"]
+CONS = [["mt-en-fr", "mt-en-es"], ["mt-en-de", "mt-en-it"], ["mt-en-ru", "mt-en-ar"], ["mono-en", "mono-de"]]
+
+
+def _record(method, i, score):
+    p = schema.GridPoint(parameters={}, model_parameters={"density": 0.5}, recipe={}, dev={}, dev_score=1.0)
+    return schema.MethodScenarioFile(
+        method=method, spec_sha256="0" * 64, scenario=f"s{i + 1}", scenario_set="x", group="g", category=CATS[i],
+        constituents=CONS[i], base="mixed", suite="babel-mini-v2", suite_sha256="1" * 64, dev_suite_sha256="2" * 64,
+        preset="tiny", tuning={"grid_size": 3}, points=[p], chosen=0, results="results/x.json", tasks=["lm:en"],
+        live=["lm:en"], test={"lm:en": score} if score is not None else {}, score=score, provenance={})
+
+
+def records():
+    return [_record(m, i, s) for m, ss in SCORES.items() for i, s in enumerate(ss) if s is not None]
+
+
+def test_summary_win_rates_and_ranks_by_hand():
+    df = methodboard.table(records())
+    summ = methodboard.summary(df, seed=0).set_index("method")
+    assert summ.loc["a", "mean"] == 50.0 and summ.loc["b", "mean"] == 60.0 and summ.loc["c", "mean"] == 20.0
+    assert list(summ.index) == ["b", "a", "c"] and summ.loc["c", "n"] == 3
+    assert summ.loc["a", "related"] == 70.0 and summ.loc["b", "divergent"] == 90.0
+    # ranks per scenario: s1 a1 b2 c3; s2 a1.5 b1.5 c3; s3 b1 a2 c3; s4 b1 a2
+    assert summ.loc["a", "mean_rank"] == (1 + 1.5 + 2 + 2) / 4 and summ.loc["b", "mean_rank"] == (2 + 1.5 + 1 + 1) / 4
+    assert summ.loc["c", "mean_rank"] == 3.0 and summ.loc["c", "rank_lo"] == summ.loc["c", "rank_hi"] == 3.0
+    for m in "abc":
+        assert summ.loc[m, "lo"] <= summ.loc[m, "mean"] <= summ.loc[m, "hi"]
+    w = methodboard.win_rates(df, seed=0).set_index(["method", "other"])
+    assert w.loc[("a", "b"), "win_rate"] == (1 + 0.5 + 0 + 0) / 4 and w.loc[("b", "a"), "win_rate"] == (0 + 0.5 + 1 + 1) / 4
+    assert w.loc[("a", "c"), "n"] == 3 and w.loc[("a", "c"), "win_rate"] == 1.0
+    assert w.loc[("a", "c"), "lo"] == 1.0 and w.loc[("c", "a"), "hi"] == 0.0
+
+
+def test_failure_predictors_find_a_planted_dependence():
+    rng = np.random.default_rng(1)
+    sets = [f"m{i}+x" for i in range(20)]
+    diag = pd.DataFrame({"cka_linear:all": np.linspace(0.1, 0.9, 20), "noise": rng.normal(size=20)}, index=sets)
+    df = pd.DataFrame({"method": "a", "scenario": [f"s{i}" for i in range(20)], "category": "c", "set": sets,
+                       "score": 100 * np.linspace(0.1, 0.9, 20) + rng.normal(scale=1.0, size=20)})
+    p = methodboard.failure_predictors(df, diag, seed=0).set_index("diagnostic")
+    assert p.loc["cka_linear:all", "rho"] > 0.9 and p.loc["cka_linear:all", "predicts"]
+    assert abs(p.loc["noise", "rho"]) < p.loc["cka_linear:all", "rho"]
+
+
+def test_method_leaderboard_page(tmp_path):
+    results, sim, merges = family_and_merges(3)
+    recs = records()
+    specs = {"a": {"id": "a", "title": "<b>bold</b> method", "merge_method": "ties"}}
+    site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges, method_records=recs,
+                             method_specs=specs), tmp_path / "site", log=lambda *_: None)
+    out = tmp_path / "site"
+    html = (out / "methods-leaderboard.html").read_text()
+    assert re.findall(r'<th scope="row"><a href="method/([a-z]+)\.html">', html) == ["b", "a", "c"]
+    assert "<svg" in html and "Methods x scenarios" in html and html.count("<rect") == 3 * 4
+    assert "0.38 [" in html  # a's win rate against b: (1 + 0.5 + 0 + 0) / 4, rounded for display
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    page = (out / "method" / "a.html").read_text()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page and "density=0.5" in page
+    for f in ("methods.csv", "methods.json", "method_summary.csv", "method_win_rates.csv", "method_predictors.csv"):
+        assert (out / "data" / f).is_file(), f
+    csv = pd.read_csv(out / "data" / "methods.csv")
+    assert len(csv) == 11 and math.isclose(csv[csv.method == "b"].score.mean(), 60.0)
+    assert "Method leaderboard" in (out / "index.html").read_text()
