@@ -23,6 +23,18 @@ from .safety import escape  # noqa: E402 (after the numerics are pinned)
 from .submissions import SubmissionError  # noqa: E402
 
 
+
+def _probe_args(p) -> None:
+    """The options shared by the hub-scale probe commands (cka, neurons)."""
+    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
+    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
+    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
+    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+
 def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     p.add_argument("--suite", default="babel-mini-v2", help="suite id or path to a suite YAML (default: %(default)s)")
     p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
@@ -138,25 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cka", help="streamed minibatch CKA per layer between two checkpoints on a FLORES+ dev probe (hub scale)")
     p.add_argument("model_a", type=Path)
     p.add_argument("model_b", type=Path)
-    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
-    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
-    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
-    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
-    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    _probe_args(p)
 
     p = sub.add_parser("neurons", help="LAPE language-specific neurons of a gated-MLP checkpoint on a FLORES+ dev probe (hub scale)")
     p.add_argument("model", type=Path)
-    p.add_argument("--suite", default="flores-plus-v1", help="the suite whose languages and data the probe uses")
-    p.add_argument("--data", default=None, metavar="DIR", help="the data folder (default: $BABELMERGE_DATA)")
-    p.add_argument("--languages", default=None, metavar="CODES", help="only these languages (FLORES codes, commas)")
-    p.add_argument("--n", type=int, default=200, help="dev sentences per language (default %(default)s)")
-    p.add_argument("--tokens", type=int, default=1024, help="tokens per minibatch (default %(default)s)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    _probe_args(p)
 
     p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
     p.add_argument("scenario", help="scenario id or path, e.g. seed-a")

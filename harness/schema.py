@@ -12,6 +12,20 @@ SUBMISSION_SCHEMA_VERSION = 1
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 
 
+
+def check_id(v: str, reserved: tuple[str, ...] = ()) -> str:
+    """A submission or method id: 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit."""
+    if not _ID.match(v) or v in reserved:
+        raise ValueError("use 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+                         + (f" (not {', '.join(repr(r) for r in reserved)})" if reserved else ""))
+    return v
+
+
+def check_authors(v: list[str]) -> list[str]:
+    if any(not a.strip() for a in v):
+        raise ValueError("an author name is empty")
+    return v
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -84,16 +98,12 @@ class Submission(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.match(v):
-            raise ValueError("use 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
-        return v
+        return check_id(v)
 
     @field_validator("authors")
     @classmethod
     def _authors(cls, v: list[str]) -> list[str]:
-        if any(not a.strip() for a in v):
-            raise ValueError("an author name is empty")
-        return v
+        return check_authors(v)
 
     @field_validator("method_family")
     @classmethod
@@ -325,16 +335,12 @@ class MethodSpec(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.match(v) or v == "specs":
-            raise ValueError("use 2-80 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit (not 'specs')")
-        return v
+        return check_id(v, reserved=("specs",))
 
     @field_validator("authors")
     @classmethod
     def _authors(cls, v: list[str]) -> list[str]:
-        if any(not a.strip() for a in v):
-            raise ValueError("an author name is empty")
-        return v
+        return check_authors(v)
 
     @field_validator("merge_method")
     @classmethod

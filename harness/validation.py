@@ -158,15 +158,23 @@ def check_refs(f: Path, m: schema.Submission, members: set[str]) -> list[str]:
     return out
 
 
+
+def _inner_yaml(folder: Path, manifest, field: str, name: str | None, example: str) -> tuple[Path, list[str]]:
+    """A file the manifest names, which must lie inside the submission folder and exist: its path, or one line."""
+    f = folder / (name or example)
+    if not name or Path(name).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
+        return f, [f"{manifest}: {field}: '{name}' leaves the submission folder; name a file inside it ({example})"]
+    if not f.exists() and not f.is_symlink():
+        return f, [f"{manifest}: {field}: '{name}' is missing; add it beside submission.yaml"]
+    return f, []
+
 def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
     from .merge import model_refs
 
     manifest = folder / "submission.yaml"
-    f = folder / (m.recipe or "recipe.yml")
-    if not m.recipe or Path(m.recipe).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
-        return [f"{manifest}: recipe: '{m.recipe}' leaves the submission folder; name a file inside it (recipe.yml)"]
-    if not f.exists() and not f.is_symlink():
-        return [f"{manifest}: recipe: '{m.recipe}' is missing; add it beside submission.yaml"]
+    f, problems = _inner_yaml(folder, manifest, "recipe", m.recipe, "recipe.yml")
+    if problems:
+        return problems
     recipe, problems = load_yaml(f, "add the recipe beside submission.yaml")
     if problems:
         return problems
@@ -222,9 +230,9 @@ def check_method(folder: Path, m: schema.Submission, max_bytes: int | None = Non
 
     manifest = folder / "submission.yaml"
     if m.method_spec is not None:
-        f = folder / m.method_spec
-        if Path(m.method_spec).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
-            return [f"{manifest}: method_spec: '{m.method_spec}' leaves the submission folder; name a file inside it (method.yaml)"]
+        f, problems = _inner_yaml(folder, manifest, "method_spec", m.method_spec, "method.yaml")
+        if problems:
+            return problems
         data, problems = load_yaml(f, "add the method spec beside submission.yaml")
         if problems:
             return problems
