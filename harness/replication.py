@@ -82,7 +82,7 @@ def own_language(docs, languages: list[str], seed: int) -> dict | None:
     held = sum(r[2] > 0 for r in per)
     return _row("Monolingual models are strongest in their own language",
                 "smallest margin in bits per byte of another mono-<k> over mono-<l> on lm:<l>, paired bootstrap over documents",
-                "documents", f"{len(per)} languages x {nd} documents", obs, lo, hi, +1,
+                "documents", f"{len(per)} languages x {nd}", obs, lo, hi, +1,
                 f"{held} of {len(per)} languages have an interval above zero; the weakest is {l}")
 
 
@@ -148,7 +148,7 @@ def independent_init(docs, merges: dict[str, list[str]], methods: dict[str, str]
     per = ", ".join(f"{meth} {o:+.3f}" for (meth, _), o in zip(use, obs))
     return _row("... more so with independent initialisations",
                 "bits-per-byte gap to the experts of cross-init merges minus same-init merges of the same languages and method (mono en+ru), paired over documents",
-                "documents", f"{len(use)} methods x 2 matched pairs x {sum(len(i[0]) for i in idx.values())} documents",
+                "documents", f"{len(use)} methods x 2 matched pairs x {sum(len(i[0]) for i in idx.values())}",
                 float(np.mean(obs)), lo, hi, -1, f"per method: {per}")
 
 
@@ -165,7 +165,7 @@ def mixed_beats_merges(docs, merges: dict[str, list[str]], languages: list[str],
     d = np.mean([_bpb_boot(docs, best, t, idx[t]) - _bpb_boot(docs, "mixed", t, idx[t]) for t in tasks], axis=0)
     lo, hi = _ci(d)
     return _row("mixed beats every merge", "mean bits per byte over the lm tasks: the best merge minus mixed, paired over documents",
-                "documents", f"{len(tasks)} languages x {len(idx[tasks[0]][0])} documents", mean(best) - mean("mixed"), lo, hi, +1,
+                "documents", f"{len(tasks)} languages x {len(idx[tasks[0]][0])}", mean(best) - mean("mixed"), lo, hi, +1,
                 f"best merge {best} ({mean(best):.3f}) against mixed ({mean('mixed'):.3f}), of {len(cand)} merges")
 
 

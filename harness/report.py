@@ -52,11 +52,13 @@ def init_summary(rep_rows: list[dict], explain: dict) -> str:
                         "initialisation no longer keeps two experts near each other, and merges of same-init and cross-init "
                         "experts lose about alike." if ratio > 1.5 else
                         ": training moved each about as far as the initialisations are apart."))
-    bars = {b["relation"]: b["barrier"] for b in explain.get("barriers", [])}
+    bars: dict[str, list] = {}
+    for b in explain.get("barriers", []):
+        bars.setdefault(b["relation"], []).append(f"{b['barrier']:.3f} ({b['set']})")
     if "cross-init, same language" in bars:
         parts.append(f"The loss barrier between same-language experts from different initialisations is "
-                     f"{bars['cross-init, same language']:.3f} bits per byte (same-init pairs: "
-                     f"{bars.get('same init (init-s0)', float('nan')):.3f}); between experts of different languages the path is scored on "
+                     f"{' and '.join(bars['cross-init, same language'])} bits per byte (a same-language, same-init pair "
+                     f"would be one model); between experts of different languages the path is scored on "
                      f"both languages' dev text, where each endpoint is poor on the other's language, so that barrier reads near zero "
                      f"whatever the initialisation.")
     return " ".join(parts)

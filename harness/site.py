@@ -485,7 +485,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                                    curve_desc)) if curves else None
 
     corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
-    replication = [{**r, "estimate_ci": _ci(r["estimate"], r["ci_low"], r["ci_high"], 3) + (f" vs {r['null']:g}" if r["null"] else "")}
+    replication = [{**r, "estimate_ci": (f"{_fmt(r['estimate'], 1)} [{_fmt(r['ci_low'], 1)}, {_fmt(r['ci_high'], 1)}] vs {r['null']:g}"
+                                         if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
                    for r in tables["replication"]]
     phase("analysis")
     # methods
