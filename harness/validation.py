@@ -159,27 +159,29 @@ def check_refs(f: Path, m: schema.Submission, members: set[str]) -> list[str]:
 
 
 
-def _inner_yaml(folder: Path, manifest, field: str, name: str | None, example: str) -> tuple[Path, list[str]]:
-    """A file the manifest names, which must lie inside the submission folder and exist: its path, or one line."""
+def _inner_yaml(folder: Path, manifest, field: str, name: str | None, example: str, what: str) -> tuple[Path, dict | None, list[str]]:
+    """A YAML mapping the manifest names, which must lie inside the submission folder and exist: its path and
+    contents, or one line (what: the mapping's description, as the fix for a file that is not one)."""
     f = folder / (name or example)
     if not name or Path(name).is_absolute() or not inside(folder, f) or f.resolve() == folder.resolve():
-        return f, [f"{manifest}: {field}: '{name}' leaves the submission folder; name a file inside it ({example})"]
+        return f, None, [f"{manifest}: {field}: '{name}' leaves the submission folder; name a file inside it ({example})"]
     if not f.exists() and not f.is_symlink():
-        return f, [f"{manifest}: {field}: '{name}' is missing; add it beside submission.yaml"]
-    return f, []
+        return f, None, [f"{manifest}: {field}: '{name}' is missing; add it beside submission.yaml"]
+    data, problems = load_yaml(f, f"add the {field.replace('_', ' ')} beside submission.yaml")
+    if problems:
+        return f, None, problems
+    if not isinstance(data, dict):
+        return f, None, [f"{f}: -: {what}"]
+    return f, data, []
 
 def check_recipe(folder: Path, m: schema.Submission) -> list[str]:
     from .merge import model_refs
 
     manifest = folder / "submission.yaml"
-    f, problems = _inner_yaml(folder, manifest, "recipe", m.recipe, "recipe.yml")
+    f, recipe, problems = _inner_yaml(folder, manifest, "recipe", m.recipe, "recipe.yml",
+                                      "a mergekit recipe is a mapping (merge_method, models, ...); see submissions/README.md")
     if problems:
         return problems
-    recipe, problems = load_yaml(f, "add the recipe beside submission.yaml")
-    if problems:
-        return problems
-    if not isinstance(recipe, dict):
-        return [f"{f}: -: a mergekit recipe is a mapping (merge_method, models, ...); see submissions/README.md"]
     method = recipe.get("merge_method")
     from mergekit.merge_methods import registry
 
@@ -230,14 +232,10 @@ def check_method(folder: Path, m: schema.Submission, max_bytes: int | None = Non
 
     manifest = folder / "submission.yaml"
     if m.method_spec is not None:
-        f, problems = _inner_yaml(folder, manifest, "method_spec", m.method_spec, "method.yaml")
+        f, data, problems = _inner_yaml(folder, manifest, "method_spec", m.method_spec, "method.yaml",
+                                        "a method spec is a mapping of fields; see methods/specs/ for examples")
         if problems:
             return problems
-        data, problems = load_yaml(f, "add the method spec beside submission.yaml")
-        if problems:
-            return problems
-        if not isinstance(data, dict):
-            return [f"{f}: -: a method spec is a mapping of fields; see methods/specs/ for examples"]
         try:
             spec = schema.MethodSpec.model_validate(data)
         except ValidationError as e:
