@@ -405,6 +405,8 @@ def _cluster_args(p) -> None:
     kr.add_argument("--gpus-per-worker", type=int, default=0, help="nvidia.com/gpu per worker pod (default %(default)s)")
     kr.add_argument("--cpus-per-worker", default="8")
     kr.add_argument("--memory-per-worker", default="32Gi")
+    kr.add_argument("--head-cpus", default="2", help="the head pod's CPUs (it runs the command, no Ray tasks)")
+    kr.add_argument("--head-memory", default="8Gi")
     kr.add_argument("--mount", default="/mnt/babelmerge", help="where the PVC is mounted (default %(default)s)")
     kr.add_argument("--store", default="/mnt/babelmerge/store", help="BABELMERGE_HOME, under --mount (default %(default)s)")
     kr.add_argument("--workdir", default=None, help="the babelmerge checkout to run in, e.g. a clone on the PVC")
@@ -420,7 +422,8 @@ def _cluster(args) -> int:
     if args.action == "kuberay":
         text = cluster.rayjob_yaml(cluster.RayJob(
             image=args.image, pvc=args.pvc, name=args.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker, mount=args.mount,
+            cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker, head_cpus=args.head_cpus,
+            head_memory=args.head_memory, mount=args.mount,
             store=args.store, workdir=args.workdir, ray_version=args.ray_version), args.command)
     else:
         s = cluster.Slurm(nodes=getattr(args, "nodes", 1), gpus_per_node=args.gpus_per_node,

@@ -236,6 +236,7 @@ def test_kuberay_without_gpus_asks_for_none():
     (["cluster", "kuberay", "--image", "i", "--pvc", "p", "--memory-per-worker", "lots", "--", "run"], "--memory-per-worker"),
     (["cluster", "kuberay", "--image", "i", "--pvc", "p", "--store", "/elsewhere", "--", "run"], "--store"),
     (["cluster", "kuberay", "--image", "i", "--pvc", "p", "--workers", "0", "--", "run"], "--workers"),
+    (["cluster", "kuberay", "--image", "i", "--pvc", "p", "--head-cpus", "two", "--", "run"], "--head-cpus"),
 ])
 def test_bad_arguments_get_one_line(argv, field, capsys):
     assert cli.main(argv) == 2
