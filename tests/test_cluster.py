@@ -36,10 +36,13 @@ FAKE_NODE=$node exec "$@"
 echo "$FAKE_HOST_IP"
 ''',
     # ray: `status` answers only once a head has been started (as a real GCS would), never with FAKE_RAY_DOWN;
-    # `start` returns at once where the real one blocks (the script backgrounds it either way)
-    "ray": r'''echo "ray $* @${FAKE_NODE:-batch}" >> "$FAKE_LOG"
-if [ "$1" = status ]; then
-  [ -z "$FAKE_RAY_DOWN" ] && grep -q -- "ray start --head" "$FAKE_LOG"
+    # `start` returns at once where the real one blocks (the script backgrounds it either way); a status line is
+    # written once the answer is known, so it follows the head's line when it says "up"
+    "ray": r'''if [ "$1" != status ]; then echo "ray $* @${FAKE_NODE:-batch}" >> "$FAKE_LOG"; exit 0; fi
+if [ -z "$FAKE_RAY_DOWN" ] && grep -q "^ray start --head" "$FAKE_LOG"; then
+  echo "ray $* @${FAKE_NODE:-batch}: up" >> "$FAKE_LOG"
+else
+  echo "ray $* @${FAKE_NODE:-batch}: down" >> "$FAKE_LOG"; exit 1
 fi
 ''',
     "babelmerge": r'''line="babelmerge"; for a in "$@"; do line="$line|$a"; done
@@ -127,9 +130,12 @@ def test_slurm_ray_script_runs_head_then_workers_then_the_command(fakes, tmp_pat
     jobs = [ln for ln in lines if ln.startswith("babelmerge")]
     assert jobs == [f"babelmerge|evaluate|--preset|tiny|--limit|4|--executor|ray|--ray-address|{address}"
                     f"|BABELMERGE_HOME={store} @batch"]
-    order = {k: next(i for i, ln in enumerate(lines) if ln.startswith(k)) for k in ("ray start --head", "ray status",
-                                                                                  "babelmerge")}
-    assert order["ray start --head"] < order["ray status"] < order["babelmerge"]  # the head answered first
+    # the head was up before the poll that answered (the last one), and workers and the command came after it
+    at = {ln: i for i, ln in enumerate(lines)}
+    (answered,) = [i for i, ln in enumerate(lines) if ln.startswith("ray status") and ln.endswith(": up")]
+    assert all(ln.endswith(": down") for ln in lines[:answered] if ln.startswith("ray status"))
+    assert at[heads[0]] < answered < at[jobs[0]], "\n".join(lines)
+    assert all(at[w] > answered for w in workers)
     assert Path(store).is_dir()
 
 
