@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the JSON Schema of submission.yaml (for editors)")
 
+    p = sub.add_parser("cluster", help="write a launch file for a cluster: Slurm (Ray head/worker, or an array of units), KubeRay RayJob")
+    _cluster_args(p)
+
     sub.add_parser("scenarios", help="the merge scenarios methods are benchmarked on, one per line, id first")
 
     p = sub.add_parser("methods", help="benchmark merge methods over the scenarios")
@@ -244,6 +247,8 @@ def _dispatch(args) -> int:
             print(d)
     elif args.cmd == "data":
         return _data(args)
+    elif args.cmd == "cluster":
+        return _cluster(args)
     elif args.cmd == "cka":
         from . import data, store
         from .evaluate import pick_device
@@ -369,6 +374,75 @@ def _methods(args) -> int:
     ctx = _ctx(args)
     recs = methodbench.bench(ctx, args.spec, ids, root=ctx.methods_dir)
     return 1 if any(r.status == "failed" for r in recs) else 0
+
+
+def _cluster_args(p) -> None:
+    """`babelmerge cluster slurm | slurm-array | kuberay [options] -- COMMAND ...` (harness/cluster.py)."""
+    csub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sl = csub.add_parser("slurm", help="an sbatch script: a Ray head and workers over the allocation, then the command "
+                                       "with --executor ray on the head")
+    sa = csub.add_parser("slurm-array", help="an sbatch array script: one task per unit (--units FILE), local executor")
+    sl.add_argument("--nodes", type=int, default=2, help="nodes, one Ray node each; the first is the head (default %(default)s)")
+    for q in (sl, sa):
+        q.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default %(default)s)")
+        q.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per node's task (default %(default)s)")
+        q.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
+        q.add_argument("--time", default="04:00:00", help="wall-clock limit, HH:MM:SS or D-HH:MM:SS (default %(default)s)")
+        q.add_argument("--job-name", default="babelmerge")
+        q.add_argument("--setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run first, e.g. 'source /shared/babelmerge/.venv/bin/activate' (repeatable)")
+        q.add_argument("--store", default=None, help="BABELMERGE_HOME on the shared filesystem (default: $BABELMERGE_HOME)")
+    sl.add_argument("--port", type=int, default=6379, help="the Ray head's GCS port (default %(default)s)")
+    sl.add_argument("--head-timeout", type=int, default=300, help="seconds to wait for the Ray head (default %(default)s)")
+    sa.add_argument("--units", type=Path, required=True,
+                    help="a file, one unit a line: submission folders for evaluate, scenario ids for --scenarios {unit}")
+    sa.add_argument("--max-parallel", type=int, default=None, help="at most this many array tasks at once")
+    kr = csub.add_parser("kuberay", help="a KubeRay RayJob manifest: head, a worker group, the store on a PVC")
+    kr.add_argument("--image", required=True, help="the container image holding ray and babelmerge")
+    kr.add_argument("--pvc", required=True, help="the PersistentVolumeClaim that holds the store")
+    kr.add_argument("--name", default="babelmerge", help="the RayJob's name (default %(default)s)")
+    kr.add_argument("--workers", type=int, default=1, help="worker pods (default %(default)s)")
+    kr.add_argument("--gpus-per-worker", type=int, default=0, help="nvidia.com/gpu per worker pod (default %(default)s)")
+    kr.add_argument("--cpus-per-worker", default="8")
+    kr.add_argument("--memory-per-worker", default="32Gi")
+    kr.add_argument("--head-cpus", default="2", help="the head pod's CPUs (it runs the command, no Ray tasks)")
+    kr.add_argument("--head-memory", default="8Gi")
+    kr.add_argument("--mount", default="/mnt/babelmerge", help="where the PVC is mounted (default %(default)s)")
+    kr.add_argument("--store", default="/mnt/babelmerge/store", help="BABELMERGE_HOME, under --mount (default %(default)s)")
+    kr.add_argument("--workdir", default=None, help="the babelmerge checkout to run in, e.g. a clone on the PVC")
+    kr.add_argument("--ray-version", default=None, help="rayClusterSpec.rayVersion: the image's Ray version")
+    for q in (sl, sa, kr):
+        q.add_argument("--out", type=Path, default=None, help="write here (default: standard output)")
+        q.add_argument("command", nargs=argparse.REMAINDER, help="-- then the babelmerge command and its options")
+
+
+def _cluster(args) -> int:
+    from . import cluster
+
+    if args.action == "kuberay":
+        text = cluster.rayjob_yaml(cluster.RayJob(
+            image=args.image, pvc=args.pvc, name=args.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker, head_cpus=args.head_cpus,
+            head_memory=args.head_memory, mount=args.mount,
+            store=args.store, workdir=args.workdir, ray_version=args.ray_version), args.command)
+    else:
+        s = cluster.Slurm(nodes=getattr(args, "nodes", 1), gpus_per_node=args.gpus_per_node,
+                          cpus_per_task=args.cpus_per_task, time=args.time, partition=args.partition,
+                          job_name=args.job_name, setup=tuple(args.setup))
+        store = args.store or os.environ.get("BABELMERGE_HOME")
+        if args.action == "slurm":
+            text = cluster.slurm_script(s, store, args.command, args.port, args.head_timeout)
+        else:
+            units = args.units.read_text(encoding="utf-8").splitlines()
+            text = cluster.slurm_array_script(s, store, args.command, units, args.max_parallel)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    args.out.write_text(text, encoding="utf-8")
+    if args.action != "kuberay":
+        args.out.chmod(0o755)
+    print(f"{args.out}: written", file=sys.stderr)
+    return 0
 
 
 def _validate(paths: list[Path]) -> int:
