@@ -5,7 +5,9 @@ recipe, constituent identities, mergekit version, seed)."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import socket
 import time
 from importlib import metadata
 from pathlib import Path
@@ -126,7 +128,9 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
         return out, store.read_json(meta)["provenance"]
     log(f"[merge] {recipe_path.parent.name}: {recipe.get('merge_method')} over {len(paths)} models")
     t0 = time.perf_counter()
-    tmp = out.with_name(out.name + ".partial")
+    # a folder of this process's own: two processes (Slurm array tasks, Ray workers) merging the same recipe on one
+    # shared store never write into each other's output
+    tmp = out.with_name(f"{out.name}.partial-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         config = MergeConfiguration.model_validate(resolved)
@@ -138,8 +142,12 @@ def run_recipe(recipe_path: Path, preset: str, seed: int, device: str = "cpu", l
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise MergeError(f"{recipe_path}: merge_method: mergekit failed ({type(e).__name__}: {first}); "
                          "check the recipe against mergekit's documentation for this method") from None
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)  # atomic; `out` only ever holds a finished merge
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same recipe first: the same bytes, keep its
     prov = {"mergekit": metadata.version("mergekit"), "recipe": recipe, "key": key, "identity": key, "seed": seed,
             "constituents": {r: identity.model_hash(p) for r, p in paths.items()},
             "constituent_identities": {r: identity_of(r) for r in paths},
