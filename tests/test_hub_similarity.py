@@ -59,7 +59,7 @@ def merge(root: Path, m: dict[str, Path], method: str = "ties") -> Path:
 
 def run(merged: Path, cons: list[Path], out: Path, data: Path, base: Path | None = None, points: int = 3) -> dict:
     argv = ["diagnostics", "--merged", str(merged), "--constituents", ",".join(map(str, cons)), "--data", str(data),
-            "--languages", ",".join(LANGS), "--n", str(N), "--tokens", "48", "--dtype", "float32", "--device", "cpu",
+            "--languages", ",".join(LANGS), "--n", str(N), "--tokens", "96", "--dtype", "float32", "--device", "cpu",
             "--path-points", str(points), "--out", str(out)]
     assert main(argv + (["--base", str(base)] if base else [])) == 0
     return json.loads(out.read_text())
@@ -192,8 +192,11 @@ def test_diagnostics_refuses_pickles_and_mismatches(tmp_path, tokenizer_dir, dat
     assert main(argv(m["a"], f"{m['b']},{other}")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tensors differ" in err[0] and str(other) in err[0]
-    (m["b"] / "pytorch_model.bin").write_bytes(b"\x80\x04K.")
     assert main(argv(m["a"], f"{m['a']},{m['b']}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "named twice" in err[0]
+    (m["b"] / "pytorch_model.bin").write_bytes(b"\x80\x04K.")
+    assert main(argv(m["base"], f"{m['a']},{m['b']}")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pickle" in err[0] and "pytorch_model.bin" in err[0]
     assert not (tmp_path / "x.json").exists()

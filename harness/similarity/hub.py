@@ -156,6 +156,10 @@ def merge_diagnostics(merged: Path, constituents: list[Path], base: Path | None,
     if len(constituents) < 2:
         raise ValueError("--constituents: name at least two checkpoints, separated by commas")
     everyone = [merged, *constituents] + ([base] if base else [])
+    seen = [p.resolve() for p in everyone]
+    if len(set(seen)) < len(seen):
+        twice = next(p for p, r in zip(everyone, seen) if seen.count(r) > 1)
+        raise ValueError(f"{twice}: named twice among --merged, --constituents and --base; name each model once")
     shapes = check_models(everyone)
     tok = shared_tokenizer(everyone)
     texts_by_lang = [flores_probe(data, [lang], n) for lang in languages]
