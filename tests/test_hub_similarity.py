@@ -161,6 +161,7 @@ def test_diagnostics_qwen2_merge(tmp_path, tokenizer_dir, data_dir, capsys):
     prov = res["provenance"]
     assert {v["role"] for v in prov["models"].values()} == {"merged", "constituent", "base"}
     assert set(prov["data"]["files"]) == {f"flores_plus/dev/{l}.parquet" for l in LANGS}
+    assert prov["data"]["lock_sha256"] is None  # no lock file present: the data are hashed, not checked against one
     assert prov["packages"]["torch"] and prov["git"] and res["identities"][a] == prov["models"][a]["sha256"]
     assert res["diagnostics"]["probe"]["sentences"] == 3 * N
 
