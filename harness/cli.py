@@ -156,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", type=Path)
     _probe_args(p)
 
+    p = sub.add_parser("diagnostics", help="the similarity stage over any checkpoints: a merge's pair diagnostics (streamed CKA, "
+                                           "LAPE neuron overlap, task vectors, sign conflict, loss barrier) on a FLORES+ dev probe")
+    p.add_argument("--merged", type=Path, required=True, metavar="DIR", help="the merged checkpoint folder")
+    p.add_argument("--constituents", required=True, metavar="A,B", help="the checkpoints it was merged from, commas between")
+    p.add_argument("--base", type=Path, default=None, metavar="DIR",
+                   help="the model task vectors are taken against (without it: no weight-space rows)")
+    p.add_argument("--path-points", type=int, default=5, help="points on the linear path between constituents (default %(default)s)")
+    _probe_args(p)
+
     p = sub.add_parser("pin", help="resolve a scenario's hub models to commits (online) into scenarios/<id>.pins.json")
     p.add_argument("scenario", help="scenario id or path, e.g. seed-a")
     p = sub.add_parser("scenario", help="a seed's set-up as data (scenarios/<id>.yaml)")
@@ -274,6 +283,22 @@ def _dispatch(args) -> int:
         store.write_json(args.out, res)
         per = {l: sum(r["value"] for r in res["rows"] if r["language"] == l) for l in langs}
         print(f"{args.out}: LAPE neurons per language " + " ".join(f"{l}={v}" for l, v in per.items()))
+    elif args.cmd == "diagnostics":
+        from . import data, store
+        from .evaluate import pick_device
+        from .similarity.hub import merge_diagnostics, summary
+        from .suite import load_suite
+
+        suite = load_suite(args.suite)
+        langs = data.parse_languages(args.languages, suite["languages"])
+        cons = [Path(c.strip()) for c in args.constituents.split(",") if c.strip()]
+        res = merge_diagnostics(args.merged, cons, args.base, data.open_data(suite, args.data), langs, args.n,
+                                pick_device(args.device), args.dtype, args.tokens, args.path_points,
+                                log=lambda m: print(m, file=sys.stderr))
+        store.write_json(args.out, res)
+        print(f"{args.out}: {len(res['rows'])} rows")
+        for line in summary(res):
+            print("  " + line)
     elif args.cmd == "pin":
         from .pools import pin
 

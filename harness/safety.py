@@ -192,12 +192,9 @@ def check_tensors(config: dict, shapes: dict[str, list[int]], where: Path) -> No
                                "does not hold; remove it or fix config.json")
 
 
-def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None = None, max_bytes: int = MAX_BYTES) -> None:
-    """Raise UnsafeCheckpoint with one line for the first problem of a checkpoint folder inside `root`."""
-    if folder.is_symlink() or not inside(root, folder):
-        raise UnsafeCheckpoint(f"{folder}: checkpoint.path: leaves the submission folder; put the checkpoint inside it")
-    if not folder.is_dir():
-        raise UnsafeCheckpoint(f"{folder}: checkpoint.path: no such folder; add the checkpoint folder to the submission")
+def _inspect_files(folder: Path, max_bytes: int) -> tuple[dict, list[Path]]:
+    """The file-level checks of a checkpoint folder (no pickle, no code, no link, size, config.json without custom
+    code, at least one .safetensors); returns the parsed config and the weight files."""
     total = 0
     for f in sorted(folder.rglob("*")):
         if f.is_symlink():
@@ -232,6 +229,27 @@ def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None =
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise UnsafeCheckpoint(f"{folder}: -: no .safetensors weight file; export the model with safetensors")
+    return config, weights
+
+
+def _shapes(weights: list[Path]) -> dict[str, list[int]]:
+    """Tensor name -> shape over a checkpoint's weight files, each header checked; a name in two files is refused."""
+    shapes: dict[str, list[int]] = {}
+    for w in weights:
+        for name, meta in safetensors_header(w).items():
+            if name in shapes:
+                raise UnsafeCheckpoint(f"{w}: {name}: the tensor is also in another weight file; keep one copy")
+            shapes[name] = meta["shape"]
+    return shapes
+
+
+def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None = None, max_bytes: int = MAX_BYTES) -> None:
+    """Raise UnsafeCheckpoint with one line for the first problem of a checkpoint folder inside `root`."""
+    if folder.is_symlink() or not inside(root, folder):
+        raise UnsafeCheckpoint(f"{folder}: checkpoint.path: leaves the submission folder; put the checkpoint inside it")
+    if not folder.is_dir():
+        raise UnsafeCheckpoint(f"{folder}: checkpoint.path: no such folder; add the checkpoint folder to the submission")
+    config, weights = _inspect_files(folder, max_bytes)
     if sha256 is not None:
         listed = set(sha256)
         present = {w.name for w in weights}
@@ -242,10 +260,16 @@ def inspect_checkpoint(folder: Path, root: Path, sha256: dict[str, str] | None =
             if store.sha256_file(w) != sha256[w.name]:
                 raise UnsafeCheckpoint(f"{w}: checkpoint.sha256: the file's sha256 differs from the manifest; "
                                        "recompute it with sha256sum or re-upload the file")
-    shapes: dict[str, list[int]] = {}
-    for w in weights:
-        for name, meta in safetensors_header(w).items():
-            if name in shapes:
-                raise UnsafeCheckpoint(f"{w}: {name}: the tensor is also in another weight file; keep one copy")
-            shapes[name] = meta["shape"]
-    check_tensors(config, shapes, folder)
+    check_tensors(config, _shapes(weights), folder)
+
+
+def inspect_local_model(folder: Path, max_bytes: int = MAX_BYTES) -> dict[str, list[int]]:
+    """A local checkpoint of any transformers architecture given on the command line, before anything loads it:
+    the file-level checks of `inspect_checkpoint` and every safetensors header checked; the tensor set is not
+    compared with a LLaMA-style config (Qwen2, Gemma2, ... are accepted). Returns tensor name -> shape."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        raise UnsafeCheckpoint(f"{folder}: -: not a checkpoint folder; pass a Hugging Face model folder (config.json, "
+                               "*.safetensors)")
+    _, weights = _inspect_files(folder, max_bytes)
+    return _shapes(weights)

@@ -246,7 +246,8 @@ class DocsFile(Strict):
 class SimilarityRow(Strict):
     """One tidy similarity row: a metric between two models (at one layer, layer pair, group or path point)."""
 
-    metric: str                        # cka_linear | cka_debiased | cka_rbf | cka_linear_matrix | neuron_jaccard_{lape,ap}
+    metric: str                        # cka_linear | cka_debiased | cka_rbf | cka_linear_matrix | cka_minibatch (hub scale)
+                                       # | neuron_jaccard_{lape,ap}
                                        # | task_cosine | sign_conflict[_trim] | sign_conflict_set[_trim] | path_bpb | loss_barrier
     a: str                             # model names (a = b = the merge for constituent-set rows)
     b: str

@@ -59,6 +59,33 @@ def stream_cka(model_a, model_b, seqs: list[list[int]], device: str = "cpu", tok
         yield acc
 
 
+def load_causal_lm(path, device: str = "cpu", dtype: str = "bfloat16"):
+    """A local causal LM from safetensors only, never with remote code, in `dtype`, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
+                                                dtype=getattr(torch, dtype)).to(device).eval()
+
+
+def shared_tokenizer(paths: list):
+    """The tokenizer of the first checkpoint, after checking that every other one has the same vocabulary: CKA and
+    the neuron overlap compare the same tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    toks = [PreTrainedTokenizerFast.from_pretrained(str(p)) for p in paths]
+    for p, t in zip(paths[1:], toks[1:]):
+        if t.get_vocab() != toks[0].get_vocab():
+            raise ValueError(f"{p}: its tokenizer differs from {paths[0]}'s; CKA needs both models to read the same tokens")
+    return toks[0]
+
+
+def probe_sequences(tok, texts: list[str]) -> list[list[int]]:
+    """Each text as token ids after the start token (compute.start_token), no other special tokens."""
+    from .compute import start_token
+
+    return [[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
 def pair_cka(path_a, path_b, data, languages: list[str], n: int, device: str = "cpu", dtype: str = "bfloat16",
              tokens: int = 1024, log=lambda *_: None) -> dict:
     """Per-layer streamed linear minibatch CKA between two checkpoints on the first n FLORES+ dev sentences of each
@@ -66,21 +93,13 @@ def pair_cka(path_a, path_b, data, languages: list[str], n: int, device: str = "
     must share a tokenizer (the same vocabulary): CKA compares the same tokens."""
     import time
 
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
     from .. import identity, provenance
-    from .compute import start_token
 
     t0 = time.perf_counter()
-    toks = [PreTrainedTokenizerFast.from_pretrained(str(p)) for p in (path_a, path_b)]
-    if toks[0].get_vocab() != toks[1].get_vocab():
-        raise ValueError(f"{path_b}: its tokenizer differs from {path_a}'s; CKA needs both models to read the same tokens")
+    tok = shared_tokenizer([path_a, path_b])
     texts = flores_probe(data, languages, n)
-    tok = toks[0]
-    seqs = [[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    load = lambda p: AutoModelForCausalLM.from_pretrained(str(p), use_safetensors=True, trust_remote_code=False,
-                                                          dtype=getattr(torch, dtype)).to(device).eval()
-    a, b = load(path_a), load(path_b)
+    seqs = probe_sequences(tok, texts)
+    a, b = load_causal_lm(path_a, device, dtype), load_causal_lm(path_b, device, dtype)
     acc = None
     for acc in stream_cka(a, b, seqs, device, tokens):
         log(f"[cka] {acc.batches} minibatches")
@@ -131,6 +150,15 @@ def gate_activity(model, seqs_by_lang: list[list[list[int]]], device: str = "cpu
     return over_zero.cpu().numpy(), counts
 
 
+def lape_mask(model, seqs_by_lang: list[list[list[int]]], device: str = "cpu", tokens: int = 1024):
+    """LAPE language-specific neurons (harness/similarity/neurons.py) of a loaded gated-MLP model from streamed gate
+    counts: a boolean mask (langs, L, N) and the tokens counted per language (langs,)."""
+    from . import neurons
+
+    over_zero, counts = gate_activity(model, seqs_by_lang, device, tokens)
+    return neurons.lape_neurons(over_zero / counts[:, None, None]), counts
+
+
 def language_neurons(path, data, languages: list[str], n: int, device: str = "cpu", dtype: str = "bfloat16",
                      tokens: int = 1024) -> dict:
     """LAPE language-specific neurons (Tang et al. 2024; harness/similarity/neurons.py) of one gated-MLP checkpoint
@@ -138,20 +166,15 @@ def language_neurons(path, data, languages: list[str], n: int, device: str = "cp
     the neuron sets, and what produced them."""
     import time
 
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     from .. import identity, provenance
     from . import neurons
-    from .compute import start_token
 
     t0 = time.perf_counter()
     tok = PreTrainedTokenizerFast.from_pretrained(str(path))
-    seqs = [[[start_token(tok)] + tok(t, add_special_tokens=False)["input_ids"] for t in flores_probe(data, [lang], n)]
-            for lang in languages]
-    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
-                                                 dtype=getattr(torch, dtype)).to(device).eval()
-    over_zero, counts = gate_activity(model, seqs, device, tokens)
-    mask = neurons.lape_neurons(over_zero / counts[:, None, None])
+    seqs = [probe_sequences(tok, flores_probe(data, [lang], n)) for lang in languages]
+    mask, counts = lape_mask(load_causal_lm(path, device, dtype), seqs, device, tokens)
     L, N = mask.shape[1:]
     rows = [{"metric": "lape_count", "layer": layer + 1, "language": lang, "value": int(mask[li, layer].sum()), "units": N}
             for li, lang in enumerate(languages) for layer in range(L)]

@@ -43,40 +43,59 @@ def trim(tv: dict[str, torch.Tensor], density: float = TRIM_DENSITY) -> dict[str
     return out
 
 
-def _by_group(names, n_blocks: int) -> dict[str, list[str]]:
-    groups = defaultdict(list)
-    for k in names:
-        groups[parameter_group(k, n_blocks)].append(k)
-        groups["all"].append(k)
-    return groups
+def pair_sums(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """The additive pieces of a cosine for one tensor of two task vectors: a.b, a.a, b.b."""
+    return {"dot": float((a * b).sum()), "aa": float((a * a).sum()), "bb": float((b * b).sum())}
+
+
+def conflict_sums(ts: list[torch.Tensor]) -> dict[str, float]:
+    """The additive pieces of a sign-conflict rate for one tensor of several task vectors: coordinates where at
+    least two are nonzero ('active'), and those among them holding both a positive and a negative entry."""
+    st = torch.stack(ts)
+    nz = (st != 0).sum(0)
+    pos, neg = (st > 0).any(0), (st < 0).any(0)
+    return {"active": int((nz >= 2).sum()), "conflict": int(((nz >= 2) & pos & neg).sum())}
+
+
+def group_sums(per_tensor, n_blocks: int) -> dict[str, dict[str, float]]:
+    """Sum per-tensor pieces {name: value} (an iterable of (parameter name, pieces), in order) per layer group
+    and over 'all'. Tensors can come one at a time (read from disk and dropped), so no model is ever in memory."""
+    out: dict[str, dict[str, float]] = {}
+    for name, pieces in per_tensor:
+        for g in (parameter_group(name, n_blocks), "all"):
+            acc = out.setdefault(g, dict.fromkeys(pieces, 0))
+            for k, v in pieces.items():
+                acc[k] += v
+    return out
+
+
+def cosine_of(s: dict[str, float]) -> float:
+    return s["dot"] / np.sqrt(s["aa"] * s["bb"]) if s["aa"] > 0 and s["bb"] > 0 else float("nan")
+
+
+def conflict_of(s: dict[str, float]) -> float:
+    return s["conflict"] / s["active"] if s["active"] else float("nan")
 
 
 def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], n_blocks: int) -> dict[str, float]:
     """Cosine between two task vectors, globally ('all') and per layer group."""
-    out = {}
-    for g, names in _by_group(a, n_blocks).items():
-        dot = sum(float((a[k] * b[k]).sum()) for k in names)
-        na = sum(float((a[k] * a[k]).sum()) for k in names)
-        nb = sum(float((b[k] * b[k]).sum()) for k in names)
-        out[g] = dot / np.sqrt(na * nb) if na > 0 and nb > 0 else float("nan")
-    return out
+    return {g: cosine_of(s) for g, s in group_sums(((k, pair_sums(a[k], b[k])) for k in a), n_blocks).items()}
 
 
 def sign_conflict(tvs: list[dict[str, torch.Tensor]], n_blocks: int) -> dict[str, float]:
     """Share of coordinates with a sign conflict among those where at least two task vectors are nonzero:
     a conflict is any coordinate where both a positive and a negative entry occur. For two vectors it is the
     pairwise rate; for more, the set rate. Globally ('all') and per layer group."""
-    out = {}
-    for g, names in _by_group(tvs[0], n_blocks).items():
-        active = conflict = 0
-        for k in names:
-            st = torch.stack([t[k] for t in tvs])
-            nz = (st != 0).sum(0)
-            pos, neg = (st > 0).any(0), (st < 0).any(0)
-            active += int((nz >= 2).sum())
-            conflict += int(((nz >= 2) & pos & neg).sum())
-        out[g] = conflict / active if active else float("nan")
-    return out
+    sums = group_sums(((k, conflict_sums([t[k] for t in tvs])) for k in tvs[0]), n_blocks)
+    return {g: conflict_of(s) for g, s in sums.items()}
+
+
+def _by_group(names, n_blocks: int) -> dict[str, list[str]]:
+    groups = defaultdict(list)
+    for k in names:
+        groups[parameter_group(k, n_blocks)].append(k)
+        groups["all"].append(k)
+    return groups
 
 
 def relative_distance(model: dict[str, torch.Tensor], init: dict[str, torch.Tensor], n_blocks: int) -> dict[str, float]:
