@@ -6,6 +6,7 @@ a second pass reuses every record; the built site shows both rows and every per-
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -65,6 +66,8 @@ def test_run_benchmarks_both_method_submission_forms(tmp_path):
 
     subs, mdir, log = tmp_path / "subs", tmp_path / "methods", []
     subs.mkdir()
+    t0 = time.perf_counter()
+    mark = lambda what: log.append(f"[test] {what} at {time.perf_counter() - t0:.1f}s")
     ctx = Context(preset="micro", limit=4, submissions_dir=subs, references_dir=tmp_path / "refs", methods_dir=mdir,
                   out=tmp_path / "site", device="cpu", log=log.append, err=log.append, verbose=True)
     _grid_submission(subs)
@@ -72,7 +75,9 @@ def test_run_benchmarks_both_method_submission_forms(tmp_path):
     (mdir / "specs").mkdir(parents=True)
     shutil.copy(Path(__file__).resolve().parent.parent / "methods" / "specs" / "linear.yaml", mdir / "specs")
 
+    mark("submissions made")
     failed = methodbench.stage_submissions(ctx, SCENARIOS)
+    mark("method step done")
     text = "\n".join(map(str, log))
     (Path(__file__).resolve().parent.parent / "test-artifacts").mkdir(exist_ok=True)
     (Path(__file__).resolve().parent.parent / "test-artifacts" / "method-submissions-micro.log").write_text(text)
@@ -99,7 +104,11 @@ def test_run_benchmarks_both_method_submission_forms(tmp_path):
     assert methodbench.stage_submissions(ctx, SCENARIOS) == []
     assert not any(str(x).startswith(("[merge]", "[evaluate]")) for x in log), log
 
+    t1 = time.perf_counter()
     stage_site(ctx)
+    timing = f"site build {time.perf_counter() - t1:.1f}s; whole test {time.perf_counter() - t0:.1f}s"
+    with open(Path(__file__).resolve().parent.parent / "test-artifacts" / "method-submissions-micro.log", "a") as fh:
+        fh.write(f"\n[test] {timing}\n")
     out = tmp_path / "site"
     board = (out / "methods-leaderboard.html").read_text()
     assert 'href="method/sub-grid.html"' in board and 'href="method/sub-ckpt.html"' in board
