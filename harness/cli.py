@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     mb.add_argument("spec", type=Path, help="a method spec YAML (methods/specs/*.yaml, or your own with `module:`)")
     mb.add_argument("--scenarios", default=None, help="comma-separated scenario ids (default: every scenario)")
     _common(mb, eval_opts=True)
+    mo = msub.add_parser("board", help="the method leaderboard as text: mean, rank and translation related vs divergent")
+    _common(mo)
 
     p = sub.add_parser("validate", help="check submissions: schema, names, references, recipes, checkpoints")
     p.add_argument("paths", nargs="*", type=Path, help="submission folders (default: all)")
@@ -390,6 +392,14 @@ def _data(args) -> int:
 def _methods(args) -> int:
     from . import methodbench, methods
 
+    if args.action == "board":
+        from . import methodboard
+
+        ctx = _ctx(args)
+        recs = methodboard.load(ctx.methods_dir, ctx.suite["sha256"], ctx.preset)[0]
+        for ln in methodboard.board_lines(recs, ctx.suite["seed"], *methodboard.family_norms(ctx)):
+            print(ln)
+        return 0
     spec, problems = methods.load_spec(args.spec)
     for ln in problems:
         print(ln, file=sys.stderr)

@@ -704,7 +704,7 @@ def site_data(ctx: Context) -> site.SiteData:
     recs, specs = methodboard.load(ctx.methods_dir, ctx.suite["sha256"], ctx.preset)
     return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
                          docs=load_docs(ctx, results), neurons=load_neurons(ctx), movement=load_movement(ctx),
-                         method_records=recs, method_specs=specs)
+                         method_records=recs, method_specs=specs, methods_dir=ctx.methods_dir)
 
 
 def stage_site(ctx: Context) -> Path:
@@ -726,7 +726,7 @@ def run(ctx: Context) -> list[str]:
     all current for their identities nothing is trained, merged, evaluated or probed. Ends with a short
     reproduce pass (one drift line). Returns the names of failed models ("reproduce" when drift is beyond
     tolerance)."""
-    from . import reproduce
+    from . import methodbench, reproduce
 
     t0 = time.perf_counter()
     if ctx.from_scratch:
@@ -754,6 +754,7 @@ def run(ctx: Context) -> list[str]:
     stage_merges(ctx, needed=todo["need"])
     stage(4, "evaluate")
     failed = stage_evaluate(ctx)
+    failed += methodbench.stage_submissions(ctx)  # kind: method submissions, benchmarked as methods
     stage(5, "similarity")
     stage_similarity(ctx)
     stage(6, "analyze")

@@ -396,7 +396,7 @@ class MethodScenarioFile(Strict):
     base: str
     suite: str
     suite_sha256: str
-    dev_suite_sha256: str
+    dev_suite_sha256: str | None = None       # the dev split's suite (None: not tuned, a submitted checkpoint)
     preset: str
     limit: int | None = None
     tuning: dict                              # rule (text), budget, seed, grid_size, sampled (indices)
@@ -409,4 +409,8 @@ class MethodScenarioFile(Strict):
     score: float | None = None                # their mean: the method's score on this scenario
     status: Literal["ok", "failed", "skipped"] = "ok"
     error: str | None = None
+    reproduced: bool = True                   # False: "checkpoints, not reproduced": the submitter's own checkpoint for
+                                              # this scenario, evaluated as given (not merged, not tuned here)
+    checkpoint: dict[str, str] | None = None  # reproduced False: its weight files -> sha256 (its identity: identity.py)
+    submission: str | None = None             # the kind: method submission benchmarked (its id is the method's)
     provenance: dict

@@ -50,6 +50,7 @@ class SiteData:
     movement: pd.DataFrame = field(default_factory=pd.DataFrame)     # family members' distance from initialisation
     method_records: list = field(default_factory=list)               # schema.MethodScenarioFile of this suite and preset
     method_specs: dict[str, dict] = field(default_factory=dict)      # method id -> its spec as benchmarked
+    methods_dir: Path | None = None                                  # where method_records lie (merge results linked)
 
 
 def _fmt(v, digits=3):
@@ -317,15 +318,18 @@ def _render_model_pages(indices) -> int:
 
 
 # -- the build ---------------------------------------------------------------------------------------
-def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, set_diag: pd.DataFrame) -> None:
-    """methods-leaderboard.html, method/<id>.html and the method downloads (methodboard's tables)."""
+def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, set_diag: pd.DataFrame,
+                        scored: pd.DataFrame | None = None) -> None:
+    """methods-leaderboard.html, method/<id>.html and the method downloads (methodboard's tables); scored: the family
+    results' normalized scores (analysis.scored), the scenario base models' scores each method must beat."""
     import yaml
 
     from . import methodboard, methods
     from .scenarios import SCENARIO_SET, scenarios
 
     seed = data.suite["seed"]
-    df = methodboard.table(data.method_records)
+    df = methodboard.controls(methodboard.table(data.method_records), methodboard.base_norms(scored),
+                              validity.rule(data.suite).floor)
     summ = methodboard.summary(df, seed)
     wins = methodboard.win_rates(df, seed)
     pred = methodboard.failure_predictors(df, set_diag, seed)
@@ -337,25 +341,37 @@ def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, 
             "the scenario set's order): red at 0 (the untrained floor) or below, white at 50, blue at 100 (the expert) or "
             "above; grey where the method has no score (not applicable, or failed).")
     svg = Markup(plots.heatmap(names, order, values, "Methods x scenarios: normalized score", desc)) if names else ""
-    kind = lambda m: data.method_specs.get(m, {}).get("kind", "reproduced here")
-    rows = [{**r, "kind": kind(r["method"])} for r in summ.to_dict("records")]
+    rows = summ.to_dict("records")
+    bd = methodboard.translation_breakdown(df, seed)
     (tmp / "methods-leaderboard.html").write_text(env.get_template("methods-leaderboard.html.j2").render(
         **ctx, rows=rows, methods=names, wins={(w["method"], w["other"]): w for w in wins.to_dict("records")},
         heatmap_svg=svg, heatmap_desc=desc, scenario_set=SCENARIO_SET, n_scenarios=len(scenarios()),
-        rule=methods.TUNING_RULE, floor=validity.rule(data.suite).floor), encoding="utf-8")
+        rule=methods.TUNING_RULE, floor=validity.rule(data.suite).floor, breakdown=bd.to_dict("records"),
+        grouping=methodboard.GROUPING), encoding="utf-8")
     (tmp / "method").mkdir()
+    linked = {}  # (method, scenario) -> the merge's results file, copied beside the method page
+    for key, rel in methodboard.merge_files(df).items():
+        src = None if data.methods_dir is None else Path(data.methods_dir) / rel
+        if src is not None and src.is_file() and not src.is_symlink():
+            (tmp / "method" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / "method" / rel)
+            linked[key] = rel
     tpl = env.get_template("method.html.j2")
     for m in names:
         g = df[df["method"] == m]
-        rows_m = [{**r, "params": ", ".join(f"{k}={v}" for k, v in r["parameters"].items()) or "(none)"}
-                  for r in g.to_dict("records")]
+        p_text = lambda p: ", ".join(f"{k}={v}" for k, v in p.items()) or "(none)"
+        rows_m = [{**r, "params": p_text(r["parameters"]), "link": linked.get((m, r["scenario"])),
+                   "merges": [{**q, "params": p_text(q["parameters"])} for q in r["points"]]} for r in g.to_dict("records")]
         sm = summ[summ["method"] == m].to_dict("records")
         spec = {k: v for k, v in data.method_specs.get(m, {}).items() if v is not None}
         (tmp / "method" / f"{slug(m)}.html").write_text(tpl.render(
             **{**ctx, "root": "../"}, method=m, summary=sm[0] if sm else None, rows=rows_m,
             spec_text=yaml.safe_dump(spec, sort_keys=False, allow_unicode=True) if spec else "(not stored)",
-            predictors=pred[pred["method"] == m].to_dict("records")), encoding="utf-8")
-    df.assign(parameters=df["parameters"].map(json.dumps)).to_csv(tmp / "data" / "methods.csv", index=False)
+            predictors=pred[pred["method"] == m].to_dict("records"), breakdown=bd[bd["method"] == m].to_dict("records"),
+            grouping=methodboard.GROUPING, floor=validity.rule(data.suite).floor), encoding="utf-8")
+    df.assign(parameters=df["parameters"].map(json.dumps), checkpoint=df["checkpoint"].map(json.dumps),
+              points=df["points"].map(json.dumps)).to_csv(tmp / "data" / "methods.csv", index=False)
+    bd.to_csv(tmp / "data" / "method_translation.csv", index=False)
     (tmp / "data" / "methods.json").write_text(json.dumps([r.model_dump(mode="json") for r in data.method_records], indent=1),
                                                encoding="utf-8")
     summ.to_csv(tmp / "data" / "method_summary.csv", index=False)
@@ -527,7 +543,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)), encoding="utf-8")
 
-    _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"])
+    _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"], scored)
     phase("index, analysis, methods pages")
     # one page per model, in a process per core for large sites (forked: the workers read what is built here)
     global _PAGES

@@ -58,13 +58,77 @@ def test_failure_predictors_find_a_planted_dependence():
     assert abs(p.loc["noise", "rho"]) < p.loc["cka_linear:all", "rho"]
 
 
+def test_a_method_not_shown_to_beat_the_floor_is_marked_not_ranked():
+    """d's mean (21.25) is above c's (20), but its interval over scenarios reaches below 0: it is listed after the
+    ranked methods, without a rank, and the others' ranks are those among a, b, c alone."""
+    d = [_record("d", i, v) for i, v in enumerate([90.0, -40.0, 80.0, -45.0])]
+    summ = methodboard.summary(methodboard.table(records() + d), seed=0).set_index("method")
+    assert list(summ.index) == ["b", "a", "c", "d"] and summ.loc["d", "mean"] == 21.25
+    assert summ.loc["d", "lo"] < 0 and not summ.loc["d", "ranked"] and math.isnan(summ.loc["d", "mean_rank"])
+    assert all(summ.loc[m, "ranked"] for m in "abc")
+    assert summ.loc["a", "mean_rank"] == (1 + 1.5 + 2 + 2) / 4 and summ.loc["c", "mean_rank"] == 3.0
+
+
+def test_every_score_is_set_against_its_scenario_base():
+    """Controls: the base model's normalized score on the record's live tasks (mean), 0 where the base is the floor,
+    0 where the base's score is not known (a record on a document limit). A method above the floor everywhere but
+    below the scenarios' base model is not ranked."""
+    norm = {("mixed", "lm:en"): 60.0, ("mixed", "lm:de"): 40.0}
+    e = [_record("e", i, v) for i, v in enumerate([50.0, 55.0, 58.0, 52.0])]
+    f = [_record("f", i, v) for i, v in enumerate([70.0, 75.0, 80.0, 90.0])]
+    df = methodboard.controls(methodboard.table(e + f), norm, "init-s0")
+    assert list(df.control) == [60.0] * 8 and set(df.control_of) == {"mixed"}
+    summ = methodboard.summary(df, seed=0).set_index("method")
+    assert not summ.loc["e", "ranked"] and summ.loc["e", "over"] == (50 + 55 + 58 + 52) / 4 - 60 and summ.loc["e", "lo"] > 0
+    assert summ.loc["f", "ranked"] and summ.loc["f", "over"] == 78.75 - 60 and summ.loc["f", "mean_rank"] == 1.0
+    two = _record("g", 0, 30.0).model_copy(update={"live": ["lm:en", "lm:de"]})
+    floor = _record("g", 1, 30.0).model_copy(update={"base": "init-s0"})
+    limited = _record("g", 2, 30.0).model_copy(update={"limit": 4})
+    c = methodboard.controls(methodboard.table([two, floor, limited]), norm, "init-s0")
+    assert list(c.control) == [50.0, 0.0, 0.0]
+    assert c.control_of[1] == "init-s0, the floor" and "not known" in c.control_of[2]
+
+
+def _tr(method, cats_scores):
+    return [{"method": method, "scenario": f"{method}{i}", "category": c, "score": v}
+            for i, (c, v) in enumerate(cats_scores)]
+
+
+def test_translation_related_versus_divergent_involving():
+    rel, mix, div = "translation related", "translation mixed", "translation divergent"
+    planted = _tr("gap", [(rel, 80.0), (rel, 82.0), (rel, 84.0), (mix, 10.0), (mix, 12.0), (div, 11.0),
+                          ("all translation", -100.0), ("monolingual pairs", 500.0)])
+    flat = _tr("flat", [(rel, 10.0), (rel, 50.0), (rel, 30.0), (mix, 20.0), (mix, 45.0), (div, 25.0)])
+    few = _tr("few", [(rel, 10.0), (rel, 20.0), (div, 5.0)])
+    bd = methodboard.translation_breakdown(pd.DataFrame(planted + flat + few), seed=0).set_index("method")
+    g = bd.loc["gap"]
+    assert (g.n_related, g.n_divergent) == (3, 3)  # mt-all and the monolingual scenario are in neither group
+    assert g.related == 82.0 and g.divergent == 11.0 and g.difference == 71.0 and g.verdict == "related higher"
+    assert 80 - 12 <= g.difference_lo <= g.difference <= g.difference_hi <= 84 - 10  # within the resamples' extremes
+    assert 80 <= g.related_lo <= g.related_hi <= 84 and 10 <= g.divergent_lo <= g.divergent_hi <= 12
+    assert bd.loc["flat", "verdict"] == "not detected" and bd.loc["flat", "difference_lo"] < 0 < bd.loc["flat", "difference_hi"]
+    assert bd.loc["few", "verdict"] == "too few scenarios" and math.isnan(bd.loc["few", "difference_lo"])
+    lines = methodboard.breakdown_lines(bd.reset_index())
+    assert any(ln.startswith("gap: related 82.0 [") and "(n=3)" in ln and ln.endswith("related higher") for ln in lines)
+
+
 def test_method_leaderboard_page(tmp_path):
     results, sim, merges = family_and_merges(3)
     recs = records()
     specs = {"a": {"id": "a", "title": "<b>bold</b> method", "merge_method": "ties"}}
+    mdir = tmp_path / "methods"
+    for r in recs:
+        if r.scenario != "s2":  # s2's results file is missing: no link, no broken link
+            (mdir / r.method / r.scenario / "results").mkdir(parents=True)
+            (mdir / r.method / r.scenario / r.results).write_text("{}")
     site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges, method_records=recs,
-                             method_specs=specs), tmp_path / "site", log=lambda *_: None)
+                             method_specs=specs, methods_dir=mdir), tmp_path / "site", log=lambda *_: None)
     out = tmp_path / "site"
+    for page in [out / "methods-leaderboard.html", *sorted((out / "method").glob("*.html"))]:
+        for ref in re.findall(r'href="([^"#]+)', page.read_text()):
+            assert ref.startswith("#") or (page.parent / ref).resolve().is_file(), f"{page.name}: {ref}"
+    a = (out / "method" / "a.html").read_text()
+    assert a.count('href="a/s1/results/x.json"') == 2 and 'href="a/s3/results/x.json"' in a and "a/s2/" not in a
     html = (out / "methods-leaderboard.html").read_text()
     assert re.findall(r'<th scope="row"><a href="method/([a-z]+)\.html">', html) == ["b", "a", "c"]
     assert "<svg" in html and "Methods x scenarios" in html and html.count("<rect") == 3 * 4
