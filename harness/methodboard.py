@@ -104,15 +104,17 @@ def controls(df: pd.DataFrame, base_norm: dict[tuple[str, str], float], floor: s
     """df with two more columns: `control`, what each scenario score must beat, and `control_of`, where it comes
     from. The control is the scenario's base model (the model the merge starts from) scored on the same live tasks
     (the mean of its normalized scores, base_norm: (member, task) -> normalized score from the published family
-    results of this suite and preset, so only for records on the full test split, limit None); 0 where the base is
+    results of this suite and preset, so only for records on the full test split, limit None), or the floor (0, the
+    untrained model) where that is higher, since a merge must beat both; 0 where the base is
     the floor itself (0 by the normalization's definition), and 0 (the floor) where the base's score is not known."""
     ctrl, src = [], []
     for base, live, limit in zip(df["base"], df["live"], df["limit"]):
         got = [base_norm.get((base, t)) for t in live]
         if base == floor:
             ctrl.append(0.0), src.append(f"{floor}, the floor")
-        elif live and None not in got and (limit is None or limit != limit):
-            ctrl.append(float(np.mean(got))), src.append(base)
+        elif live and None not in got and (limit is None or limit != limit):  # both must be beaten: the larger
+            b = float(np.mean(got))
+            ctrl.append(max(b, 0.0)), src.append(base if b > 0 else f"{floor}, the floor (above {base}'s {b:.1f})")
         else:
             ctrl.append(0.0), src.append(f"{floor}, the floor: {base}'s score not known")
     return df.assign(control=ctrl, control_of=src)

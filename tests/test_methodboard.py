@@ -71,7 +71,8 @@ def test_a_method_not_shown_to_beat_the_floor_is_marked_not_ranked():
 
 def test_every_score_is_set_against_its_scenario_base():
     """Controls: the base model's normalized score on the record's live tasks (mean), 0 where the base is the floor,
-    0 where the base's score is not known (a record on a document limit). A method above the floor everywhere but
+    0 where the base's score is not known (a record on a document limit), and 0 where the base scores below the floor
+    (both must be beaten). A method above the floor everywhere but
     below the scenarios' base model is not ranked."""
     norm = {("mixed", "lm:en"): 60.0, ("mixed", "lm:de"): 40.0}
     e = [_record("e", i, v) for i, v in enumerate([50.0, 55.0, 58.0, 52.0])]
@@ -87,6 +88,10 @@ def test_every_score_is_set_against_its_scenario_base():
     c = methodboard.controls(methodboard.table([two, floor, limited]), norm, "init-s0")
     assert list(c.control) == [50.0, 0.0, 0.0]
     assert c.control_of[1] == "init-s0, the floor" and "not known" in c.control_of[2]
+    # a base below the untrained model (the mixed model on translation): the floor is the control, not the base
+    worse = {("mixed", "lm:en"): -63.5}
+    w = methodboard.controls(methodboard.table([_record("h", 0, -20.0)]), worse, "init-s0")
+    assert list(w.control) == [0.0] and "above mixed's -63.5" in w.control_of[0]
 
 
 def _tr(method, cats_scores):
