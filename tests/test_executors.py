@@ -223,3 +223,27 @@ def test_unit_fault_is_recorded_once_not_retried(tmp_path, tiny_models, local_re
     print(f"\nNaN model's units: {[' '.join((ln[0], Path(ln[2]).name)) for ln in attempts]}")
     assert sorted(ln[0] for ln in attempts) == ["failed"] * 3 + ["start"] * 3  # each of its 3 units tried once
     assert _result(tmp_path / "out", tiny_models[1].name) == _result(local_reference["out"], tiny_models[1].name)
+
+
+@needs_ray
+def test_ray_probe_pass_equals_local(tmp_path, tiny_models, ray_session, corpus_home, monkeypatch):
+    """The similarity stage's probe passes (pipeline.probe_passes) on Ray write the arrays the local executor writes."""
+    import numpy as np
+
+    from harness import corpus, identity, pipeline
+    from harness.similarity.compute import SimilarityCache, build_probe
+
+    arrays = {}
+    for executor in ("local", "ray"):
+        monkeypatch.setenv("BABELMERGE_HOME", str(tmp_path / executor))
+        (store.home() / "corpus").symlink_to(corpus_home / "corpus", target_is_directory=True)
+        ctx = pipeline.Context(languages=LANGS, executor=executor, log=lambda *a: None, device="cpu")
+        cache = SimilarityCache(build_probe(corpus.build(log=lambda *a: None), ctx.suite["languages"]), "cpu")
+        sha = identity.model_hash(tiny_models[0])
+        assert pipeline.probe_passes(ctx, cache, [("m0", (sha, tiny_models[0]))], pipeline.Progress(ctx, "similarity", 1)) == {}
+        assert cache.computed == 1
+        with np.load(cache.model_file(sha)) as z:
+            arrays[executor] = {k: z[k] for k in z.files}
+    assert arrays["ray"].keys() == arrays["local"].keys()
+    for k in arrays["local"]:
+        np.testing.assert_array_equal(arrays["ray"][k], arrays["local"][k], err_msg=k)
