@@ -35,6 +35,15 @@ def _probe_args(p) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
 
+def _executor_args(p) -> None:
+    """Where evaluation units and probe passes run (harness/executors.py); merges stay in this process."""
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (default: this process) or ray: each (model, task) unit and probe pass a Ray task "
+                        "(pip install 'babelmerge[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--executor ray: the cluster to join (host:port or ray://...; default: a new local one)")
+
+
 def _common(p: argparse.ArgumentParser, eval_opts: bool = False) -> None:
     p.add_argument("--suite", default="babel-mini-v2", help="suite id or path to a suite YAML (default: %(default)s)")
     p.add_argument("--preset", default=None, help="family preset: micro, tiny (default, CPU), small, base (GPU)")
@@ -73,7 +82,7 @@ def _ctx(args, **kw):
     if getattr(args, "methods_dir", None):
         opts["methods_dir"] = args.methods_dir
     for name in ("device", "dtype", "batch_size", "batch_tokens", "backend", "limit", "verbose", "allow_dirty", "from_scratch",
-                 "data", "languages", "tensor_parallel", "data_parallel"):
+                 "data", "languages", "tensor_parallel", "data_parallel", "executor", "ray_address"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if getattr(args, "out", None):
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-scratch", action="store_true",
                    help="recompute everything (empty cache, stored results ignored and rewritten); prints stage times")
     p.add_argument("--no-reproduce", action="store_true", help="skip the closing reproduce pass")
+    _executor_args(p)
 
     p = sub.add_parser("reproduce", help="recompute a sample of stored results here; per metric the largest "
                                          "difference from the published value against the tolerances (exit 1 beyond)")
@@ -122,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="append", default=None, metavar="PATH_OR_HUB_ID",
                    help="evaluate this checkpoint instead (a local Hugging Face folder, or org/name@<40-hex revision>); repeatable")
     p.add_argument("--out-dir", type=Path, default=Path("external"), help="with --model: where results go (default: external/)")
+    _executor_args(p)
 
     p = sub.add_parser("similarity", help="diagnostics for every model and merge: CKA (linear, debiased, RBF, layer x layer), language-specific neurons, "
                                             "task vectors, sign conflicts, loss barrier; cached by model hash and probe version")
     _common(p, eval_opts=True)
+    _executor_args(p)
 
     p = sub.add_parser("analyze", help="merge gaps and the CKA-versus-gap correlation, from stored results")
     _common(p)
@@ -188,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     mb.add_argument("spec", type=Path, help="a method spec YAML (methods/specs/*.yaml, or your own with `module:`)")
     mb.add_argument("--scenarios", default=None, help="comma-separated scenario ids (default: every scenario)")
     _common(mb, eval_opts=True)
+    _executor_args(mb)
     mo = msub.add_parser("board", help="the method leaderboard as text: mean, rank and translation related vs divergent")
     _common(mo)
 

@@ -108,6 +108,20 @@ class SuiteTasks:
         data = source.provenance() if hasattr(source, "provenance") else None
         return cls(suite, specs, docs, {s.name: tm.load(lm_eval_configs(s, suite, docs[s.name])) for s in specs}, limit, data)
 
+    def task_dict(self, spec: TaskSpec) -> dict:
+        """lm-eval's task dict for one task: built with the suite, or here for a unit shipped without it
+        (SuiteTasks.one)."""
+        if spec.name not in self.task_dicts:
+            from lm_eval.tasks import TaskManager
+
+            self.task_dicts[spec.name] = TaskManager(include_defaults=False).load(
+                lm_eval_configs(spec, self.suite, self.docs[spec.name]))
+        return self.task_dicts[spec.name]
+
+    def one(self, spec: TaskSpec) -> "SuiteTasks":
+        """Only one task's documents, without lm-eval's objects: what a unit ships to another process."""
+        return SuiteTasks(self.suite, [spec], {spec.name: self.docs[spec.name]}, {}, self.limit, self.data)
+
     @property
     def key(self) -> str:
         """What cached units are keyed by besides the model: the suite, and the bytes of every data file read."""
@@ -130,7 +144,7 @@ def run_task(lm, spec: TaskSpec, tasks: SuiteTasks) -> schema.TaskDocs:
     permuted references; log-likelihoods of the reference given the real and the shuffled source."""
     from lm_eval import evaluator
 
-    out = evaluator.evaluate(lm, tasks.task_dicts[spec.name], bootstrap_iters=0, log_samples=True)
+    out = evaluator.evaluate(lm, tasks.task_dict(spec), bootstrap_iters=0, log_samples=True)
     docs = tasks.docs[spec.name]
     ids = [d["id"] for d in docs]
     if spec.kind == "lm":
@@ -215,6 +229,65 @@ def unit_dir(model_sha: str, suite: dict, limit: int | None, key: str | None = N
     return store.home() / "units" / f"f{UNIT_FORMAT}" / model_sha[:24] / f"{key or suite['sha256'][:12]}-limit{limit or 'all'}"
 
 
+def unit_file(udir: Path, spec: TaskSpec) -> Path:
+    """A (model, task) unit's file in its model's unit folder (unit_dir)."""
+    return udir / f"{spec.name.replace(':', '_')}-v{spec.version}.json"
+
+
+_LOADED: dict = {}  # this process's one loaded model (its lm-eval object), or the ModelFault loading it raised
+
+
+def loaded_lm(path: Path, sha: str, device: str, dtype: str, seed: int, backend: str = "babelmerge",
+              batch_size: int | None = None, batch_tokens: int | None = None, parallel: tuple = (None, None)):
+    """The model as an lm-eval object, loaded once per process for consecutive units of the same model (a unit
+    runner keeps one model; a load failure is kept too, so the model's other units fail at once)."""
+    key = (str(path), sha, device, dtype, backend, batch_size, batch_tokens, tuple(parallel))
+    if key not in _LOADED:
+        _LOADED.clear()
+        try:
+            if backend == "vllm":
+                _LOADED[key] = vllm_lm(path, dtype, seed, *parallel)
+            else:
+                torch.manual_seed(seed)
+                model, tok = load_model(path, device, dtype)
+                _LOADED[key] = make_lm(model, tok, device, backend, batch_size, batch_tokens)
+        except ModelFault as e:
+            _LOADED[key] = e
+    if isinstance(_LOADED[key], ModelFault):
+        raise ModelFault(str(_LOADED[key]))
+    return _LOADED[key]
+
+
+def release_model() -> None:
+    """Drop this process's loaded model (its memory goes back)."""
+    _LOADED.clear()
+
+
+def batch_info(lm, backend: str, device: str) -> dict:
+    """What a results file's provenance says about the batches and the device that computed its units."""
+    return {"backend": backend, "scoring_tokens": getattr(lm, "batch_tokens", None),
+            "generation_rows": getattr(lm, "gen_batch_size", getattr(lm, "batch_size", None)),
+            "device": device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}"}
+
+
+def compute_unit(path: Path, name: str, sha: str, out: Path, spec: TaskSpec, tasks: SuiteTasks, device: str, dtype: str,
+                 batch_size: int | None = None, batch_tokens: int | None = None, backend: str = "babelmerge",
+                 parallel: tuple = (None, None)) -> dict | None:
+    """One (model, task) unit: the task's per-document statistics written atomically to `out`; nothing when `out`
+    exists (idempotent: a unit re-run after its worker died never writes twice). Returns batch_info, or None.
+    A load error, non-finite weights or running out of memory raise ModelFault (the unit's own failure)."""
+    if out.exists():
+        return None
+    device = pick_device(device)
+    try:
+        lm = loaded_lm(path, sha, device, dtype, tasks.suite["seed"], backend, batch_size, batch_tokens, parallel)
+        d = run_task(lm, spec, tasks)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise ModelFault(f"{name}: out of memory on {device}; pass a smaller --batch-size or --batch-tokens") from None
+    store.write_json(out, d.model_dump(mode="json"))
+    return batch_info(lm, backend, device)
+
+
 def model_info(path: Path, name: str, kind: str, identity_: str | None = None, **extra) -> schema.ModelInfo:
     """What a results file says about its model: the identity it is reused for (recipe identity for family
     members and merges; the content hash otherwise) and the weight hashes that produced it."""
@@ -245,12 +318,13 @@ def is_current(results_path: Path, model_identity: str, suite: dict, limit: int 
             and (data is None or (old.provenance.data or {}).get("files") == data["files"]))
 
 
-def _provenance(device, dtype, lm, backend, t0, limit, merge, suite, dirty: bool = False, data: dict | None = None) -> schema.Provenance:
-    batch = {"backend": backend, "scoring_tokens": getattr(lm, "batch_tokens", None),
-             "generation_rows": getattr(lm, "gen_batch_size", getattr(lm, "batch_size", None))}
+def _provenance(device, dtype, batch: dict | None, backend, t0, limit, merge, suite, dirty: bool = False,
+                data: dict | None = None) -> schema.Provenance:
+    """batch: batch_info of a unit computed for this file (its device too); None when every unit was cached."""
+    batch = dict(batch or batch_info(None, backend, device))
     return schema.Provenance(
         harness_version=provenance.harness_version(), git=provenance.git_hash(), packages=provenance.packages(),
-        device=device if device == "cpu" else f"{device}:{torch.cuda.get_device_name()}", dtype=dtype, batch=batch,
+        device=batch.pop("device"), dtype=dtype, batch=batch,
         seed=suite["seed"], created_utc=provenance.now_utc(), wall_s=round(time.perf_counter() - t0, 3), limit=limit,
         merge=merge, bootstrap=scoring.N_BOOT, lid_model=scoring.LID_MODEL, dirty=dirty, data=data)
 
@@ -258,30 +332,28 @@ def _provenance(device, dtype, lm, backend, t0, limit, merge, suite, dirty: bool
 def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tasks: SuiteTasks, device: str,
                      dtype: str, batch_size: int | None = None, batch_tokens: int | None = None,
                      merge: dict | None = None, backend: str = "babelmerge", log=print,
-                     dirty: bool = False, parallel: tuple[int | None, int | None] = (None, None)) -> schema.ResultsFile:
+                     dirty: bool = False, parallel: tuple[int | None, int | None] = (None, None),
+                     unit_errors: dict[str, str] | None = None, batch: dict | None = None) -> schema.ResultsFile:
     """Score one model on every task, unit by unit; write its results and per-document files atomically.
 
-    Finished units are cached, so a killed run resumes where it stopped. A fault (load error, non-finite
-    weights or scores, out of memory) is written as a failed results file with its reason, and re-raised."""
+    Finished units are cached, so a killed run resumes where it stopped; missing ones are computed here (the
+    model loaded once), unless an executor already tried: unit_errors (task -> reason) are the units that failed
+    there, batch the batch_info of those it computed. A fault (load error, non-finite weights or scores, out of
+    memory) is written as a failed results file with its reason, and re-raised."""
     suite, t0 = tasks.suite, time.perf_counter()
     udir = unit_dir(info.sha256, suite, tasks.limit, tasks.key)
-    lm, rows, all_docs = None, [], {}
+    rows, all_docs = [], {}
     try:
         for spec in tasks.specs:
-            f = udir / f"{spec.name.replace(':', '_')}-v{spec.version}.json"
-            if f.exists():
-                d = schema.TaskDocs.model_validate(store.read_json(f))
-            else:
-                if lm is None and backend == "vllm":
-                    lm = vllm_lm(path, dtype, suite["seed"], *parallel)
-                elif lm is None:
-                    torch.manual_seed(suite["seed"])
-                    model, tok = load_model(path, device, dtype)
-                    lm = make_lm(model, tok, device, backend, batch_size, batch_tokens)
+            f = unit_file(udir, spec)
+            if spec.name in (unit_errors or {}):
+                raise ModelFault(unit_errors[spec.name])
+            if not f.exists():
                 t1 = time.perf_counter()
-                d = run_task(lm, spec, tasks)
-                store.write_json(f, d.model_dump(mode="json"))
+                batch = compute_unit(path, info.name, info.sha256, f, spec, tasks, device, dtype, batch_size, batch_tokens,
+                                     backend, parallel) or batch
                 log(f"[evaluate]     {info.name} {spec.name} ({time.perf_counter() - t1:.1f}s)")
+            d = schema.TaskDocs.model_validate(store.read_json(f))
             task_rows_ = task_rows(spec, d, suite)
             bad = [r["metric"] for r in task_rows_ if r["metric"] != "off_target_rate"
                    and (r["value"] is None or not math.isfinite(r["value"]))]
@@ -290,18 +362,19 @@ def evaluate_to_file(path: Path, info: schema.ModelInfo, results_path: Path, tas
                                  "the model's outputs are numerically broken")
             rows += task_rows_
             all_docs[spec.name] = d
-    except (ModelFault, MemoryError, torch.OutOfMemoryError) as e:
-        reason = str(e) if isinstance(e, ModelFault) else (
-            f"{info.name}: out of memory on {device}; pass a smaller --batch-size or --batch-tokens")
+    except ModelFault as e:
+        reason = str(e)
         failed = schema.ResultsFile(suite=suite["id"], suite_sha256=suite["sha256"],
                                     tasks={s.name: s.version for s in tasks.specs}, model=info,
-                                    provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
+                                    provenance=_provenance(device, dtype, batch, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
                                     status="failed", error=reason.splitlines()[0], rows=[])
         store.write_json(results_path, failed.model_dump(mode="json"))
         raise ModelFault(reason) from None
+    finally:
+        release_model()
     result = schema.ResultsFile(
         suite=suite["id"], suite_sha256=suite["sha256"], tasks={s.name: s.version for s in tasks.specs}, model=info,
-        provenance=_provenance(device, dtype, lm, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
+        provenance=_provenance(device, dtype, batch, backend, t0, tasks.limit, merge, suite, dirty, tasks.data),
         rows=[schema.ResultRow(**r) for r in rows])
     docs = schema.DocsFile(suite=suite["id"], suite_sha256=suite["sha256"], model_sha256=info.sha256, tasks=all_docs)
     store.write_json(docs_path(results_path), docs.model_dump(mode="json"))

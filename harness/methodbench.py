@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import analysis, methods, schema, store, validity
-from .pipeline import Context, Progress, build_members, ref_identity, stage_corpus
+from .pipeline import Context, Progress, build_members, eval_units, ref_identity, stage_corpus
 from .provenance import code_dirty, git_hash, harness_version, now_utc, packages
 from .scenarios import SCENARIO_SET, Scenario, select
 from .suite import dev_variant, results_name
@@ -47,8 +47,11 @@ def evaluate(ctx: Context, name: str, path: Path, ident: str, tasks, target: Pat
     if res is None:
         info = model_info(path, name, kind or ("family" if merge is None else "submission"), identity_=ident,
                           method=method, preset=ctx.preset)
+        units: dict = {}  # its missing units, on ctx.executor; merges stay in this process
+        eval_units(ctx, [(name, path, info)], tasks, lambda _n, errors, batch: units.update(errors=errors, batch=batch))
         res = evaluate_to_file(path, info, target, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
-                               merge=merge, backend=ctx.backend, log=ctx.detail, dirty=code_dirty())
+                               merge=merge, backend=ctx.backend, log=ctx.detail, dirty=code_dirty(),
+                               unit_errors=units.get("errors"), batch=units.get("batch"))
     return res, schema.DocsFile.model_validate(store.read_json(docs_path(target)))
 
 

@@ -46,6 +46,8 @@ class Context:
     languages: str | None = None           # --languages deu_Latn,fra_Latn: a subset of the suite's languages
     tensor_parallel: int | None = None     # --backend vllm: tensor_parallel_size
     data_parallel: int | None = None       # --backend vllm: data_parallel_size
+    executor: str = "local"                # where evaluation units and probe passes run (harness/executors.py)
+    ray_address: str | None = None         # --executor ray: the cluster to join (None: this process's or a new local one)
     suite: dict = field(init=False)
     refused: list[str] = field(init=False, default_factory=list)  # the gate's problem lines, one per problem
     _subs: list | None = field(init=False, default=None, repr=False)
@@ -75,6 +77,14 @@ class Context:
             raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
         self.device = pick_device(self.device)
         self.dtype = self.dtype or self.suite["evaluation"]["dtype"]
+        from . import executors
+
+        if self.executor not in executors.EXECUTORS:
+            raise ValueError(f"--executor {self.executor}: unknown; choose one of {', '.join(sorted(executors.EXECUTORS))}")
+        if self.ray_address and self.executor != "ray":
+            raise ValueError(f"--ray-address {self.ray_address}: only with --executor ray")
+        if self.executor == "ray":
+            executors.ray_module()  # a missing ray is said now, not after the stages before evaluation
 
     @property
     def results_name(self) -> str:
@@ -394,6 +404,52 @@ class DirtyTree(ValueError):
     """Publishable results from uncommitted code: one line."""
 
 
+def eval_units(ctx: Context, models: list[tuple[str, Path, schema.ModelInfo]], tasks, finish) -> None:
+    """Compute the missing (model, task) units of `models` (name, checkpoint, info) on ctx.executor (harness/
+    executors.py; merges and assembly stay here). finish(name, {task: reason of a failed unit}, batch_info) is
+    called for each model as soon as its last unit is done (at once for one with none missing). Two models with the
+    same weights share their units: each is computed once."""
+    from . import executors
+    from .evaluate import compute_unit, unit_dir, unit_file
+
+    local = ctx.executor == "local"
+    device = ctx.device if local else "auto"  # on Ray: the worker's own device (a GPU where the task was given one)
+    units, left, owner = [], {}, {}
+    for name, path, info in models:
+        udir = unit_dir(info.sha256, tasks.suite, tasks.limit, tasks.key)
+        left[name] = [{}, None, 0]  # failed units, batch_info, units to go
+        for spec in tasks.specs:
+            f = unit_file(udir, spec)
+            if f.exists():
+                continue
+            if str(f) not in owner:
+                args = (path, name, info.sha256, f, spec, tasks if local else tasks.one(spec), device, ctx.dtype,
+                        ctx.batch_size, ctx.batch_tokens, ctx.backend, (ctx.tensor_parallel, ctx.data_parallel))
+                units.append(executors.Unit((f,), compute_unit, args, label=f"{name} {spec.name}", group=name))
+            owner.setdefault(str(f), []).append((name, spec.name))
+            left[name][2] += 1
+    for name, (errors, batch, n) in left.items():
+        if n == 0:
+            finish(name, errors, batch)
+
+    def done(o: executors.Outcome) -> None:
+        if o.ok and not o.cached:
+            ctx.detail(f"[evaluate]     {o.unit.label} ({o.seconds:.1f}s)")
+        elif not o.ok:
+            ctx.detail(f"[evaluate]     {o.unit.label}: FAILED: {o.reason}")
+        for name, task in owner[str(o.unit.outputs[0])]:
+            st = left[name]
+            st[2] -= 1
+            if o.ok:
+                st[1] = o.value or st[1]
+            else:
+                st[0][task] = o.reason
+            if st[2] == 0:
+                finish(name, st[0], st[1])
+
+    executors.run(ctx.executor, units, done, address=ctx.ray_address, verbose=ctx.verbose)
+
+
 def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Corpus | None = None,
                    items: list | None = None) -> list[str]:
     """Evaluate every model whose stored result is not current for its identity. Returns the names of the models
@@ -415,29 +471,40 @@ def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Co
         return failed
     tasks = tasks or SuiteTasks.build(ctx.suite, stage_source(ctx), ctx.limit)
     prog = Progress(ctx, "evaluate", len(todo))
-    for i, m in enumerate(todo, 1):
-        t0 = time.perf_counter()
+    ready, index, t0 = {}, {m.name: i for i, m in enumerate(todo, 1)}, time.perf_counter()
+    for m in todo:
         path, prov = make(ctx, m)
-        if path is None:
-            _record_failure(ctx, m, prov["error"])
+        try:
+            if path is None:
+                _record_failure(ctx, m, prov["error"])
+                raise ModelFault(prov["error"])
+            ready[m.name] = (m, path, prov, model_info(path, m.name, identity_=m.identity, **m.extra), guard(ctx, m.rpath))
+        except (ModelFault, FileNotFoundError) as e:
+            if path is not None:
+                ctx.log(f"[evaluate] ({index[m.name]}/{len(todo)}) {m.name}: FAILED: {e}")
             failed.append(m.name)
             prog.step(m.name)
-            continue
+
+    def finish(name: str, errors: dict, batch: dict | None) -> None:
+        m, path, prov, info, dirty = ready[name]
+        i = index[name]
         try:
-            info = model_info(path, m.name, identity_=m.identity, **m.extra)
             res = evaluate_to_file(path, info, m.rpath, tasks, ctx.device, ctx.dtype, ctx.batch_size, ctx.batch_tokens,
-                                   merge=prov, backend=ctx.backend, log=ctx.detail, dirty=guard(ctx, m.rpath),
-                                   parallel=(ctx.tensor_parallel, ctx.data_parallel))
+                                   merge=prov, backend=ctx.backend, log=ctx.detail, dirty=dirty,
+                                   parallel=(ctx.tensor_parallel, ctx.data_parallel), unit_errors=errors, batch=batch)
         except (ModelFault, FileNotFoundError) as e:
             ctx.log(f"[evaluate] ({i}/{len(todo)}) {m.name}: FAILED: {e}")
             failed.append(m.name)
             prog.step(m.name)
-            continue
+            return
         p = analysis.primary(analysis.tidy([res]))
         ctx.detail(f"[evaluate] ({i}/{len(todo)}) {m.name}: mean bpb {p[p.task_kind == 'lm'].value.mean():.3f}, "
-                   f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s)")
+                   f"mean chrF++ {p[p.task_kind == 'mt'].value.mean():.2f} ({time.perf_counter() - t0:.1f}s elapsed)")
         prog.step(m.name)
-    prog.end(f"{len(todo) - len(failed)} of {len(todo)} evaluated, {len(failed)} failed")
+
+    eval_units(ctx, [(name, r[1], r[3]) for name, r in ready.items()], tasks, finish)
+    prog.end(f"{len(todo) - len(failed)} of {len(todo)} evaluated, {len(failed)} failed"
+             + ("" if ctx.executor == "local" else f" (units on {ctx.executor})"))
     return failed
 
 
@@ -482,7 +549,8 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
     """Neuron statistics for every model, and similarity rows (CKA, neuron overlap, weight space, loss path)
     for every merge whose constituents are family members; reused when the identities, probe and diagnostics
     match, and computed from checkpoints (cached by weight hash and probe) otherwise."""
-    from .similarity.compute import DIAG_VERSION, PROBE_VERSION, SimilarityCache, build_probe, merge_similarity_rows, neuron_summary
+    from .similarity.compute import (DIAG_VERSION, PROBE_VERSION, SimilarityCache, build_probe, merge_similarity_rows,
+                                     neuron_summary)
 
     if corp is not None:
         ctx._corpus = corp
@@ -506,7 +574,9 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
         else:
             todo.append(m)
     pairs = [m for m in models if m.sub is not None and sim_models(ctx, m) is not None and not sim_current(ctx, m, cache.sha)]
-    prog = Progress(ctx, "similarity", len(todo) + len(pairs))
+    probed = {m.name: m for m in todo} | {x.name: x for m in pairs for x in [m, *sim_models(ctx, m)[0]]}
+    prog = Progress(ctx, "similarity", len(todo) + len(pairs) + len(probed))
+    bad = probe_passes(ctx, cache, [(name, sha_of(x)) for name, x in probed.items()], prog)
     for m in todo:
         t0 = time.perf_counter()
         got = sha_of(m)
@@ -514,6 +584,10 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
             prog.step(m.name)
             continue
         sha, path = got
+        if sha in bad:
+            ctx.log(f"[similarity] {m.name}: no neuron statistics: {bad[sha]}")
+            prog.step(m.name)
+            continue
         try:
             rows, sets[m.name] = neuron_summary(cache.arrays(sha, path), cache.probe)
         except ValueError as e:
@@ -535,6 +609,10 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
         if me is None or any(c is None for c in cs):
             prog.step(m.name)
             continue
+        if any(x[0] in bad for x in [me, *cs]):
+            ctx.log(f"[similarity] {m.name}: no similarity rows: {next(bad[x[0]] for x in [me, *cs] if x[0] in bad)}")
+            prog.step(m.name)
+            continue
         b = None if bases is None else {n: sha_of(x) for n, x in bases.items()}
         t0 = time.perf_counter()
         rows = merge_similarity_rows(cache, (m.name, *me), [(c.name, *x) for c, x in zip(cons, cs)], b, sets,
@@ -551,6 +629,36 @@ def stage_similarity(ctx: Context, merged: dict | None = None, corp: corpus_mod.
     prog.end(("movement from init recomputed; " if moved else "") + f"{len(models) - len(todo)} of {len(models)} neuron files current, {len(pairs)} merge(s) recomputed "
              f"({cache.computed} model passes or pair computations run, the rest cached)")
     return {"wall_s": wall, "computed": cache.computed}
+
+
+def probe_passes(ctx: Context, cache, models: list[tuple[str, tuple[str, Path] | None]], prog: Progress) -> dict[str, str]:
+    """One probe pass per model (name, (weight sha, checkpoint) or None) whose arrays are not cached, on
+    ctx.executor (harness/executors.py); returns {sha: reason} for the passes that failed."""
+    from . import executors
+    from .similarity.compute import probe_unit
+
+    device = ("cpu" if ctx.device == "cpu" else ctx.device) if ctx.executor == "local" else "auto"
+    units, seen = [], set()
+    for name, got in models:
+        if got is None or got[0] in seen or cache.model_file(got[0]).exists():
+            prog.step(name)
+            continue
+        seen.add(got[0])
+        units.append(executors.Unit((cache.model_file(got[0]),), probe_unit, (got[1], got[0], cache.probe, device),
+                                    label=name, group=name))
+    bad = {}
+
+    def done(o: executors.Outcome) -> None:
+        sha = o.unit.args[1]
+        if not o.ok:
+            bad[sha] = o.reason
+        elif not o.cached:
+            cache.computed += 1
+            ctx.detail(f"[similarity] {o.unit.label}: probe pass ({o.seconds:.1f}s)")
+        prog.step(o.unit.label)
+
+    executors.run(ctx.executor, units, done, address=ctx.ray_address, verbose=ctx.verbose)
+    return bad
 
 
 def movement_path(ctx: Context) -> Path:

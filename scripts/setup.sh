@@ -2,12 +2,12 @@
 # One-shot set-up for a fresh machine: a virtual environment in .venv with the right torch build
 # (CUDA where an NVIDIA GPU is visible, the CPU build elsewhere), then babelmerge with pinned deps.
 #   bash scripts/setup.sh          # runtime
-#   bash scripts/setup.sh --test   # runtime + test tools
+#   bash scripts/setup.sh --test   # runtime + test tools + ray (so the tests of --executor ray run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+[ "${1:-}" = "--test" ] && extra="[test,ray]"
 
 PY=.venv/bin/python
 # pip, quiet: only real problems reach the terminal. Machine-wide pip configurations that name an index
@@ -38,7 +38,7 @@ else
     || pipq install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
 fi
 
-echo "setup: babelmerge and its pinned dependencies (constraints.txt)${extra:+, with the test tools}"
+echo "setup: babelmerge and its pinned dependencies (constraints.txt)${extra:+, with the test tools and ray}"
 pipq install -c constraints.txt -e ".$extra"
 
 # The browser tests drive Debian's Chromium (never a browser build downloaded by a tool).

@@ -288,10 +288,14 @@ class SimilarityCache:
             self._shas[path] = identity.model_hash(path)
         return self._shas[path]
 
+    def model_file(self, sha: str) -> Path:
+        """Where one model's probe arrays are cached (probe_unit writes it)."""
+        return self.root / "models" / f"{sha[:24]}.npz"
+
     def arrays(self, sha: str, path: Path) -> dict[str, np.ndarray]:
         if sha in self._arrays:
             return self._arrays[sha]
-        f = self.root / "models" / f"{sha[:24]}.npz"
+        f = self.model_file(sha)
         if f.exists():
             with np.load(f, allow_pickle=False) as z:
                 arrs = {k: z[k] for k in z.files}
@@ -397,6 +401,22 @@ class SimilarityCache:
         nb = np.sum([[p[1] for p in res["ll_bytes"][l]] for l in langs], 0)
         bpb = (-ll / np.log(2) / nb).tolist()
         return {"alpha": res["alpha"], "bpb": bpb, "barrier": weights.loss_barrier(bpb, res["alpha"]), "languages": langs}
+
+
+def probe_unit(path: Path, sha: str, probe: Probe, device: str) -> None:
+    """One probe pass as a unit of harness/executors.py: the model's probe arrays (probe_model) written to the
+    cache under the current store; nothing when they are there. A model the probe cannot read (no gated MLP, a
+    tokenisation without the probe's start token) is the unit's own fault (sources.ModelFault), never retried."""
+    from ..evaluate import pick_device
+    from ..sources import ModelFault
+
+    cache = SimilarityCache(probe, pick_device(device))
+    if cache.model_file(sha).exists():
+        return
+    try:
+        cache.arrays(sha, Path(path))
+    except ValueError as e:
+        raise ModelFault(str(e)) from None
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
