@@ -174,3 +174,24 @@ def test_incremental_build_equals_a_fresh_build(tmp_path):
     assert not site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_reused"] > 0  # style.css, site.js at least
     build(5, tmp_path / "fresh")
     assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
+
+
+def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkeypatch):
+    """The leaderboard is cut into pages of PAGE_ROWS rows (here 4): every scored model is on exactly one page, and
+    the bytes per row bound the index at the real PAGE_ROWS under 2 MB however many submissions there are."""
+    real_rows = site.PAGE_ROWS
+    monkeypatch.setattr(site, "PAGE_ROWS", 4)
+    results, sim, merges = family_and_merges(6, evil=False)
+    out = tmp_path / "site"
+    site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges), out, log=lambda *_: None)
+    pages = [out / "index.html"] + sorted(out.glob("leaderboard-*.html"), key=lambda p: int(p.stem.split("-")[1]))
+    scored = [r.model.name for r in results if r.status == "ok"]
+    assert len(pages) == -(-len(scored) // 4)
+    seen = []
+    for p in pages:
+        overall = p.read_text().split('<section id="lm">')[0]
+        rows = re.findall(r'<th scope="row"><a href="models/[^"]+">([^<]+)</a></th>', overall)
+        assert 1 <= len(rows) <= 4
+        seen += rows
+    assert sorted(seen) == sorted(scored)
+    assert max(p.stat().st_size for p in pages) / 4 * real_rows < 2_000_000
