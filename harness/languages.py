@@ -53,8 +53,10 @@ def uriel_vector(lang: str) -> np.ndarray:
     return data[index[code], keep].astype(np.float64)
 
 
+@functools.lru_cache(maxsize=None)
 def typological_distance(a: str, b: str) -> float:
-    """Cosine distance between the two languages' URIEL vectors (lang2vec's definition of feature distance)."""
+    """Cosine distance between the two languages' URIEL vectors (lang2vec's definition of feature distance);
+    memoised: the site asks for the same few pairs once per merge."""
     u, v = uriel_vector(a), uriel_vector(b)
     return float(1.0 - u @ v / np.sqrt((u @ u) * (v @ v)))
 

@@ -19,6 +19,7 @@ from markupsafe import Markup, escape
 
 from . import analysis, inference, plots, report, schema, scoring, validity
 from .provenance import git_hash, now_utc
+from .sitecache import Outputs, cached, code_digest, digest, frame_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "site" / "templates"
@@ -258,11 +259,15 @@ def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]
 
 
 _PAGES: dict | None = None
+BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pages_made, pages_reused): for the benchmark and tests
 
 
-def _render_model_pages(indices) -> int:
-    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking)."""
+def _render_model_pages(indices) -> tuple[dict, int, int]:
+    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking); a page
+    whose inputs (its results file, manifest, leaderboard row, gap, paired and similarity rows, the shared page
+    context and code) hash as in the previous build is linked from it. Returns (keys, reused, made)."""
     job = _PAGES
+    outs = job["outputs"].child()
     data, ctx, board_rows, paired = job["data"], job["ctx"], job["board_rows"], job["paired"]
     lm_tasks, mt_tasks, gap_records = job["lm_tasks"], job["mt_tasks"], job["gap_records"]
     model_tpl = _env().get_template("model.html.j2")
@@ -275,8 +280,12 @@ def _render_model_pages(indices) -> int:
     rank_of = {r["model"]: r for r in board_rows}
     order = {t: i for i, t in enumerate(lm_tasks + mt_tasks)}
     dead = {c["task"] for c in ctx["dead"]}
-    for res in results:
+    for i, res in zip(indices, results):
         name = res.model.name
+        page = f"models/{slug(name)}.html"
+        if outs.reuse(page, digest(job["page_key"], job["result_json"][i], data.manifests.get(name, {}), rank_of.get(name),
+                                   gaps_of.get(name, []), paired_of.get(name, []), sim_of.get(name, []))):
+            continue
         by_task = _group([r.model_dump() for r in res.rows], "task")
         table = [{"task": t, "metrics": [{"metric": x["metric"], "value": x["value"], "lo": x["ci_low"], "hi": x["ci_high"],
                                           "n": x["n"], "signature": x["signature"]} for x in by_task[t]]}
@@ -310,11 +319,11 @@ def _render_model_pages(indices) -> int:
         sim_t = html_table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
                            [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
                            num_from=3) if sim_rows else None
-        (job["out"] / f"{slug(name)}.html").write_text(model_tpl.render(
+        (outs.new / page).write_text(model_tpl.render(
             **ctx, res=res, man=data.manifests.get(name, {}), board=rank_of.get(name), scores=scores, gaps=gaps_t,
             paired=paired_t, sim=sim_t, sim_svg=sim_svg), encoding="utf-8")
-
-    return len(results)
+        outs.made += 1
+    return outs.keys, outs.reused, outs.made
 
 
 # -- the build ---------------------------------------------------------------------------------------
@@ -328,11 +337,15 @@ def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, 
     from .scenarios import SCENARIO_SET, scenarios
 
     seed = data.suite["seed"]
-    df = methodboard.controls(methodboard.table(data.method_records), methodboard.base_norms(scored),
-                              validity.rule(data.suite).floor)
-    summ = methodboard.summary(df, seed)
-    wins = methodboard.win_rates(df, seed)
-    pred = methodboard.failure_predictors(df, set_diag, seed)
+
+    def tables():
+        t = methodboard.controls(methodboard.table(data.method_records), methodboard.base_norms(scored),
+                                 validity.rule(data.suite).floor)
+        return t, methodboard.summary(t, seed), methodboard.win_rates(t, seed), methodboard.failure_predictors(t, set_diag, seed)
+
+    key = digest(code_digest("methodboard.py", "rankstats.py", "scenarios.py", "validity.py"), seed, frame_digest(set_diag),
+                 None if scored is None else frame_digest(scored), [r.model_dump(mode="json") for r in data.method_records])
+    (df, summ, wins, pred), _ = cached(stats_folder(tmp.with_name(tmp.name.removesuffix(".partial"))), "methods", key, tables)
     names = list(summ["method"]) + sorted(set(df["method"]) - set(summ["method"]))
     known = [s.id for s in scenarios()]
     order = [s for s in known if s in set(df["scenario"])] + sorted(set(df["scenario"]) - set(known))
@@ -389,8 +402,70 @@ def _env() -> Environment:
     return env
 
 
+STATS_CODE = ("site.py", "analysis.py", "inference.py", "rankstats.py", "replication.py", "report.py", "validity.py",
+              "languages.py", "scoring.py", "plots.py", "schema.py", "grid.py", "similarity/groups.py")
+PAGE_CODE = STATS_CODE + ("../site/templates", "../site/static")
+
+
+def _statistics(data: SiteData) -> dict:
+    """Every statistic the site derives from its inputs (tables, rank intervals, set-level inference, fitted
+    scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs."""
+    suite = data.suite
+    df = analysis.tidy([r for r in data.results if r.status == "ok"])
+    tasks, vtable = validity.assess(df, suite, data.docs)
+    board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
+    gap_records = analysis.merge_gap_records(df, data.merges) if not df.empty else []
+    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
+    ranks = rank_intervals(df, data.docs, suite, tasks) if not df.empty else {}
+    scored = analysis.scored(df, tasks)
+    signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
+    rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks) if not df.empty else None
+    tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
+                     "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
+                     "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
+    tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
+    return {"df": df, "tasks": tasks, "vtable": vtable, "board": board, "gap_records": gap_records, "paired": paired,
+            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite)}
+
+
+_SHOWN_TABLES = ("set_correlations", "lolo", "neuron_layers", "neuron_movement", "set_points", "set_diagnostics", "power",
+                 "headline", "replication", "init_explanation", "diagnostics", "gap_by_reference", "covariates")
+
+
+def _scatter_fits(tables: dict, suite: dict) -> list[tuple]:
+    """(arm, column, label, points, fit) of every diagnostic-versus-gap scatter that has a correlation."""
+    out = []
+    pts_all, sd = tables["set_points"], tables["set_diagnostics"]
+    for arm in ("lm", "mt"):
+        lin = pts_all[(pts_all.arm == arm) & (pts_all.method == "linear")].set_index("set")["gap"] if not pts_all.empty else pd.Series(dtype=float)
+        for col, label in SCATTERS:
+            if sd.empty or col not in sd or lin.empty:
+                continue
+            pts = pd.DataFrame({"x": sd[col], "y": lin}).dropna()
+            fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
+            if fit["rho"] is not None:
+                out.append((arm, col, label, pts, fit))
+    return out
+
+
+def _inputs_key(data: SiteData, result_json: list[str]) -> str:
+    """sha256 of everything the statistics read: the code, every results file, per-document statistics, merges,
+    similarity, neuron and movement rows, the suite."""
+    docs = {m: digest(d.model_dump_json()) for m, d in sorted(data.docs.items())}
+    return digest(code_digest(*STATS_CODE), *result_json, docs, data.merges, frame_digest(data.similarity),
+                  frame_digest(data.neurons), frame_digest(data.movement), data.suite)
+
+
+def stats_folder(out: Path) -> Path:
+    """Where the statistics of the site built into `out` are cached: beside it (site/_build.cache), so the published
+    folder holds only the site and deleting both starts from nothing."""
+    return out.with_name(out.name + ".cache")
+
+
 def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
-    """Render the whole site into `out` (replaced only when the new build is complete)."""
+    """Render the whole site into `out` (replaced only when the new build is complete). Statistics are cached by
+    the content hash of their inputs (sitecache.cached); an output whose inputs are unchanged since the build in
+    `out` is linked from it, not rendered again (sitecache.Outputs)."""
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -399,18 +474,19 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         phases[name] = round(now - _t[0], 2)
         _t[0] = now
 
+    BUILD_STATS.clear()
     suite = data.suite
-    df = analysis.tidy([r for r in data.results if r.status == "ok"])
+    result_json = [r.model_dump_json() for r in data.results]  # pydantic's serializer: the fast way to hash a results file
+    key = _inputs_key(data, result_json)
+    phase("input hashes")
+    st, hit = cached(stats_folder(out), "stats", key, lambda: _statistics(data))
+    BUILD_STATS.update(stats_hit=hit, stats_key=key)
+    df, tasks, vtable, board, gap_records, paired, ranks, signal_of, tables = (
+        st[k] for k in ("df", "tasks", "vtable", "board", "gap_records", "paired", "ranks", "signal_of", "tables"))
+    gaps = pd.DataFrame(gap_records)
+    phase("statistics (cached)" if hit else "statistics")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
-    tasks, vtable = validity.assess(df, suite, data.docs)
-    board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
-    gap_records = analysis.merge_gap_records(df, data.merges) if not df.empty else []
-    gaps = pd.DataFrame(gap_records)
-    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
-    phase("tables")
-    ranks = rank_intervals(df, data.docs, suite, tasks) if not df.empty else {}
-    phase("ranks")
     by_name = {r.model.name: r for r in data.results}
 
     # leaderboard rows (plain dicts: per-cell pandas lookups are too slow at leaderboard scale)
@@ -418,8 +494,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     for r in data.results:
         for row in r.rows:
             cell[(r.model.name, row.task, row.metric)] = row.value
-    scored = analysis.scored(df, tasks)
-    signal_of = dict(zip(zip(scored["model"], scored["task"]), scored["signal"]))
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
     board_rows = []
     cols = [board[c] for c in ("babel_score", "n_live", "mean_bpb", "mean_chrf")] if not board.empty else [[]] * 4
@@ -462,30 +536,18 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     heat_note = (f"The {HEAT_ROWS} merges with the largest mean loss against their experts, of {len(data.merges)}; "
                  "data/merge_gaps.csv has every merge.") if len(data.merges) > HEAT_ROWS else ""
     phase("heatmap")
-    # analysis: set-level inference, arms apart (report.build)
-    rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks) if not df.empty else None
-    tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
-                     "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
-                     "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
+    # analysis: set-level inference, arms apart (report.build, in _statistics)
     scatters = []
-    pts_all, sd = tables["set_points"], tables["set_diagnostics"]
-    for arm in ("lm", "mt"):
-        lin = pts_all[(pts_all.arm == arm) & (pts_all.method == "linear")].set_index("set")["gap"] if not pts_all.empty else pd.Series(dtype=float)
-        for col, label in SCATTERS:
-            if sd.empty or col not in sd or lin.empty:
-                continue
-            pts = pd.DataFrame({"x": sd[col], "y": lin}).dropna()
-            fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
-            if fit["rho"] is None:
-                continue
-            verdict = inference.detected(fit["rho_lo"], fit["rho_hi"], fit["p_value"])
-            desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
-                    f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
-                    f"least-squares fit and the band its 95% bootstrap interval.")
-            svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
-                                f"{label} versus gap ({ARM_NAME[arm]})", label, f"gap to expert ({ARM_UNIT[arm]})", fit, desc)
-            scatters.append({"name": col, "arm": arm, "label": f"{ARM_NAME[arm]}: {label}", "fit": fit, "svg": Markup(svg),
-                             "desc": desc, "verdict": verdict})
+    pts_all = tables["set_points"]
+    for arm, col, label, pts, fit in st["fits"]:
+        verdict = inference.detected(fit["rho_lo"], fit["rho_hi"], fit["p_value"])
+        desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
+                f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
+                f"least-squares fit and the band its 95% bootstrap interval.")
+        svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
+                            f"{label} versus gap ({ARM_NAME[arm]})", label, f"gap to expert ({ARM_UNIT[arm]})", fit, desc)
+        scatters.append({"name": col, "arm": arm, "label": f"{ARM_NAME[arm]}: {label}", "fit": fit, "svg": Markup(svg),
+                         "desc": desc, "verdict": verdict})
     curves, curve_desc = {}, ""
     if not data.similarity.empty:
         s_ = data.similarity[(data.similarity.relation == "constituents") & (data.similarity.metric == "cka_linear")]
@@ -522,6 +584,12 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
     (tmp / "data").mkdir()
+    outs = Outputs(out, tmp)
+    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
+    # is unchanged keeps the time it was built
+    page_key = digest(code_digest(*PAGE_CODE), {k: v for k, v in ctx.items() if k not in ("built", "git")})
+    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
+                      data.method_specs)
     pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
     filters = {"arms": sorted({r["arm"] for r in board_rows if r["arm"]}),
                "methods": sorted({r["method"] for r in board_rows if r["method"]}),
@@ -529,66 +597,75 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     index_tpl = env.get_template("index.html.j2")
     for k in range(pages):
         name = "index.html" if k == 0 else f"leaderboard-{k + 1}.html"
-        (tmp / name).write_text(index_tpl.render(
+        outs.text(name, site_key, lambda k=k: index_tpl.render(
             **ctx, rows=board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], page=k + 1, pages=pages, filters=filters,
-            page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"), encoding="utf-8")
-    (tmp / "analysis.html").write_text(env.get_template("analysis.html.j2").render(
+            page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"))
+    outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
         **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
         headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
-        arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0), encoding="utf-8")
-    (tmp / "methods.html").write_text(env.get_template("methods.html.j2").render(
+        arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0))
+    outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
-        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)), encoding="utf-8")
+        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
 
     _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"], scored)
     phase("index, analysis, methods pages")
     # one page per model, in a process per core for large sites (forked: the workers read what is built here)
     global _PAGES
     _PAGES = {"data": data, "ctx": ctx, "board_rows": board_rows, "gap_records": gap_records, "paired": paired,
-              "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "out": tmp / "models"}
+              "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs, "page_key": page_key,
+              "result_json": result_json}
     n = len(data.results)
     workers = min(os.cpu_count() or 1, 8) if n >= 500 else 1
     chunks = [range(i, n, workers) for i in range(workers)]
+    made_before, reused_before = outs.made, outs.reused
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            list(pool.map(_render_model_pages, chunks))
+            for done in pool.map(_render_model_pages, chunks):
+                outs.merge(*done)
     else:
-        _render_model_pages(chunks[0])
+        outs.merge(*_render_model_pages(chunks[0]))
     _PAGES = None
+    BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
 
     phase("model pages")
     # downloads: everything shown
-    shutil.copy(STATIC / "style.css", tmp / "style.css")
-    shutil.copy(STATIC / "site.js", tmp / "site.js")
-    df.to_csv(tmp / "data" / "results.csv", index=False)
-    board.to_csv(tmp / "data" / "leaderboard.csv")
-    (tmp / "data" / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in data.results]), encoding="utf-8")
+    for static in ("style.css", "site.js"):
+        outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
+    data_key = lambda name: digest(site_key, name)
+    csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
+    outs.file("data/results.csv", data_key("results.csv"), csv(df, index=False))
+    outs.file("data/leaderboard.csv", data_key("leaderboard.csv"), csv(board))
+    outs.text("data/results.json", data_key("results.json"), lambda: json.dumps([r.model_dump(mode="json") for r in data.results]))
     for name, frame in (("merge_gaps", gaps), ("paired_vs_expert", paired), ("similarity", data.similarity)):
-        frame.to_csv(tmp / "data" / f"{name}.csv", index=False)
-    (tmp / "data" / "correlations.json").write_text(json.dumps(
+        outs.file(f"data/{name}.csv", data_key(name), csv(frame, index=False))
+    outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
-          **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1), encoding="utf-8")
+          **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
     for name in ("set_correlations", "set_points", "neuron_layers", "neuron_movement"):
-        tables[name].to_csv(tmp / "data" / f"{name}.csv", index=False)
-    tables["set_diagnostics"].to_csv(tmp / "data" / "set_diagnostics.csv")
-    (tmp / "data" / "power.json").write_text(json.dumps(tables["power"], indent=1), encoding="utf-8")
+        outs.file(f"data/{name}.csv", data_key(name), csv(tables[name], index=False))
+    outs.file("data/set_diagnostics.csv", data_key("set_diagnostics"), csv(tables["set_diagnostics"]))
+    outs.text("data/power.json", data_key("power"), lambda: json.dumps(tables["power"], indent=1))
     if not tables["diagnostics"].empty:
-        tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"]).to_csv(tmp / "data" / "merge_diagnostics.csv")
-    data.neurons.to_csv(tmp / "data" / "neurons.csv", index=False)
-    pd.DataFrame(replication).to_csv(tmp / "data" / "replication.csv", index=False)
-    pd.DataFrame(vtable).to_csv(tmp / "data" / "validity.csv", index=False)
-    (tmp / "data" / "lolo.json").write_text(json.dumps(tables["lolo"], indent=1, default=float), encoding="utf-8")
-    (tmp / "data" / "rank_intervals.json").write_text(json.dumps({m: list(v) for m, v in ranks.items()}), encoding="utf-8")
-
+        outs.file("data/merge_diagnostics.csv", data_key("merge_diagnostics"),
+                  csv(tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"])))
+    outs.file("data/neurons.csv", data_key("neurons"), csv(data.neurons, index=False))
+    outs.file("data/replication.csv", data_key("replication"), csv(pd.DataFrame(replication), index=False))
+    outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
+    outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
+    outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
+    outs.save()
+    BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}")
+    log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}; "
+        f"statistics {'reused' if hit else 'computed'}, {outs.made} files made, {outs.reused} unchanged")
     log("[site] phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
     return out / "index.html"

@@ -136,3 +136,62 @@ def test_rank_intervals_ignore_dead_tasks():
 
     assert ranks(DEAD_TASK, "chrf++", 1000.0) == ranks(DEAD_TASK, "chrf++", 0.0)  # a dead task cannot move a rank
     assert ranks("lm:en", "bits_per_byte", 0.0)[1] < ranks("lm:en", "bits_per_byte", 50.0)[0]  # a live one does
+
+
+def _tree(out):
+    """Every file of a build, the build time and git hash in page footers blanked."""
+    return {str(p.relative_to(out)): re.sub(rb"Built [^ ]+ from git <code>[^<]*</code>", b"Built - from git -", p.read_bytes())
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_rebuild_reuses_statistics_and_remakes_only_what_changed(tmp_path):
+    results, sim, merges = family_and_merges(4)
+    manifests = {m: {"title": f"title of {m}", "authors": ["a"], "recipe_text": "merge_method: linear"} for m in merges}
+    data = lambda man: site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges, manifests=man)
+    out = tmp_path / "site"
+    site.build(data(manifests), out, log=lambda *_: None)
+    first, files = dict(site.BUILD_STATS), _tree(out)
+    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == len(results)
+    site.build(data(manifests), out, log=lambda *_: None)
+    assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 0
+    assert _tree(out) == files
+    # a new title is shown on its model's page only: exactly that page is rendered again
+    name = list(merges)[1]
+    site.build(data({**manifests, name: {**manifests[name], "title": "a better title"}}), out, log=lambda *_: None)
+    assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 1
+    after = _tree(out)
+    changed = {p for p in files if after[p] != files[p]}
+    assert changed == {f"models/{site.slug(name)}.html", ".build-keys.json"}
+    assert b"a better title" in after[f"models/{site.slug(name)}.html"]
+
+
+def test_incremental_build_equals_a_fresh_build(tmp_path):
+    """A submission added to a built site: the incremental rebuild holds the same bytes as a build from nothing."""
+    build = lambda n, out: site.build(site.SiteData(suite=load_suite(), **dict(zip(
+        ("results", "similarity", "merges"), family_and_merges(n, seed=3, failed=False)))), out, log=lambda *_: None)
+    build(4, tmp_path / "inc")
+    build(5, tmp_path / "inc")
+    assert not site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_reused"] > 0  # style.css, site.js at least
+    build(5, tmp_path / "fresh")
+    assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
+
+
+def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkeypatch):
+    """The leaderboard is cut into pages of PAGE_ROWS rows (here 4): every scored model is on exactly one page, and
+    the bytes per row bound the index at the real PAGE_ROWS under 2 MB however many submissions there are."""
+    real_rows = site.PAGE_ROWS
+    monkeypatch.setattr(site, "PAGE_ROWS", 4)
+    results, sim, merges = family_and_merges(6, evil=False)
+    out = tmp_path / "site"
+    site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges), out, log=lambda *_: None)
+    pages = [out / "index.html"] + sorted(out.glob("leaderboard-*.html"), key=lambda p: int(p.stem.split("-")[1]))
+    scored = [r.model.name for r in results if r.status == "ok"]
+    assert len(pages) == -(-len(scored) // 4)
+    seen = []
+    for p in pages:
+        overall = p.read_text().split('<section id="lm">')[0]
+        rows = re.findall(r'<th scope="row"><a href="models/[^"]+">([^<]+)</a></th>', overall)
+        assert 1 <= len(rows) <= 4
+        seen += rows
+    assert sorted(seen) == sorted(scored)
+    assert max(p.stat().st_size for p in pages) / 4 * real_rows < 2_000_000
