@@ -425,7 +425,7 @@ def _statistics(data: SiteData) -> dict:
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
     return {"df": df, "tasks": tasks, "vtable": vtable, "board": board, "gap_records": gap_records, "paired": paired,
-            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite)}
+            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite), "scored": scored}
 
 
 _SHOWN_TABLES = ("set_correlations", "lolo", "neuron_layers", "neuron_movement", "set_points", "set_diagnostics", "power",
@@ -481,8 +481,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     phase("input hashes")
     st, hit = cached(stats_folder(out), "stats", key, lambda: _statistics(data))
     BUILD_STATS.update(stats_hit=hit, stats_key=key)
-    df, tasks, vtable, board, gap_records, paired, ranks, signal_of, tables = (
-        st[k] for k in ("df", "tasks", "vtable", "board", "gap_records", "paired", "ranks", "signal_of", "tables"))
+    df, tasks, vtable, board, gap_records, paired, ranks, signal_of, tables, scored = (
+        st[k] for k in ("df", "tasks", "vtable", "board", "gap_records", "paired", "ranks", "signal_of", "tables", "scored"))
     gaps = pd.DataFrame(gap_records)
     phase("statistics (cached)" if hit else "statistics")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
