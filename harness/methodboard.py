@@ -8,6 +8,7 @@ functions over the records, and one loader."""
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -155,9 +156,9 @@ def translation_breakdown(df: pd.DataFrame, seed: int, n_boot: int = N_BOOT) -> 
     cols = ["method", "n_related", "related", "related_lo", "related_hi", "n_divergent", "divergent", "divergent_lo",
             "divergent_hi", "difference", "difference_lo", "difference_hi", "verdict"]
     ok = df.dropna(subset=["score"])
-    rng = np.random.default_rng(seed)
     out = []
     for m, g in ok.groupby("method", sort=True):
+        rng = np.random.default_rng([seed, zlib.crc32(str(m).encode())])  # a method's interval depends on its own records only
         r = g.loc[g.category.isin(RELATED), "score"].to_numpy(dtype=float)
         d = g.loc[g.category.isin(DIVERGENT_INVOLVING), "score"].to_numpy(dtype=float)
         if len(r) == 0 and len(d) == 0:
@@ -195,7 +196,7 @@ def board_lines(recs: list[schema.MethodScenarioFile], seed: int, base_norm: dic
                 else "not ranked\t(not shown to beat its controls)")
         out.append(f"{r.method}\t{r.n}\t{f(r.mean)}\t[{f(r.lo)}, {f(r.hi)}]\t{f(r.over)}\t[{f(r.over_lo)}, "
                    f"{f(r.over_hi)}]\t{rank}\t{r.kind}")
-    out.append(f"(control: each scenario's base model scored on the same tasks; 0 where the base is {floor}, or where "
+    out.append(f"(control: each scenario's base model scored on the same tasks, or {floor} (0) where that is higher; 0 where the base is {floor}, or where "
                "its score is not known)")
     bd = breakdown_lines(translation_breakdown(df, seed, n_boot))
     if bd:

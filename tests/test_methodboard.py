@@ -115,6 +115,8 @@ def test_translation_related_versus_divergent_involving():
     assert bd.loc["few", "verdict"] == "too few scenarios" and math.isnan(bd.loc["few", "difference_lo"])
     lines = methodboard.breakdown_lines(bd.reset_index())
     assert any(ln.startswith("gap: related 82.0 [") and "(n=3)" in ln and ln.endswith("related higher") for ln in lines)
+    alone = methodboard.translation_breakdown(pd.DataFrame(flat), seed=0).set_index("method").loc["flat"]
+    assert alone.equals(bd.loc["flat"])  # a method's intervals do not depend on which other methods are on the board
 
 
 def test_method_leaderboard_page(tmp_path):
