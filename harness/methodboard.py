@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import schema, store
+from . import rankstats, schema, store
 from .inference import set_key
 
 N_BOOT = 1000
@@ -295,11 +295,10 @@ def failure_predictors(df: pd.DataFrame, set_diag: pd.DataFrame, seed: int, n_bo
             if len(x) < min_n or np.ptp(x) == 0 or np.ptp(y) == 0:
                 continue
             rho = float(stats.spearmanr(x, y).statistic)
-            boot = []
-            for ix in rng.integers(0, len(x), size=(n_boot, len(x))):
-                if np.ptp(x[ix]) > 0 and np.ptp(y[ix]) > 0:
-                    boot.append(stats.spearmanr(x[ix], y[ix]).statistic)
-            lo, hi = _interval(np.asarray(boot, dtype=float))
+            ix = rng.integers(0, len(x), size=(n_boot, len(x)))
+            xb, yb = x[ix], y[ix]
+            varies = (np.ptp(xb, axis=1) > 0) & (np.ptp(yb, axis=1) > 0)  # a resample with a constant side has no rho
+            lo, hi = _interval(rankstats.spearman(xb[varies], yb[varies]))  # all resamples at once
             out.append({"method": m, "diagnostic": d, "n": len(x), "rho": rho, "lo": lo, "hi": hi,
                         "predicts": bool(lo > 0 or hi < 0)})
     res = pd.DataFrame(out, columns=cols)
