@@ -474,14 +474,15 @@ def stage_evaluate(ctx: Context, merged: dict | None = None, corp: corpus_mod.Co
     ready, index, t0 = {}, {m.name: i for i, m in enumerate(todo, 1)}, time.perf_counter()
     for m in todo:
         path, prov = make(ctx, m)
+        if path is None:  # its merge failed or its checkpoint was refused: recorded, not evaluated
+            _record_failure(ctx, m, prov["error"])
+            failed.append(m.name)
+            prog.step(m.name)
+            continue
         try:
-            if path is None:
-                _record_failure(ctx, m, prov["error"])
-                raise ModelFault(prov["error"])
             ready[m.name] = (m, path, prov, model_info(path, m.name, identity_=m.identity, **m.extra), guard(ctx, m.rpath))
         except (ModelFault, FileNotFoundError) as e:
-            if path is not None:
-                ctx.log(f"[evaluate] ({index[m.name]}/{len(todo)}) {m.name}: FAILED: {e}")
+            ctx.log(f"[evaluate] ({index[m.name]}/{len(todo)}) {m.name}: FAILED: {e}")
             failed.append(m.name)
             prog.step(m.name)
 
