@@ -15,17 +15,53 @@ from . import schema
 PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++", "mc": "acc"}
 
 
+ROW_FIELDS = ("task", "language", "metric", "value", "stderr", "ci_low", "ci_high", "n", "higher_is_better", "signature")
+MODEL_FIELDS = ("model", "kind", "arm", "method", "status")
+FLOAT_FIELDS = ("value", "stderr", "ci_low", "ci_high")
+
+
+def tidy_block(r: schema.ResultsFile) -> dict[str, np.ndarray]:
+    """One results file's tidy rows as columns (MODEL_FIELDS + ROW_FIELDS, each an array of len(r.rows)): strings
+    as object arrays, None as NaN in the float columns."""
+    k = len(r.rows)
+    out = {}
+    for f, v in zip(MODEL_FIELDS, (r.model.name, r.model.kind, r.model.arm, r.model.method, r.status)):
+        a = np.empty(k, dtype=object)
+        a[:] = v
+        out[f] = a
+    for f in ROW_FIELDS:
+        vals = [getattr(x, f) for x in r.rows]
+        if f in FLOAT_FIELDS:
+            out[f] = np.array([np.nan if v is None else v for v in vals], dtype=float)
+        elif f in ("n", "higher_is_better") and None not in vals:
+            out[f] = np.array(vals, dtype=int if f == "n" else bool)
+        else:
+            a = np.empty(k, dtype=object)
+            a[:] = vals
+            out[f] = a
+    return out
+
+
+def tidy_frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """The tidy frame of tidy_block's columns, concatenated in order; string columns stay object arrays (fast to
+    iterate; pandas' Arrow strings cost a microsecond per element in Python loops), n is int and higher_is_better
+    bool unless a row lacks them, task_kind is the task's part before ':'."""
+    if not blocks:
+        return pd.DataFrame()
+    cols = {f: np.concatenate([b[f] for b in blocks]) for f in MODEL_FIELDS + ROW_FIELDS}
+    if not len(cols["task"]):
+        return pd.DataFrame()
+    for f in ("n", "higher_is_better"):
+        if cols[f].dtype == object and not pd.isna(cols[f]).any():
+            cols[f] = cols[f].astype(int if f == "n" else bool)
+    codes, uniques = pd.factorize(cols["task"])
+    cols["task_kind"] = np.array([t.split(":")[0] for t in uniques], dtype=object)[codes]
+    return pd.DataFrame({f: pd.Series(v, dtype=v.dtype, copy=False) for f, v in cols.items()})
+
+
 def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:
     """One row per (model, task, metric) with the model's metadata."""
-    rows = []
-    for r in results:
-        for row in r.rows:
-            rows.append({"model": r.model.name, "kind": r.model.kind, "arm": r.model.arm, "method": r.model.method,
-                         "status": r.status, **row.model_dump()})
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df["task_kind"] = df["task"].str.split(":").str[0]
-    return df
+    return tidy_frame([tidy_block(r) for r in results])
 
 
 def primary(df: pd.DataFrame) -> pd.DataFrame:

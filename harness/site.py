@@ -19,6 +19,7 @@ from markupsafe import Markup, escape
 
 from . import analysis, inference, plots, report, schema, scoring, validity
 from .provenance import git_hash, now_utc
+from . import sitecache
 from .sitecache import Outputs, cached, code_digest, digest, frame_digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ class SiteData:
     method_records: list = field(default_factory=list)               # schema.MethodScenarioFile of this suite and preset
     method_specs: dict[str, dict] = field(default_factory=dict)      # method id -> its spec as benchmarked
     methods_dir: Path | None = None                                  # where method_records lie (merge results linked)
+    result_keys: list[str] | None = None  # sha256 of each results file as read (computed from results when not given)
 
 
 def _fmt(v, digits=3):
@@ -106,12 +108,10 @@ def _greyed(dead: bool, cells: list) -> list:
     return [(c[0], f"{c[1]} dead") if isinstance(c, tuple) else (c, "dead") for c in cells]
 
 
-def _mean_expert_gap(gap_records: list[dict]) -> dict[str, float]:
-    sums: dict[str, list[float]] = {}
-    for g in gap_records:
-        if g["reference"] == "expert" and g["rel_gap_pct"] == g["rel_gap_pct"]:
-            sums.setdefault(g["merge"], []).append(g["rel_gap_pct"])
-    return {m: sum(v) / len(v) for m, v in sums.items()}
+def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
+    """Per merge: the mean relative gap (%) against its constituent experts."""
+    e = gaps[gaps["reference"] == "expert"].dropna(subset=["rel_gap_pct"])
+    return e.groupby("merge")["rel_gap_pct"].mean().to_dict()
 
 
 def _group(records: list[dict], key: str) -> dict[str, list[dict]]:
@@ -199,6 +199,31 @@ def _score_cell(value, col: dict, signal) -> dict:
             "nc": mark == "nc", "rate_cls": "num rate" + dead}
 
 
+def _score_html(c: dict) -> str:
+    """One task cell of a leaderboard row (the cell _score_cell describes), escaped."""
+    mark = (f' <abbr class="ns" title="{escape(NO_SIGNAL)}">ns</abbr>' if c["ns"] else
+            f' <abbr class="ns" title="{escape(NO_CONTROL)}">nc</abbr>' if c["nc"] else "")
+    return f'<td class="{c["cls"]}">{escape(c["text"])}{mark}</td>'
+
+
+def _board_html(r: dict) -> dict[str, Markup]:
+    """A leaderboard row as the three tables of a leaderboard page show it (overall, lm, mt), built as strings: ten
+    thousand rows of a dozen cells each are too many template calls."""
+    attrs = (f'class="{escape(r["kind"])}" data-arm="{escape(r["arm"])}" data-method="{escape(r["method"])}" '
+             f'data-constituents="{escape(" ".join(r["constituents"]))}"')
+    lead = (f'<td class="num">{r["rank"]}</td><th scope="row"><a href="models/{escape(r["slug"])}.html">{escape(r["model"])}</a></th>'
+            f'<td>{escape(r["kind"])}</td><td>{escape(r["arm"])}</td><td>{escape(r["method"])}</td>')
+    lm = "".join(_score_html(v) for v in r["lm"])
+    mt = "".join(_score_html(v) for v in r["mt"])
+    rates = "".join(f'{_score_html(v)}<td class="{v["rate_cls"]}">{_fmt(e, 2)}</td><td class="{v["rate_cls"]}">{_fmt(o, 2)}</td>'
+                    for v, e, o in zip(r["mt"], r["empty"], r["off"]))
+    return {"overall": Markup(f'<tr {attrs}>{lead}<td class="num"><strong>{_fmt(r["score"], 2)}</strong></td>'
+                              f'<td class="num">{r["rank_ci"][0]}–{r["rank_ci"][1]}</td>\n<td class="num">{r["n_live"]}</td>'
+                              f'<td class="num">{_fmt(r["bpb"], 3)}</td><td class="num">{_fmt(r["chrf"], 2)}</td>\n{lm}{mt}</tr>'),
+            "lm": Markup(f'<tr {attrs}>{lead}<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>'),
+            "mt": Markup(f'<tr {attrs}>{lead}<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>')}
+
+
 def validity_view(vtable: list[dict]) -> list[dict]:
     """The methods page's validity table: one row per task and candidate metric, formatted."""
     out = []
@@ -263,37 +288,38 @@ BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pa
 
 
 def _render_model_pages(indices) -> tuple[dict, int, int]:
-    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking); a page
-    whose inputs (its results file, manifest, leaderboard row, gap, paired and similarity rows, the shared page
-    context and code) hash as in the previous build is linked from it. Returns (keys, reused, made)."""
+    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking), with each
+    model's results as JSON beside its page. A page shows only what its own inputs and the family determine (its
+    results file, per-document statistics, constituents, manifest, similarity rows; the family's results through
+    the page key): its rank, which every new submission can move, comes from data/ranks.js in the browser. A page
+    whose key is as in the previous build is linked from it. Returns (keys, reused, made)."""
     job = _PAGES
     outs = job["outputs"].child()
-    data, ctx, board_rows, paired = job["data"], job["ctx"], job["board_rows"], job["paired"]
-    lm_tasks, mt_tasks, gap_records = job["lm_tasks"], job["mt_tasks"], job["gap_records"]
+    data, ctx, board_of, keys = job["data"], job["ctx"], job["board_of"], job["keys"]
+    gap_cols, gap_rows_of, paired_cols, paired_rows_of = job["gap_cols"], job["gap_rows_of"], job["paired_cols"], job["paired_rows_of"]
+    sim_cols, sim_rows_of, sim_keys, docs_keys = job["sim_cols"], job["sim_rows_of"], job["sim_keys"], job["docs_keys"]
+    records = lambda cols, idx: [{c: v[i] for c, v in cols.items()} for i in idx]
     model_tpl = _env().get_template("model.html.j2")
-    results = [data.results[i] for i in indices]
-    names = {r.model.name for r in results}
-    gaps_of = _group([g for g in gap_records if g["merge"] in names], "merge")
-    paired_of = _group(paired.to_dict("records") if not paired.empty else [], "merge")
-    sim = data.similarity
-    sim_of = _group(sim[sim["merge"].isin(names)].to_dict("records") if not sim.empty else [], "merge")
-    rank_of = {r["model"]: r for r in board_rows}
-    order = {t: i for i, t in enumerate(lm_tasks + mt_tasks)}
+    order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
     dead = {c["task"] for c in ctx["dead"]}
-    for i, res in zip(indices, results):
+    for i in indices:
+        res = data.results[i]
         name = res.model.name
-        page = f"models/{slug(name)}.html"
-        if outs.reuse(page, digest(job["page_key"], job["result_json"][i], data.manifests.get(name, {}), rank_of.get(name),
-                                   gaps_of.get(name, []), paired_of.get(name, []), sim_of.get(name, []))):
+        page, raw = f"models/{slug(name)}.html", f"models/{slug(name)}.json"
+        page_key = digest(job["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}),
+                          sim_keys.get(name))
+        if not outs.reuse(raw, digest("json", keys[i])):
+            (outs.new / raw).write_text(res.model_dump_json(), encoding="utf-8")
+            outs.made += 1
+        if outs.reuse(page, page_key):
             continue
-        by_task = _group([r.model_dump() for r in res.rows], "task")
-        table = [{"task": t, "metrics": [{"metric": x["metric"], "value": x["value"], "lo": x["ci_low"], "hi": x["ci_high"],
-                                          "n": x["n"], "signature": x["signature"]} for x in by_task[t]]}
-                 for t in sorted(by_task, key=lambda t: order.get(t, len(order)))]
+        by_task: dict[str, list] = {}
+        for x in res.rows:
+            by_task.setdefault(x.task, []).append(x)
         sim_rows, sim_svg = [], None
-        if name in sim_of:
+        if name in sim_rows_of:
             pairs: dict[tuple, list] = {}
-            for r in sim_of[name]:
+            for r in records(sim_cols, sim_rows_of[name]):
                 pairs.setdefault((r["a"], r["b"], r["relation"]), []).append((r["layer"], r["value"]))
             for (a, b, rel), vals in pairs.items():
                 by_layer = [v for _, v in sorted(vals)]
@@ -302,16 +328,17 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
                                          f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
         scores = html_table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
                             ["task", "metric", "value", "95% interval", "n", "signature"],
-                            [[t["task"], *_greyed(t["task"] in dead, [
-                                (m["metric"], "txt"), _fmt(m["value"]), f"{_fmt(m['lo'])} – {_fmt(m['hi'])}", m["n"],
-                                (m["signature"] or "", "sig")])] for t in table for m in t["metrics"]], num_from=2) if table else None
-        gap_rows = gaps_of.get(name, [])
+                            [[t, *_greyed(t in dead, [(m.metric, "txt"), _fmt(m.value), f"{_fmt(m.ci_low)} – {_fmt(m.ci_high)}", m.n,
+                                                      (m.signature or "", "sig")])]
+                             for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for m in by_task[t]],
+                            num_from=2) if by_task else None
+        gap_rows = records(gap_cols, gap_rows_of.get(name, []))
         gaps_t = html_table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
                             ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
                             [[g["task"], (g["reference"], "txt"), (g["ref_model"], "txt"), _fmt(g["merge_value"]),
                               _fmt(g["ref_value"]), _fmt(g["gap"]), (_fmt(g["rel_gap_pct"], 1), heat(g["rel_gap_pct"]))]
                              for g in gap_rows], num_from=3) if gap_rows else None
-        pr = paired_of.get(name, [])
+        pr = records(paired_cols, paired_rows_of.get(name, []))
         paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
                               ["task", "expert", "difference", "95% interval", "p"],
                               [[p_["task"], (p_["expert"], "txt"), _fmt(p_["delta"]), f"{_fmt(p_['ci_low'])} – {_fmt(p_['ci_high'])}",
@@ -320,10 +347,25 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
                            [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
                            num_from=3) if sim_rows else None
         (outs.new / page).write_text(model_tpl.render(
-            **ctx, res=res, man=data.manifests.get(name, {}), board=rank_of.get(name), scores=scores, gaps=gaps_t,
-            paired=paired_t, sim=sim_t, sim_svg=sim_svg), encoding="utf-8")
+            **ctx, res=res, man=data.manifests.get(name, {}), board=board_of.get(name), slug_=slug(name), scores=scores,
+            gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg), encoding="utf-8")
         outs.made += 1
     return outs.keys, outs.reused, outs.made
+
+
+def _columns_by(frame: pd.DataFrame, by: str) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+    """(column -> list of values, value of `by` -> row positions): a frame's rows by group without a dict per row."""
+    if frame is None or frame.empty:
+        return {}, {}
+    return {c: frame[c].tolist() for c in frame.columns}, frame.groupby(by, sort=False).indices
+
+
+def _row_keys(frame: pd.DataFrame, by: str) -> dict[str, str]:
+    """Per value of `by`: the sha256 of its rows (pandas' row hashes, in order)."""
+    if frame is None or frame.empty:
+        return {}
+    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return {k: digest(h[idx].tobytes()) for k, idx in frame.groupby(by, sort=False).indices.items()}
 
 
 # -- the build ---------------------------------------------------------------------------------------
@@ -402,19 +444,21 @@ def _env() -> Environment:
     return env
 
 
+GAP_COLUMNS = ["merge", "task", "task_kind", "language", "reference", "ref_model", "merge_value", "ref_value", "gap",
+               "rel_gap_pct"]
+TIDY_STRINGS = analysis.MODEL_FIELDS + ("task", "language", "metric", "signature")
 STATS_CODE = ("site.py", "analysis.py", "inference.py", "rankstats.py", "replication.py", "report.py", "validity.py",
               "languages.py", "scoring.py", "plots.py", "schema.py", "grid.py", "similarity/groups.py")
 PAGE_CODE = STATS_CODE + ("../site/templates", "../site/static")
 
 
-def _statistics(data: SiteData) -> dict:
+def _statistics(data: SiteData, df: pd.DataFrame) -> dict:
     """Every statistic the site derives from its inputs (tables, rank intervals, set-level inference, fitted
     scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs."""
     suite = data.suite
-    df = analysis.tidy([r for r in data.results if r.status == "ok"])
     tasks, vtable = validity.assess(df, suite, data.docs)
     board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
-    gap_records = analysis.merge_gap_records(df, data.merges) if not df.empty else []
+    gaps = pd.DataFrame(analysis.merge_gap_records(df, data.merges) if not df.empty else [], columns=GAP_COLUMNS)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     ranks = rank_intervals(df, data.docs, suite, tasks) if not df.empty else {}
     scored = analysis.scored(df, tasks)
@@ -424,7 +468,7 @@ def _statistics(data: SiteData) -> dict:
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
-    return {"df": df, "tasks": tasks, "vtable": vtable, "board": board, "gap_records": gap_records, "paired": paired,
+    return {"tasks": tasks, "vtable": vtable, "board": board, "gaps": gaps, "paired": paired,
             "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite), "scored": scored}
 
 
@@ -448,11 +492,11 @@ def _scatter_fits(tables: dict, suite: dict) -> list[tuple]:
     return out
 
 
-def _inputs_key(data: SiteData, result_json: list[str]) -> str:
+def _inputs_key(data: SiteData, keys: list[str]) -> str:
     """sha256 of everything the statistics read: the code, every results file, per-document statistics, merges,
     similarity, neuron and movement rows, the suite."""
     docs = {m: digest(d.model_dump_json()) for m, d in sorted(data.docs.items())}
-    return digest(code_digest(*STATS_CODE), *result_json, docs, data.merges, frame_digest(data.similarity),
+    return digest(code_digest(*STATS_CODE), keys, docs, data.merges, frame_digest(data.similarity),
                   frame_digest(data.neurons), frame_digest(data.movement), data.suite)
 
 
@@ -476,38 +520,43 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     BUILD_STATS.clear()
     suite = data.suite
-    result_json = [r.model_dump_json() for r in data.results]  # pydantic's serializer: the fast way to hash a results file
-    key = _inputs_key(data, result_json)
+    folder = stats_folder(out)
+    keys = list(data.result_keys) if data.result_keys else [digest(r.model_dump_json()) for r in data.results]
+    key = _inputs_key(data, keys)
     phase("input hashes")
-    st, hit = cached(stats_folder(out), "stats", key, lambda: _statistics(data))
+    ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
+    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
+                                              TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
+    phase("tidy rows")
+    st, hit = cached(folder, "stats", key, lambda: _statistics(data, df))
     BUILD_STATS.update(stats_hit=hit, stats_key=key)
-    df, tasks, vtable, board, gap_records, paired, ranks, signal_of, tables, scored = (
-        st[k] for k in ("df", "tasks", "vtable", "board", "gap_records", "paired", "ranks", "signal_of", "tables", "scored"))
-    gaps = pd.DataFrame(gap_records)
+    tasks, vtable, board, gaps, paired, ranks, signal_of, tables, scored = (
+        st[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "ranks", "signal_of", "tables", "scored"))
     phase("statistics (cached)" if hit else "statistics")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
     by_name = {r.model.name: r for r in data.results}
 
-    # leaderboard rows (plain dicts: per-cell pandas lookups are too slow at leaderboard scale)
-    cell: dict[tuple[str, str, str], float] = {}
-    for r in data.results:
-        for row in r.rows:
-            cell[(r.model.name, row.task, row.metric)] = row.value
+    # leaderboard rows (plain dicts and strings: per-cell pandas lookups and template calls are too slow at scale)
+    cell = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["value"].tolist()))
+    rates = df[df["metric"].isin(["empty_rate", "off_target_rate"])] if not df.empty else df
+    if not rates.empty:
+        cell.update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
     board_rows = []
     cols = [board[c] for c in ("babel_score", "n_live", "mean_bpb", "mean_chrf")] if not board.empty else [[]] * 4
+    nan_none = lambda v: None if v is None or v != v else v
     for i, (model, score, n_live, bpb, chrf) in enumerate(zip(board.index, *cols), 1):
         res = by_name[model]
-        cells = {t: _score_cell(cell.get((model, t, c["metric"])), c, signal_of.get((model, t))) for t, c in task_cols.items()}
+        cells = {t: _score_cell(nan_none(cell.get((model, t))), c, signal_of.get((model, t))) for t, c in task_cols.items()}
         board_rows.append({
             "rank": i, "model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
             "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
             "score": score, "n_live": n_live, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
             "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
             "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],
-            "empty": [cell.get((model, t, "empty_rate")) for t in mt_tasks],
-            "off": [cell.get((model, t, "off_target_rate")) for t in mt_tasks]})
+            "empty": [nan_none(cell.get((model, t, "empty_rate"))) for t in mt_tasks],
+            "off": [nan_none(cell.get((model, t, "off_target_rate"))) for t in mt_tasks]})
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
               for r in data.results if r.status == "failed"]
 
@@ -515,12 +564,14 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     # merge-gap heatmap
     sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0} if not paired.empty else set()
     heat = {"lm": [], "mt": []}
-    rel = {(g["merge"], g["reference"], g["task"]): g["rel_gap_pct"] for g in gap_records}
-    absgap = {(g["merge"], g["reference"], g["task"]): g["gap"] for g in gap_records}
     shown_merges = sorted(data.merges)
-    if len(shown_merges) > HEAT_ROWS:  # the heatmap shows the merges with the largest mean loss; the CSV has all
-        mean_gap = _mean_expert_gap(gap_records)
+    if len(shown_merges) > HEAT_ROWS and not gaps.empty:  # the merges with the largest mean loss; the CSV has all
+        mean_gap = _mean_expert_gap(gaps)
         shown_merges = sorted(sorted(shown_merges, key=lambda m: mean_gap.get(m, 0.0))[:HEAT_ROWS])
+    g = gaps[gaps["merge"].isin(shown_merges)] if not gaps.empty else gaps
+    gkey = list(zip(g["merge"].tolist(), g["reference"].tolist(), g["task"].tolist())) if not g.empty else []
+    rel = dict(zip(gkey, g["rel_gap_pct"].tolist())) if gkey else {}
+    absgap = dict(zip(gkey, g["gap"].tolist())) if gkey else {}
     for arm, arm_tasks in (("lm", lm_tasks), ("mt", mt_tasks)):
         digits, ref2 = (3, "mixed") if arm == "lm" else (1, "mt-all")
         for merge in shown_merges:
@@ -573,11 +624,11 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         for r in df.dropna(subset=["signature"]).drop_duplicates(["metric", "signature"]).itertuples():
             signatures.setdefault(r.metric, set()).add(r.signature)
     provs = [r.provenance for r in data.results]
+    dead_cols = [c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if not c["live"]]
     ctx = dict(suite=suite, built=now_utc(), git=git_hash(), lm_tasks=lm_tasks, mt_tasks=mt_tasks,
                n_models=len(data.results), n_merges=len(data.merges), failed=failed,
                cols=[task_cols[t] for t in lm_tasks + mt_tasks], no_signal=NO_SIGNAL, no_control=NO_CONTROL,
-               live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]],
-               dead=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if not c["live"]])
+               live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]], dead=dead_cols)
 
     env = _env()
     tmp = out.with_name(out.name + ".partial")
@@ -591,15 +642,15 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
                       data.method_specs)
     pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
+    page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
     filters = {"arms": sorted({r["arm"] for r in board_rows if r["arm"]}),
                "methods": sorted({r["method"] for r in board_rows if r["method"]}),
                "constituents": sorted({c for r in board_rows for c in r["constituents"]})}
     index_tpl = env.get_template("index.html.j2")
     for k in range(pages):
-        name = "index.html" if k == 0 else f"leaderboard-{k + 1}.html"
-        outs.text(name, site_key, lambda k=k: index_tpl.render(
-            **ctx, rows=board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], page=k + 1, pages=pages, filters=filters,
-            page_name=lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"))
+        outs.text(page_name(k + 1), site_key, lambda k=k: index_tpl.render(
+            **ctx, rows=[_board_html(r) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
+            filters=filters, page_name=page_name))
     outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
         **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
@@ -612,12 +663,27 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
 
     _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"], scored)
+    # every model's rank, for its page (ranks move with every submission; the pages do not)
+    outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
+        {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
+        + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
     phase("index, analysis, methods pages")
-    # one page per model, in a process per core for large sites (forked: the workers read what is built here)
+    # one page per model, in a process per core for large sites (forked: the workers read what is built here).
+    # A page's key: the model pages' code and shared context, the family (the experts and floor every score and
+    # gap is measured against), and the model's own inputs.
     global _PAGES
-    _PAGES = {"data": data, "ctx": ctx, "board_rows": board_rows, "gap_records": gap_records, "paired": paired,
-              "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs, "page_key": page_key,
-              "result_json": result_json}
+    docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
+    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
+    model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
+    gap_cols, gap_rows_of = _columns_by(gaps, "merge")
+    paired_cols, paired_rows_of = _columns_by(paired, "merge")
+    sim_cols, sim_rows_of = _columns_by(data.similarity, "merge")
+    _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
+              "board_of": {r["model"]: {k: v for k, v in r.items() if k not in ("rank", "rank_ci")} for r in board_rows},
+              "page_key": digest(code_digest(*PAGE_CODE), code_digest(*STATS_CODE), {k: v for k, v in model_ctx.items() if k not in ("built", "git")},
+                                 family, [(m, docs_keys.get(m)) for m, _ in family]),
+              "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
+              "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": _row_keys(data.similarity, "merge"), "docs_keys": docs_keys}
     n = len(data.results)
     workers = min(os.cpu_count() or 1, 8) if n >= 500 else 1
     chunks = [range(i, n, workers) for i in range(workers)]
@@ -635,14 +701,15 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
 
     phase("model pages")
-    # downloads: everything shown
+    # downloads: everything shown; every model's full results are models/<slug>.json, listed in data/models.json
     for static in ("style.css", "site.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
     data_key = lambda name: digest(site_key, name)
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
-    outs.file("data/results.csv", data_key("results.csv"), csv(df, index=False))
     outs.file("data/leaderboard.csv", data_key("leaderboard.csv"), csv(board))
-    outs.text("data/results.json", data_key("results.json"), lambda: json.dumps([r.model_dump(mode="json") for r in data.results]))
+    outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
+        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "results": f"../models/{slug(r.model.name)}.json",
+          "results_key": k} for r, k in zip(data.results, keys)], indent=0))
     for name, frame in (("merge_gaps", gaps), ("paired_vs_expert", paired), ("similarity", data.similarity)):
         outs.file(f"data/{name}.csv", data_key(name), csv(frame, index=False))
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(

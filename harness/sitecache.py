@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from . import store
@@ -128,3 +129,92 @@ class Outputs:
 
     def save(self) -> None:
         (self.new / KEYS).write_text(json.dumps(self.keys, sort_keys=True), encoding="utf-8")
+
+
+
+def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict], strings: tuple[str, ...],
+           version: str = "") -> list[dict]:
+    """Column blocks, one per key (make(i) builds the block of keys[i]: equal-length numpy arrays by column name),
+    the blocks of keys seen in the previous call taken back instead of made again. The previous call's blocks are
+    kept as one table in folder/name.npz (read without pickle): the `strings` columns as int32 codes into a
+    vocabulary, the others as numeric arrays, and each key's row range. Returns blocks in keys' order (consecutive
+    reused keys come back as one block); string cells come back as str or None in object arrays. version: the
+    digest of the code that makes blocks (a table of another version is not reused)."""
+    path = folder / f"{name}.npz"
+    old = _load_table(path, strings)
+    if old is not None and str(old.get("version", "")) != version:
+        old = None
+    pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
+    vocab = {c: old["vocab_" + c].tolist() for c in strings} if old else {c: [] for c in strings}
+    code_of = {c: {s: i for i, s in enumerate(v)} for c, v in vocab.items()}
+    out, coded, lens, run = [], [], [], []
+
+    def flush():
+        if run:
+            idx = np.concatenate([np.arange(old["starts"][i], old["starts"][i] + old["lens"][i]) for i in run])
+            part = {c: old["col_" + c][idx] for c in old["columns"].tolist()}
+            coded.append(part)
+            out.append({c: _decode(v, vocab[c]) if c in strings else v for c, v in part.items()})
+            run.clear()
+
+    fresh = []  # (index in coded, block) of the blocks made now: coded together at the end (one factorize per column)
+    for i, k in enumerate(keys):
+        if k in pos:
+            run.append(pos[k])
+            lens.append(int(old["lens"][pos[k]]))
+            continue
+        flush()
+        b = make(i)
+        out.append(b)
+        fresh.append((len(coded), b))
+        coded.append(None)
+        lens.append(len(next(iter(b.values()), [])))
+    flush()
+    if fresh:
+        for c in fresh[0][1]:
+            col = np.concatenate([b[c] for _, b in fresh])
+            if c in strings:
+                local, uniques = pd.factorize(col, use_na_sentinel=True)
+                table = code_of[c]
+                for u in uniques:
+                    if u not in table:
+                        table[u] = len(vocab[c])
+                        vocab[c].append(u)
+                col = np.append(np.array([table[u] for u in uniques], dtype=np.int32), np.int32(-1))[local]
+            elif col.dtype == object:
+                col = np.array([np.nan if v is None else v for v in col], dtype=float)
+            start = 0
+            for j, b in fresh:
+                n = len(b[c])
+                if coded[j] is None:
+                    coded[j] = {}
+                coded[j][c] = col[start:start + n]
+                start += n
+    if old is None or old["keys"].tolist() != list(keys):
+        folder.mkdir(parents=True, exist_ok=True)
+        cols = list(coded[0]) if coded else []
+        arrays = {"version": np.array(version), "keys": np.array(keys, dtype=str), "lens": np.array(lens, dtype=np.int64),
+                  "starts": np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens else np.zeros(0, np.int64),
+                  "columns": np.array(cols, dtype=str),
+                  **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
+                  **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings}}
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    return out
+
+
+def _decode(codes: np.ndarray, vocab: list) -> np.ndarray:
+    """Strings of codes (-1: None) as an object array."""
+    return np.array(vocab + [None], dtype=object)[codes]
+
+
+def _load_table(path: Path, strings: tuple[str, ...]) -> dict | None:
+    """blocks' table as saved, or None when there is none or it is not one (then every block is made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            t = {k: z[k] for k in z.files}
+        need = {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings}
+        return t if need <= set(t) and all(f"col_{c}" in t for c in t["columns"].tolist()) else None
+    except (OSError, ValueError, KeyError, EOFError):
+        return None

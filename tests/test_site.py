@@ -50,7 +50,7 @@ def test_site_builds_and_escapes(tmp_path):
                        html.split('<section id="lm">')[0])
     assert order == ["mt-en-de", "mixed", "mono-en", "&lt;script&gt;alert(1)&lt;/script&gt;", "init-s0"]
     assert "47.50" in html and "98.33" in html
-    for f in ("style.css", "site.js", "analysis.html", "methods.html", "data/results.csv", "data/results.json",
+    for f in ("style.css", "site.js", "analysis.html", "methods.html", "data/models.json", "data/ranks.js",
               "data/leaderboard.csv", "data/merge_gaps.csv", "data/correlations.json", "data/rank_intervals.json",
               "data/validity.csv"):
         assert (tmp_path / "site" / f).is_file(), f
@@ -151,7 +151,7 @@ def test_rebuild_reuses_statistics_and_remakes_only_what_changed(tmp_path):
     out = tmp_path / "site"
     site.build(data(manifests), out, log=lambda *_: None)
     first, files = dict(site.BUILD_STATS), _tree(out)
-    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == len(results)
+    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == 2 * len(results)  # page + JSON
     site.build(data(manifests), out, log=lambda *_: None)
     assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 0
     assert _tree(out) == files
