@@ -811,9 +811,12 @@ def site_data(ctx: Context) -> site.SiteData:
     from . import methodboard
 
     recs, specs = methodboard.load(ctx.methods_dir, ctx.suite["sha256"], ctx.preset)
+    # each results file's sha256 names it in the site's incremental cache (the files were read just above)
+    paths = submissions.results_paths(ctx.results_name, ctx.subs(), ctx.references_dir)
+    keys = [store.sha256_file(p) for p in paths] if len(paths) == len(results) else None
     return site.SiteData(suite=ctx.suite, results=results, similarity=sim, merges=merges, manifests=manifests,
                          docs=load_docs(ctx, results), neurons=load_neurons(ctx), movement=load_movement(ctx),
-                         method_records=recs, method_specs=specs, methods_dir=ctx.methods_dir)
+                         method_records=recs, method_specs=specs, methods_dir=ctx.methods_dir, result_keys=keys)
 
 
 def stage_site(ctx: Context) -> Path:

@@ -98,9 +98,13 @@ def read_results(path: Path) -> schema.ResultsFile:
     return schema.ResultsFile.model_validate(store.read_json(path))
 
 
-def all_results(name: str, subs: list[Loaded], references_dir: Path = REFERENCES_DIR) -> list[schema.ResultsFile]:
-    """Every stored results file for one results name (e.g. babel-mini-v2.json): the references', then those of
-    the given submissions (the ones the gate let through); nothing of any other folder is read."""
-    files = sorted(references_dir.glob(f"*/*/results/{name}")) + [
+def results_paths(name: str, subs: list[Loaded], references_dir: Path = REFERENCES_DIR) -> list[Path]:
+    """Where every stored results file for one results name (e.g. babel-mini-v2.json) lies: the references', then
+    those of the given submissions (the ones the gate let through); nothing of any other folder is listed."""
+    return sorted(references_dir.glob(f"*/*/results/{name}")) + [
         p for p in (s.results_path(name) for s in sorted(subs, key=lambda s: s.id)) if p.exists()]
-    return [read_results(f) for f in files]
+
+
+def all_results(name: str, subs: list[Loaded], references_dir: Path = REFERENCES_DIR) -> list[schema.ResultsFile]:
+    """Every stored results file of results_paths, read and validated."""
+    return [read_results(f) for f in results_paths(name, subs, references_dir)]
