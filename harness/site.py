@@ -1,6 +1,7 @@
 """The static leaderboard site: jinja2 (autoescape, StrictUndefined) over stored results, per-document
 statistics, similarity rows and submission manifests; aggregates, ranks and correlations are derived here,
-at build time, never stored. The build goes to a fresh folder that replaces the old one only when complete."""
+at build time, never stored. The build writes in place, only the files whose inputs changed, each atomically
+(sitecache.Outputs); a build that stops half-way leaves no keys, and the next one makes every file again."""
 
 from __future__ import annotations
 
@@ -321,9 +322,7 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
         page, raw = f"models/{slug(name)}.html", f"models/{slug(name)}.json"
         page_key = digest(job["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}),
                           sim_keys.get(name))
-        if not outs.reuse(raw, digest("json", keys[i])):
-            (outs.new / raw).write_text(res.model_dump_json(), encoding="utf-8")
-            outs.made += 1
+        outs.text(raw, digest("json", keys[i]), res.model_dump_json)
         if outs.reuse(page, page_key):
             continue
         by_task: dict[str, list] = {}
@@ -359,9 +358,9 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
         sim_t = html_table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
                            [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
                            num_from=3) if sim_rows else None
-        (outs.new / page).write_text(model_tpl.render(
+        outs._write(page, model_tpl.render(
             **ctx, res=res, man=data.manifests.get(name, {}), board=board_of.get(name), slug_=slug(name), scores=scores,
-            gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg), encoding="utf-8")
+            gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg))
         outs.made += 1
     return outs.keys, outs.reused, outs.made
 
@@ -382,7 +381,7 @@ def _row_keys(frame: pd.DataFrame, by: str) -> dict[str, str]:
 
 
 # -- the build ---------------------------------------------------------------------------------------
-def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, set_diag: pd.DataFrame,
+def _method_leaderboard(env: Environment, outs: Outputs, site_key: str, ctx: dict, data: SiteData, set_diag: pd.DataFrame,
                         scored: pd.DataFrame | None = None) -> None:
     """methods-leaderboard.html, method/<id>.html and the method downloads (methodboard's tables); scored: the family
     results' normalized scores (analysis.scored), the scenario base models' scores each method must beat."""
@@ -400,7 +399,9 @@ def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, 
 
     key = digest(code_digest("methodboard.py", "rankstats.py", "scenarios.py", "validity.py"), seed, frame_digest(set_diag),
                  None if scored is None else frame_digest(scored), [r.model_dump(mode="json") for r in data.method_records])
-    (df, summ, wins, pred), _ = cached(stats_folder(tmp.with_name(tmp.name.removesuffix(".partial"))), "methods", key, tables)
+    (df, summ, wins, pred), _ = cached(stats_folder(outs.out), "methods", key, tables)
+    page = lambda rel, produce: outs.text(rel, digest(site_key, rel), produce)
+    table = lambda rel, frame: outs.file(rel, digest(site_key, rel), lambda p: frame.to_csv(p, index=False))
     names = list(summ["method"]) + sorted(set(df["method"]) - set(summ["method"]))
     known = [s.id for s in scenarios()]
     order = [s for s in known if s in set(df["scenario"])] + sorted(set(df["scenario"]) - set(known))
@@ -411,18 +412,16 @@ def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, 
     svg = Markup(plots.heatmap(names, order, values, "Methods x scenarios: normalized score", desc)) if names else ""
     rows = summ.to_dict("records")
     bd = methodboard.translation_breakdown(df, seed)
-    (tmp / "methods-leaderboard.html").write_text(env.get_template("methods-leaderboard.html.j2").render(
+    page("methods-leaderboard.html", lambda: env.get_template("methods-leaderboard.html.j2").render(
         **ctx, rows=rows, methods=names, wins={(w["method"], w["other"]): w for w in wins.to_dict("records")},
         heatmap_svg=svg, heatmap_desc=desc, scenario_set=SCENARIO_SET, n_scenarios=len(scenarios()),
         rule=methods.TUNING_RULE, floor=validity.rule(data.suite).floor, breakdown=bd.to_dict("records"),
-        grouping=methodboard.GROUPING), encoding="utf-8")
-    (tmp / "method").mkdir()
+        grouping=methodboard.GROUPING))
     linked = {}  # (method, scenario) -> the merge's results file, copied beside the method page
     for key, rel in methodboard.merge_files(df).items():
         src = None if data.methods_dir is None else Path(data.methods_dir) / rel
         if src is not None and src.is_file() and not src.is_symlink():
-            (tmp / "method" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp / "method" / rel)
+            outs.file(f"method/{rel}", digest(site_key, rel, sitecache.digest(src.read_bytes())), lambda p, src=src: shutil.copyfile(src, p))
             linked[key] = rel
     tpl = env.get_template("method.html.j2")
     for m in names:
@@ -432,19 +431,18 @@ def _method_leaderboard(env: Environment, tmp: Path, ctx: dict, data: SiteData, 
                    "merges": [{**q, "params": p_text(q["parameters"])} for q in r["points"]]} for r in g.to_dict("records")]
         sm = summ[summ["method"] == m].to_dict("records")
         spec = {k: v for k, v in data.method_specs.get(m, {}).items() if v is not None}
-        (tmp / "method" / f"{slug(m)}.html").write_text(tpl.render(
+        page(f"method/{slug(m)}.html", lambda m=m, sm=sm, spec=spec, rows_m=rows_m: tpl.render(
             **{**ctx, "root": "../"}, method=m, summary=sm[0] if sm else None, rows=rows_m,
             spec_text=yaml.safe_dump(spec, sort_keys=False, allow_unicode=True) if spec else "(not stored)",
             predictors=pred[pred["method"] == m].to_dict("records"), breakdown=bd[bd["method"] == m].to_dict("records"),
-            grouping=methodboard.GROUPING, floor=validity.rule(data.suite).floor), encoding="utf-8")
-    df.assign(parameters=df["parameters"].map(json.dumps), checkpoint=df["checkpoint"].map(json.dumps),
-              points=df["points"].map(json.dumps)).to_csv(tmp / "data" / "methods.csv", index=False)
-    bd.to_csv(tmp / "data" / "method_translation.csv", index=False)
-    (tmp / "data" / "methods.json").write_text(json.dumps([r.model_dump(mode="json") for r in data.method_records], indent=1),
-                                               encoding="utf-8")
-    summ.to_csv(tmp / "data" / "method_summary.csv", index=False)
-    wins.to_csv(tmp / "data" / "method_win_rates.csv", index=False)
-    pred.to_csv(tmp / "data" / "method_predictors.csv", index=False)
+            grouping=methodboard.GROUPING, floor=validity.rule(data.suite).floor))
+    table("data/methods.csv", df.assign(parameters=df["parameters"].map(json.dumps), checkpoint=df["checkpoint"].map(json.dumps),
+                                        points=df["points"].map(json.dumps)))
+    table("data/method_translation.csv", bd)
+    page("data/methods.json", lambda: json.dumps([r.model_dump(mode="json") for r in data.method_records], indent=1))
+    table("data/method_summary.csv", summ)
+    table("data/method_win_rates.csv", wins)
+    table("data/method_predictors.csv", pred)
 
 
 def _env() -> Environment:
@@ -520,9 +518,9 @@ def stats_folder(out: Path) -> Path:
 
 
 def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
-    """Render the whole site into `out` (replaced only when the new build is complete). Statistics are cached by
-    the content hash of their inputs (sitecache.cached); an output whose inputs are unchanged since the build in
-    `out` is linked from it, not rendered again (sitecache.Outputs)."""
+    """Render the whole site into `out`. Statistics are cached by the content hash of their inputs
+    (sitecache.cached), tidy rows by each results file's key (sitecache.blocks); an output whose inputs are
+    unchanged since the last build in `out` is left as it is, not rendered again (sitecache.Outputs)."""
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -644,11 +642,9 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]], dead=dead_cols)
 
     env = _env()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "models").mkdir(parents=True)
-    (tmp / "data").mkdir()
-    outs = Outputs(out, tmp)
+    outs = Outputs(out)
+    for sub in ("models", "data", "method"):
+        (out / sub).mkdir(exist_ok=True)
     # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
     # is unchanged keeps the time it was built
     page_key = digest(code_digest(*PAGE_CODE), {k: v for k, v in ctx.items() if k not in ("built", "git")})
@@ -675,7 +671,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
 
-    _method_leaderboard(env, tmp, ctx, data, tables["set_diagnostics"], scored)
+    _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, tables["set_diagnostics"], scored)
     # every model's rank, for its page (ranks move with every submission; the pages do not)
     outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
         {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
@@ -688,15 +684,18 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
     family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
+    family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
+    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
+               for r, k in zip(data.results, keys)}  # what a model's gaps, paired rows and leaderboard row derive from
+    sim_keys = _row_keys(data.similarity, "merge")
     gap_cols, gap_rows_of = _columns_by(gaps, "merge")
     paired_cols, paired_rows_of = _columns_by(paired, "merge")
     sim_cols, sim_rows_of = _columns_by(data.similarity, "merge")
     _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
               "board_of": {r["model"]: {k: v for k, v in r.items() if k not in ("rank", "rank_ci")} for r in board_rows},
-              "page_key": digest(code_digest(*PAGE_CODE), code_digest(*STATS_CODE), {k: v for k, v in model_ctx.items() if k not in ("built", "git")},
-                                 family, [(m, docs_keys.get(m)) for m, _ in family]),
+              "page_key": digest(code_digest(*PAGE_CODE), family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
               "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
-              "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": _row_keys(data.similarity, "merge"), "docs_keys": docs_keys}
+              "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
     n = len(data.results)
     workers = min(os.cpu_count() or 1, 8) if n >= 500 else 1
     chunks = [range(i, n, workers) for i in range(workers)]
@@ -723,8 +722,9 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
         [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "results": f"../models/{slug(r.model.name)}.json",
           "results_key": k} for r, k in zip(data.results, keys)], indent=0))
-    for name, frame in (("merge_gaps", gaps), ("paired_vs_expert", paired), ("similarity", data.similarity)):
-        outs.file(f"data/{name}.csv", data_key(name), csv(frame, index=False))
+    for name, frame, key_of in (("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
+                                ("similarity", data.similarity, sim_keys)):
+        outs.grouped_csv(f"data/{name}.csv", frame, "merge", key_of)
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
           **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
@@ -743,8 +743,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}; "
         f"statistics {'reused' if hit else 'computed'}, {outs.made} files made, {outs.reused} unchanged")
     log("[site] phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))

@@ -73,53 +73,123 @@ def cached(folder: Path, name: str, key: str, compute: Callable[[], object], log
 
 
 class Outputs:
-    """Writes the files of a new build folder: a file whose key matches the previous build's is hard-linked from
-    it (copied where links are not possible), any other is produced. `keys` is saved with the new build."""
+    """Writes the files of a build folder in place, each atomically (a temporary file renamed over it): a file
+    whose key matches the key it was last produced from is left as it is, any other is produced. The keys are
+    out/.build-keys.json; a build moves them aside while it runs, so one that stops half-way vouches for no file
+    and the next makes every file again. save() records the new keys and removes the files this build did not
+    produce. Nothing is linked or copied: a rebuild after one new submission touches only what changed."""
 
-    def __init__(self, old: Path, new: Path):
-        self.old, self.new = old, new
+    def __init__(self, out: Path):
+        self.out = self.new = out
+        keys, aside = out / KEYS, out / (KEYS + ".building")
         try:
-            self.old_keys = json.loads((old / KEYS).read_text(encoding="utf-8"))
+            self.old_keys = json.loads(keys.read_text(encoding="utf-8"))
+            os.replace(keys, aside)
         except (OSError, ValueError):
             self.old_keys = {}
-        self.keys: dict[str, str] = {}
+            if out.exists():  # not a build of this kind, or one that stopped half-way: start from nothing
+                import shutil
+
+                shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.keys: dict = {}
         self.reused = 0
         self.made = 0
 
     def child(self) -> "Outputs":
-        """An Outputs over the same folders and previous keys with nothing recorded yet (for a worker)."""
+        """An Outputs over the same folder and previous keys with nothing recorded yet (for a worker)."""
         c = Outputs.__new__(Outputs)
-        c.old, c.new, c.old_keys, c.keys, c.reused, c.made = self.old, self.new, self.old_keys, {}, 0, 0
+        c.out, c.new, c.old_keys, c.keys, c.reused, c.made = self.out, self.new, self.old_keys, {}, 0, 0
         return c
 
     def reuse(self, rel: str, key: str) -> bool:
-        """Link rel from the previous build when it was produced from the same key; True when done."""
+        """True (and counted) when rel was last produced from this key and is still there."""
         self.keys[rel] = key
-        src = self.old / rel
-        if self.old_keys.get(rel) != key or not src.is_file():
-            return False
-        dst = self.new / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            import shutil
+        if self.old_keys.get(rel) == key and os.path.isfile(self.out / rel):
+            self.reused += 1
+            return True
+        return False
 
-            shutil.copy2(src, dst)
-        self.reused += 1
-        return True
+    def _write(self, rel: str, data: bytes | str) -> None:
+        path = self.out / rel
+        if path.parent != self.out and not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
 
     def text(self, rel: str, key: str, produce: Callable[[], str]) -> None:
         """rel holds produce()'s text, made only when key is new."""
         if not self.reuse(rel, key):
-            (self.new / rel).write_text(produce(), encoding="utf-8")
+            self._write(rel, produce())
             self.made += 1
 
     def file(self, rel: str, key: str, write: Callable[[Path], None]) -> None:
-        """rel is written by write(path), called only when key is new."""
+        """rel is written by write(path) (to a temporary path renamed over rel), called only when key is new."""
         if not self.reuse(rel, key):
-            write(self.new / rel)
+            path = self.out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+            write(tmp)
+            os.replace(tmp, path)
             self.made += 1
+
+    def grouped_csv(self, rel: str, frame: pd.DataFrame, by: str, key_of: dict[str, str]) -> None:
+        """rel holds frame as CSV (pandas' to_csv, no index, rows in frame order), whose rows come in groups of
+        equal `by` (consecutive). A group whose key (key_of) is as when rel was last written is copied from the
+        old file's bytes, not formatted again; its byte range is kept with the keys. A frame whose groups are not
+        consecutive is written whole."""
+        kw = dict(index=False, lineterminator="\n")
+        header = frame.iloc[:0].to_csv(**kw).encode("utf-8")
+        if frame.empty:
+            return self.file(rel, digest("empty", header.decode("utf-8")), lambda p: p.write_bytes(header))
+        g = frame[by].to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        ends = np.r_[starts[1:], len(g)]
+        names = [str(x) for x in g[starts]]
+        keys = [key_of.get(n) for n in names]
+        if len(set(names)) < len(names) or any(k is None for k in keys):
+            return self.file(rel, digest(header.decode("utf-8"), frame_digest(frame)), lambda p: frame.to_csv(p, **kw))
+        total = digest(header.decode("utf-8"), names, keys)
+        old = self.old_keys.get(rel + "#groups")
+        if self.reuse(rel, total):
+            self.keys[rel + "#groups"] = old
+            return
+        path = self.out / rel
+        old_groups = old["groups"] if isinstance(old, dict) and old.get("header") == header.decode("utf-8") else {}
+        old_bytes = path.read_bytes() if old_groups and path.is_file() else b""
+        need = [i for i, (n, k) in enumerate(zip(names, keys)) if old_groups.get(n, [None])[0] != k or not old_bytes]
+        chunks: dict[int, bytes] = {}
+        if need:
+            idx = np.concatenate([np.arange(starts[i], ends[i]) for i in need])
+            text = frame.iloc[idx].to_csv(header=False, **kw).encode("utf-8")
+            line_end = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10) + 1
+            if len(line_end) == len(idx):  # one line per row (no cell holds a newline): cut at line ends
+                line_start = np.r_[0, line_end[:-1]]
+                pos = 0
+                for i in need:
+                    n = int(ends[i] - starts[i])
+                    chunks[i] = text[line_start[pos]:line_end[pos + n - 1]]
+                    pos += n
+            else:
+                for i in need:
+                    chunks[i] = frame.iloc[starts[i]:ends[i]].to_csv(header=False, **kw).encode("utf-8")
+        parts, rec, off = [header], {}, len(header)
+        for i, (n, k) in enumerate(zip(names, keys)):
+            if i in chunks:
+                c = chunks[i]
+            else:
+                _, o, ln = old_groups[n]
+                c = old_bytes[o:o + ln]
+            rec[n] = [k, off, len(c)]
+            off += len(c)
+            parts.append(c)
+        self._write(rel, b"".join(parts))
+        self.keys[rel + "#groups"] = {"header": header.decode("utf-8"), "groups": rec}
+        self.made += 1
 
     def merge(self, keys: dict[str, str], reused: int, made: int) -> None:
         """Take in what a worker process produced."""
@@ -128,8 +198,12 @@ class Outputs:
         self.made += made
 
     def save(self) -> None:
-        (self.new / KEYS).write_text(json.dumps(self.keys, sort_keys=True), encoding="utf-8")
-
+        """Record the keys of this build and remove the files of the previous one that it did not produce."""
+        for rel in self.old_keys:
+            if rel not in self.keys and "#" not in rel:
+                (self.out / rel).unlink(missing_ok=True)
+        (self.out / KEYS).write_text(json.dumps(self.keys, sort_keys=True), encoding="utf-8")
+        (self.out / (KEYS + ".building")).unlink(missing_ok=True)
 
 
 def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict], strings: tuple[str, ...],
