@@ -302,11 +302,11 @@ BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pa
 
 
 def _render_model_pages(indices) -> tuple[dict, int, int]:
-    """Render the model pages for these indices of _PAGES['data'].results (set by build before forking), with each
-    model's results as JSON beside its page. A page shows only what its own inputs and the family determine (its
-    results file, per-document statistics, constituents, manifest, similarity rows; the family's results through
-    the page key): its rank, which every new submission can move, comes from data/ranks.js in the browser. A page
-    whose key is as in the previous build is linked from it. Returns (keys, reused, made)."""
+    """Render the model pages and results JSON (index into _PAGES['data'].results, page wanted, JSON wanted) that
+    build found changed (_PAGES is set before forking). A page shows only what its own inputs and the family
+    determine (its results file, per-document statistics, constituents, manifest, similarity rows; the family's
+    results through the page key): its rank, which every new submission can move, comes from data/ranks.js in the
+    browser. Returns (keys, reused, made)."""
     job = _PAGES
     outs = job["outputs"].child()
     data, ctx, board_of, keys = job["data"], job["ctx"], job["board_of"], job["keys"]
@@ -316,15 +316,15 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     model_tpl = _env().get_template("model.html.j2")
     order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
     dead = {c["task"] for c in ctx["dead"]}
-    for i in indices:
+    for i, need_page, need_json in indices:
         res = data.results[i]
         name = res.model.name
-        page, raw = f"models/{slug(name)}.html", f"models/{slug(name)}.json"
-        page_key = digest(job["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}),
-                          sim_keys.get(name))
-        outs.text(raw, digest("json", keys[i]), res.model_dump_json)
-        if outs.reuse(page, page_key):
+        if need_json:
+            outs._write(f"models/{slug(name)}.json", res.model_dump_json())
+            outs.made += 1
+        if not need_page:
             continue
+        page = f"models/{slug(name)}.html"
         by_task: dict[str, list] = {}
         for x in res.rows:
             by_task.setdefault(x.task, []).append(x)
@@ -696,10 +696,17 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
               "page_key": digest(code_digest(*PAGE_CODE), family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
               "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
               "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
-    n = len(data.results)
-    workers = min(os.cpu_count() or 1, 8) if n >= 500 else 1
-    chunks = [range(i, n, workers) for i in range(workers)]
     made_before, reused_before = outs.made, outs.reused
+    todo = []  # the pages and results JSON whose keys changed: only these are rendered, in worker processes if many
+    for i, r in enumerate(data.results):
+        name = r.model.name
+        need_json = not outs.reuse(f"models/{slug(name)}.json", digest("json", keys[i]))
+        need_page = not outs.reuse(f"models/{slug(name)}.html", digest(
+            _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name)))
+        if need_page or need_json:
+            todo.append((i, need_page, need_json))
+    workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
+    chunks = [todo[i::workers] for i in range(workers)]
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
