@@ -111,15 +111,18 @@ class Outputs:
         return False
 
     def _write(self, rel: str, data: bytes | str) -> None:
+        """rel holds data: written in place when this folder had no such file (nothing to protect; without the
+        keys, a half-written build is made again), else through a temporary file renamed over the old one."""
         path = self.out / rel
         if path.parent != self.out and not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if rel in self.old_keys else path
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
-        os.replace(tmp, path)
+        if tmp != path:
+            os.replace(tmp, path)
 
     def text(self, rel: str, key: str, produce: Callable[[], str]) -> None:
         """rel holds produce()'s text, made only when key is new."""
