@@ -220,22 +220,30 @@ def _score_html(c: dict) -> str:
     return f'<td class="{c["cls"]}">{escape(c["text"])}{mark}</td>'
 
 
-def _board_html(r: dict) -> dict[str, Markup]:
-    """A leaderboard row as the three tables of a leaderboard page show it (overall, lm, mt), built as strings: ten
+def _board_parts(r: dict) -> list[str]:
+    """A leaderboard row (site.build's board_row) as the HTML pieces around its rank and rank interval: the row's
+    opening tag, the cells after the rank up to the score, the score, the overall table's cells after the rank
+    interval, and the language-modelling and translation tables' cells after their lead. Built as strings: ten
     thousand rows of a dozen cells each are too many template calls."""
-    attrs = (f'class="{escape(r["kind"])}" data-arm="{escape(r["arm"])}" data-method="{escape(r["method"])}" '
-             f'data-constituents="{escape(" ".join(r["constituents"]))}"')
-    lead = (f'<td class="num">{r["rank"]}</td><th scope="row"><a href="models/{escape(r["slug"])}.html">{escape(r["model"])}</a></th>'
+    attrs = (f'<tr class="{escape(r["kind"])}" data-arm="{escape(r["arm"])}" data-method="{escape(r["method"])}" '
+             f'data-constituents="{escape(" ".join(r["constituents"]))}">')
+    lead = (f'<th scope="row"><a href="models/{escape(r["slug"])}.html">{escape(r["model"])}</a></th>'
             f'<td>{escape(r["kind"])}</td><td>{escape(r["arm"])}</td><td>{escape(r["method"])}</td>')
     lm = "".join(_score_html(v) for v in r["lm"])
     mt = "".join(_score_html(v) for v in r["mt"])
     rates = "".join(f'{_score_html(v)}<td class="{v["rate_cls"]}">{_fmt(e, 2)}</td><td class="{v["rate_cls"]}">{_fmt(o, 2)}</td>'
                     for v, e, o in zip(r["mt"], r["empty"], r["off"]))
-    return {"overall": Markup(f'<tr {attrs}>{lead}<td class="num"><strong>{_fmt(r["score"], 2)}</strong></td>'
-                              f'<td class="num">{r["rank_ci"][0]}–{r["rank_ci"][1]}</td>\n<td class="num">{r["n_live"]}</td>'
-                              f'<td class="num">{_fmt(r["bpb"], 3)}</td><td class="num">{_fmt(r["chrf"], 2)}</td>\n{lm}{mt}</tr>'),
-            "lm": Markup(f'<tr {attrs}>{lead}<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>'),
-            "mt": Markup(f'<tr {attrs}>{lead}<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>')}
+    return [attrs, lead, f'<td class="num"><strong>{_fmt(r["score"], 2)}</strong></td>',
+            f'\n<td class="num">{r["n_live"]}</td><td class="num">{_fmt(r["bpb"], 3)}</td><td class="num">{_fmt(r["chrf"], 2)}</td>\n{lm}{mt}</tr>',
+            f'<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>', f'<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>']
+
+
+def _board_html(parts: list[str], rank: int, rank_ci: tuple[int, int]) -> dict[str, Markup]:
+    """A leaderboard row of the three tables of a leaderboard page (overall, lm, mt) from _board_parts and its rank."""
+    attrs, lead, score, overall, lm, mt = parts
+    head = f'{attrs}<td class="num">{rank}</td>{lead}'
+    return {"overall": Markup(f'{head}{score}<td class="num">{rank_ci[0]}–{rank_ci[1]}</td>{overall}'),
+            "lm": Markup(head + lm), "mt": Markup(head + mt)}
 
 
 def validity_view(vtable: list[dict]) -> list[dict]:
@@ -548,26 +556,43 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
     by_name = {r.model.name: r for r in data.results}
 
-    # leaderboard rows (plain dicts and strings: per-cell pandas lookups and template calls are too slow at scale)
-    cell = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["value"].tolist()))
-    rates = df[df["metric"].isin(["empty_rate", "off_target_rate"])] if not df.empty else df
-    if not rates.empty:
-        cell.update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
+    # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
+    # experts and floor every score and gap is measured against): such outputs are made again only when this changes
+    docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
+    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
+    family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
+    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
+               for r, k in zip(data.results, keys)}
+
+    # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
-    board_rows = []
-    cols = [board[c] for c in ("babel_score", "n_live", "mean_bpb", "mean_chrf")] if not board.empty else [[]] * 4
-    nan_none = lambda v: None if v is None or v != v else v
-    for i, (model, score, n_live, bpb, chrf) in enumerate(zip(board.index, *cols), 1):
-        res = by_name[model]
+    memo: dict = {}
+
+    def board_row(model: str) -> dict:
+        """A model's leaderboard row without its rank (plain dicts: per-cell pandas lookups are too slow at scale)."""
+        if "cell" not in memo:
+            cell = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["value"].tolist()))
+            rates = df[df["metric"].isin(["empty_rate", "off_target_rate"])] if not df.empty else df
+            if not rates.empty:
+                cell.update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
+            memo["cell"] = cell
+            memo["board"] = board[["babel_score", "n_live", "mean_bpb", "mean_chrf"]].to_dict("index") if not board.empty else {}
+        cell, b, res = memo["cell"], memo["board"][model], by_name[model]
+        nan_none = lambda v: None if v is None or v != v else v
         cells = {t: _score_cell(nan_none(cell.get((model, t))), c, signal_of.get((model, t))) for t, c in task_cols.items()}
-        board_rows.append({
-            "rank": i, "model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
-            "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
-            "score": score, "n_live": n_live, "bpb": bpb, "chrf": chrf, "rank_ci": ranks.get(model, (i, i)),
-            "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
-            "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],
-            "empty": [nan_none(cell.get((model, t, "empty_rate"))) for t in mt_tasks],
-            "off": [nan_none(cell.get((model, t, "off_target_rate"))) for t in mt_tasks]})
+        return {"model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
+                "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
+                "score": b["babel_score"], "n_live": b["n_live"], "bpb": b["mean_bpb"], "chrf": b["mean_chrf"],
+                "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
+                "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],
+                "empty": [nan_none(cell.get((model, t, "empty_rate"))) for t in mt_tasks],
+                "off": [nan_none(cell.get((model, t, "off_target_rate"))) for t in mt_tasks]}
+
+    board_models = list(board.index)
+    parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models],
+                              lambda j: _board_parts(board_row(board_models[j])), version=code_digest(*PAGE_CODE))
+    board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
+                  for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
               for r in data.results if r.status == "failed"]
 
@@ -652,13 +677,13 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                       data.method_specs)
     pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
     page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
-    filters = {"arms": sorted({r["arm"] for r in board_rows if r["arm"]}),
-               "methods": sorted({r["method"] for r in board_rows if r["method"]}),
-               "constituents": sorted({c for r in board_rows for c in r["constituents"]})}
+    shown = [by_name[m].model for m in board_models]
+    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
+               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
     index_tpl = env.get_template("index.html.j2")
     for k in range(pages):
         outs.text(page_name(k + 1), site_key, lambda k=k: index_tpl.render(
-            **ctx, rows=[_board_html(r) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
+            **ctx, rows=[_board_html(r["parts"], r["rank"], r["rank_ci"]) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
             filters=filters, page_name=page_name))
     outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
         **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
@@ -681,18 +706,12 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     # A page's key: the model pages' code and shared context, the family (the experts and floor every score and
     # gap is measured against), and the model's own inputs.
     global _PAGES
-    docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
-    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
-    family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
-    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
-               for r, k in zip(data.results, keys)}  # what a model's gaps, paired rows and leaderboard row derive from
     sim_keys = _row_keys(data.similarity, "merge")
     gap_cols, gap_rows_of = _columns_by(gaps, "merge")
     paired_cols, paired_rows_of = _columns_by(paired, "merge")
     sim_cols, sim_rows_of = _columns_by(data.similarity, "merge")
     _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
-              "board_of": {r["model"]: {k: v for k, v in r.items() if k not in ("rank", "rank_ci")} for r in board_rows},
               "page_key": digest(code_digest(*PAGE_CODE), family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
               "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
               "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
@@ -705,6 +724,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
             _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name)))
         if need_page or need_json:
             todo.append((i, need_page, need_json))
+    in_board = set(board_models)
+    _PAGES["board_of"] = {m: board_row(m) for m in (data.results[i].model.name for i, p, _ in todo if p) if m in in_board}
     workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
     chunks = [todo[i::workers] for i in range(workers)]
     if workers > 1:

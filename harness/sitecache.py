@@ -295,3 +295,38 @@ def _load_table(path: Path, strings: tuple[str, ...]) -> dict | None:
         return t if need <= set(t) and all(f"col_{c}" in t for c in t["columns"].tolist()) else None
     except (OSError, ValueError, KeyError, EOFError):
         return None
+
+
+def strings(folder: Path, name: str, keys: list[str], make: Callable[[int], list[str]], version: str = "") -> list[list[str]]:
+    """A list of strings per key (make(i) for keys[i], always the same number of strings), those of keys seen in
+    the previous call taken back instead of made again: kept in folder/name.npz as UTF-8 bytes with offsets (read
+    without pickle). For pieces of HTML that depend on one model only (a leaderboard row without its rank)."""
+    path = folder / f"{name}.npz"
+    old = None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["version"]) == version:
+                old = {k: z[k] for k in ("keys", "offsets", "data")}
+    except (OSError, ValueError, KeyError, EOFError):
+        old = None
+    pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
+    blob = old["data"].tobytes() if old else b""
+    out = []
+    for i, k in enumerate(keys):
+        if k in pos:
+            o = old["offsets"][pos[k]]
+            out.append([blob[o[j]:o[j + 1]].decode("utf-8") for j in range(len(o) - 1)])
+        else:
+            out.append(list(make(i)))
+    if old is None or old["keys"].tolist() != list(keys):
+        encoded = [[s.encode("utf-8") for s in parts] for parts in out]
+        width = max((len(p) for p in encoded), default=0)
+        lens = np.array([[len(b) for b in p] for p in encoded], dtype=np.int64).reshape(len(encoded), width)
+        offsets = np.concatenate([np.zeros((len(encoded), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
+        offsets += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(encoded) else 0
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, version=np.array(version), keys=np.array(keys, dtype=str), offsets=offsets,
+                 data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
+        os.replace(tmp, path)
+    return out
