@@ -144,7 +144,7 @@ def _task_samples(tv, g: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: 
     value = g["value"].to_numpy(dtype=float)[:, None]
     stderr = pd.to_numeric(g["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[:, None]
     samples = value + stderr * rng.standard_normal((len(g), n_boot))
-    for k, m in enumerate(g["model"]):
+    for k, m in enumerate(g["model"] if docs else ()):
         d = docs.get(m)
         if d is None or tv.task not in d.tasks:
             continue
@@ -159,7 +159,7 @@ def _task_samples(tv, g: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: 
 
 
 def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, tasks: dict,
-                   n_boot: int = RANK_BOOT) -> dict:
+                   n_boot: int = RANK_BOOT, scored: pd.DataFrame | None = None) -> dict:
     """95% interval of each model's leaderboard rank under the bootstrap.
 
     Each live task's shown metric is resampled (_task_samples) and normalized exactly as on the leaderboard
@@ -167,7 +167,7 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
     own capped at 0); the babel score of a resample is the mean over the model's live tasks, and ranks are taken
     per resample (a model without a live task ranks last). tasks: task -> validity.TaskValidity.
     """
-    s = analysis.scored(df, tasks)
+    s = analysis.scored(df, tasks) if scored is None else scored
     models = sorted(s["model"].unique())
     if not models:
         return {}
@@ -184,7 +184,9 @@ def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: di
         total[rows] += np.where(g["credited"].to_numpy(dtype=bool)[:, None], norm, np.minimum(norm, 0.0))
         counts[rows] += 1
     scores = np.where(counts > 0, total / np.maximum(counts, 1), -np.inf)
-    ranks = (-scores).argsort(0, kind="stable").argsort(0) + 1  # rank of each model within each resample
+    order = (-scores).argsort(0, kind="stable")  # models best first, per resample
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, len(models) + 1)[:, None], order.shape), axis=0)
     lo, hi = np.percentile(ranks, [2.5, 97.5], axis=1).astype(int)
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
 
@@ -479,8 +481,8 @@ def _statistics(data: SiteData, df: pd.DataFrame) -> dict:
     board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
     gaps = pd.DataFrame(analysis.merge_gap_records(df, data.merges) if not df.empty else [], columns=GAP_COLUMNS)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
-    ranks = rank_intervals(df, data.docs, suite, tasks) if not df.empty else {}
     scored = analysis.scored(df, tasks)
+    ranks = rank_intervals(df, data.docs, suite, tasks, scored=scored) if not df.empty else {}
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks) if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
