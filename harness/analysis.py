@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import schema
+from . import rankstats, schema
 
 PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++", "mc": "acc"}
 
@@ -244,13 +244,13 @@ def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = 
     rng = np.random.default_rng(seed)
     grid = np.linspace(x.min(), x.max(), 12)
     preds, rhos = [], []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
-            continue
+    draws = np.array([rng.integers(0, len(x), len(x)) for _ in range(n_boot)])
+    draws = draws[(np.ptp(x[draws], axis=1) != 0) & (np.ptp(y[draws], axis=1) != 0)]   # a constant resample: skipped
+    rx, ry = rankstats._resample_ranks(x, draws), rankstats._resample_ranks(y, draws)
+    for i, ri, si in zip(draws, rx, ry):
         b, a = np.polyfit(x[i], y[i], 1)
         preds.append(a + b * grid)
-        rhos.append(stats.spearmanr(x[i], y[i]).statistic)
+        rhos.append(np.corrcoef(np.vstack((ri, si)))[1, 0])  # stats.spearmanr(x[i], y[i]).statistic, from the ranks
     preds = np.array(preds)
     out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
                rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),

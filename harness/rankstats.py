@@ -33,6 +33,26 @@ def _rank(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _resample_ranks(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """_rank(v[..., idx]) without sorting each resample: v (..., n) values, idx (B, k) indices into the last axis
+    -> (..., B, k) average ranks. A draw's rank is (draws below its value) + (draws at its value + 1) / 2, from
+    per-resample counts of the values' tie groups (exact: integers and halves)."""
+    v = np.asarray(v, dtype=float)
+    if np.isnan(v).any():
+        return _rank(v[..., idx])
+    rows, k = idx.shape
+    flat = v.reshape(-1, v.shape[-1])
+    out = np.empty((len(flat), rows, k))
+    offset = np.arange(rows)[:, None]
+    for i, row in enumerate(flat):
+        _, group = np.unique(row, return_inverse=True)
+        width = int(group.max()) + 1 if len(group) else 1
+        g = group[idx]
+        counts = np.bincount((offset * width + g).ravel(), minlength=rows * width).reshape(rows, width)
+        out[i] = np.take_along_axis(np.cumsum(counts, axis=1) - counts + (counts + 1) / 2, g, axis=1)
+    return out.reshape(v.shape[:-1] + (rows, k))
+
+
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(-1, keepdims=True)
     b = b - b.mean(-1, keepdims=True)
@@ -155,16 +175,16 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     boot = rng.integers(0, n, size=(n_boot, n))
     perm = np.argsort(rng.random((n_perm, n)), axis=1)
 
-    def summary(name, fn):
-        obs = float(fn(x, y))
-        b = fn(x[boot], y[boot])
-        p = fn(np.broadcast_to(x, (n_perm, n)), y[perm])
+    def summary(name, obs, b, p):
         out[name] = obs
         out[f"{name}_lo"], out[f"{name}_hi"] = (float(np.nanpercentile(b, 2.5)), float(np.nanpercentile(b, 97.5)))
         out[f"{name}_p"] = float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm))
 
-    summary("rho", spearman)
-    summary("tau", kendall if n <= 200 else _kendall_rows)
+    rx, ry = _rank(x), _rank(y)  # a permutation's ranks are the permuted ranks; resamples rank by counting
+    summary("rho", float(_pearson(rx, ry)), _pearson(_resample_ranks(x, boot), _resample_ranks(y, boot)),
+            _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm]))
+    tau = kendall if n <= 200 else _kendall_rows
+    summary("tau", float(tau(x, y)), tau(x[boot], y[boot]), tau(np.broadcast_to(x, (n_perm, n)), y[perm]))
     if covariates is not None:
         out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
     return out
@@ -187,7 +207,7 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     c = np.asarray(covariates, float).reshape(n, -1)
     c = c[:, [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]]
     obs = partial_spearman(x, y, c)
-    bx, by, bc = _rank(x[boot]), _rank(y[boot]), _rank(np.moveaxis(c[boot], 1, 2))  # (B, n), (B, n), (B, k, n)
+    bx, by, bc = _resample_ranks(x, boot), _resample_ranks(y, boot), np.moveaxis(_resample_ranks(c.T, boot), 0, 1)  # (B, n), (B, n), (B, k, n)
     bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
     cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
     rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
@@ -213,7 +233,7 @@ def stratified_spearman(x: np.ndarray, ys: np.ndarray, seed: int, n_boot: int = 
     boot = rng.integers(0, n, size=(n_boot, n))
     perm = np.argsort(rng.random((n_perm, n)), axis=1)
     obs = float(np.mean([spearman(x, y) for y in ys]))
-    per = spearman(x[boot][None], ys[:, boot])                                   # (m, B): a resample with a constant
+    per = _pearson(_resample_ranks(x, boot)[None], _resample_ranks(ys, boot))  # (m, B): a resample with a constant
     ok = np.isfinite(per)                                                        # column gives NaN for that method
     b = np.where(ok.any(0), np.where(ok, per, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
     rx, rys = _rank(x), _rank(ys)  # ranks of a permutation are the permuted ranks: rank once, not per permutation

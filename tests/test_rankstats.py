@@ -91,3 +91,12 @@ def test_kendall_rows_equals_scipy_kendalltau(ties):
     expected = [stats.kendalltau(a, b).statistic for a, b in zip(xs, ys)]
     assert np.array_equal(rankstats._kendall_rows(xs, ys), expected, equal_nan=True)  # the constant row: NaN in both
     assert rankstats._kendall_rows(x, y) == stats.kendalltau(x, y).statistic
+
+
+def test_resample_ranks_equal_ranking_each_resample():
+    rng = np.random.default_rng(7)
+    v = np.round(rng.normal(size=(2, 3, 30)), 1)
+    idx = rng.integers(0, 30, size=(40, 30))
+    assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1))
+    v[0, 0, 3] = np.nan
+    assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1), equal_nan=True)
