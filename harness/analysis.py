@@ -319,7 +319,9 @@ def merge_diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
     cka = c[c.metric.isin(["cka_linear", "cka_debiased", "cka_rbf"])].copy()
     if not cka.empty:
         n_layers = cka.groupby("merge")["layer"].transform("max").astype(int) + 1
-        cka["group"] = [hidden_group(int(l), int(n)) for l, n in zip(cka["layer"], n_layers)]
+        at = list(zip(cka["layer"].tolist(), n_layers.tolist()))
+        group = {k: hidden_group(int(k[0]), int(k[1])) for k in set(at)}   # once per distinct (layer, layers)
+        cka["group"] = [group[k] for k in at]
         for (metric, group), g in cka.groupby(["metric", "group"]):
             cols[f"{metric}:{group}"] = g.groupby("merge")["value"].mean()
         for metric, g in cka.groupby("metric"):
@@ -353,7 +355,16 @@ def merge_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
     """Per merge: mean URIEL distance and script mismatch between its constituents' languages."""
     from .languages import set_covariates
 
-    return pd.DataFrame({m: set_covariates(merge_languages(c)) for m, c in merges.items()}).T
+    if not merges:
+        return pd.DataFrame({}).T
+    memo: dict[tuple, dict] = {}
+    rows = []
+    for c in merges.values():
+        langs = tuple(merge_languages(c))
+        if langs not in memo:
+            memo[langs] = set_covariates(list(langs))
+        rows.append(memo[langs])
+    return pd.DataFrame(rows, index=pd.Index(list(merges)))
 
 
 def gap_by_reference(gaps: pd.DataFrame) -> pd.DataFrame:
@@ -380,7 +391,8 @@ def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataF
     mc = sim[(sim.relation == "merge-constituent") & (sim.metric == "cka_linear")] if not sim.empty else sim
     ecka = mc.groupby(["merge", "b"])["value"].mean() if not mc.empty else pd.Series(dtype=float)
     g = g.join(diag, on="merge")
-    g["expert_cka"] = [ecka.get((m, e), np.nan) for m, e in zip(g["merge"], g["ref_model"])]
+    g["expert_cka"] = (ecka.reindex(pd.MultiIndex.from_arrays([g["merge"], g["ref_model"]])).to_numpy(dtype=float)
+                       if len(ecka) else np.nan)
     feats = [f for f in LOLO_FEATURES if f in g.columns and g[f].notna().mean() > 0.5]
     g = g.dropna(subset=feats)
     rows, preds = [], []

@@ -134,7 +134,11 @@ def merge_arm_gaps(task_gaps: pd.DataFrame) -> pd.DataFrame:
     if task_gaps.empty:
         return pd.DataFrame(columns=cols)
     g = task_gaps.groupby(["merge", "set", "method", "arm"])
-    out = g.agg(gap=("gap", "mean"), n_tasks=("gap", "count"), unit=("unit", lambda u: "/".join(sorted(set(u))))).reset_index()
+    out = g.agg(gap=("gap", "mean"), n_tasks=("gap", "count")).reset_index()
+    units: list[set] = [set() for _ in range(len(out))]
+    for i, u in zip(g.ngroup().to_numpy(), task_gaps["unit"].tolist()):  # ngroup numbers groups in agg's order
+        units[i].add(u)
+    out["unit"] = ["/".join(sorted(u)) for u in units]
     return out[cols]
 
 
@@ -244,15 +248,16 @@ def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
     return out
 
 
-def set_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
-    """Per constituent set: the mean URIEL distance and script mismatch of its experts' languages."""
+def set_covariates(merges: dict[str, list[str]], per_merge: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per constituent set: the mean URIEL distance and script mismatch of its experts' languages.
+    per_merge: analysis.merge_covariates(merges) where the caller has it."""
     from .analysis import merge_covariates
 
-    cov = merge_covariates(merges)
+    cov = merge_covariates(merges) if per_merge is None else per_merge
     if cov.empty:
         return cov
-    cov["set"] = [set_key(merges[m]) for m in cov.index]
-    return cov.groupby("set").first()
+    key = dict(zip(merges, _set_keys(merges)))
+    return cov.assign(set=[key[m] for m in cov.index]).groupby("set").first()
 
 
 def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dict]:
@@ -265,14 +270,14 @@ def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dic
 
 
 def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int,
-           scored_rows: pd.DataFrame | None = None) -> dict:
+           scored_rows: pd.DataFrame | None = None, merge_cov: pd.DataFrame | None = None) -> dict:
     """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power.
-    scored_rows: analysis.scored(df, tasks) where the caller has it."""
+    scored_rows: analysis.scored(df, tasks), merge_cov: analysis.merge_covariates(merges), where the caller has them."""
     tg = merge_task_gaps(df, merges, tasks)
     mg = merge_arm_gaps(tg)
     pts = set_points(mg)
     sd = set_diagnostics(diag, merges)
-    cov = set_covariates(merges) if merges else None
+    cov = set_covariates(merges, merge_cov) if merges else None
     corr = correlations(pts, sd, seed, cov)
     return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
             "power": power_table(pts, seed), "headline": headline(corr)}

@@ -74,7 +74,7 @@ def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, 
     if gaps is None:
         gaps = analysis.merge_gaps(df, merges) if not df.empty else pd.DataFrame()
     tables = analysis.diagnostics_tables(gaps, sim, merges, neurons, suite)
-    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored)
+    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored, tables["covariates"])
     rep = replication.table(docs, merges, inf, tables, suite)
     explain = init_explanation(movement, inf["set_diagnostics"])
     explain["summary"] = init_summary(rep, explain)
