@@ -5,6 +5,7 @@ and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,12 @@ def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:
 
 
 def primary(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["metric"] == df["task_kind"].map(PRIMARY)]
+    """The rows on their task kind's primary metric (PRIMARY)."""
+    kcode, kinds = pd.factorize(df["task_kind"])
+    mcode, metrics = pd.factorize(df["metric"])
+    mpos = {m: i for i, m in enumerate(metrics)}
+    want = np.array([mpos.get(PRIMARY.get(k), -2) for k in kinds] + [-2])  # a missing task kind (-1): never kept
+    return df[mcode == want[kcode]]
 
 
 def normalized(value, floor: float, expert: float, higher_is_better: bool):
@@ -155,6 +161,11 @@ def value_table(df: pd.DataFrame, metric_of: dict[str, str]) -> tuple[dict[str, 
     return {m: i for i, m in enumerate(models)}, val, has
 
 
+@lru_cache(maxsize=1 << 16)
+def _expert_for(constituents: tuple[str, ...], task_kind: str, language: str) -> str | None:
+    return expert_for(list(constituents), task_kind, language)
+
+
 def experts_of(merges: dict[str, list[str]], keys: list[tuple[str, str]]) -> np.ndarray:
     """(n merges, n keys) object array: for each merge (dict order) and (task kind, language) key, expert_for's
     constituent expert or None; computed once per distinct constituent list, however many merges share it."""
@@ -162,7 +173,7 @@ def experts_of(merges: dict[str, list[str]], keys: list[tuple[str, str]]) -> np.
     per_merge = np.array([codes.setdefault(tuple(c), len(codes)) for c in merges.values()], dtype=np.intp)
     table = np.empty((len(codes), len(keys)), dtype=object)
     for cons, i in codes.items():
-        table[i] = [expert_for(list(cons), k, l) for k, l in keys]
+        table[i] = [_expert_for(cons, k, l) for k, l in keys]
     return table[per_merge] if len(per_merge) else np.empty((0, len(keys)), dtype=object)
 
 
@@ -177,7 +188,7 @@ def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixe
     merges: merge name -> constituent references. Columns: merge, task, task_kind, language, reference,
     ref_model, merge_value, ref_value, gap, rel_gap_pct (none when there is no row).
     """
-    p = primary(df) if not df.empty else df
+    p = primary(df[["model", "task", "task_kind", "metric", "language", "value"]]) if not df.empty else df
     if p.empty or not merges:
         return pd.DataFrame()
     model = p["model"].to_numpy(dtype=object)
