@@ -154,3 +154,9 @@ def test_merge_task_gaps_and_own_share_equal_the_loop(seed):
     keep = [live and expert_for(merges[m], t.split(":")[0], t.split("-")[-1] if t.startswith("mt") else t[3:]) is not None
             for m, t, live in zip(s.model, s.task, s.live)]
     pd.testing.assert_series_equal(inference.own_share(df, merges, tasks), s[keep].groupby("model")["norm"].mean())
+
+
+def test_replication_groups_targets_as_the_grid_does():
+    from harness import grid
+
+    assert replication.RELATED == grid.RELATED and replication.DIVERGENT == grid.DIVERGENT
