@@ -237,9 +237,13 @@ def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixe
 
 def merge_gap_records(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> list[dict]:
     """merge_gaps as a list of row dicts (Python scalars)."""
-    g = merge_gaps(df, merges, references)
-    cols = list(g.columns)
-    return [dict(zip(cols, row)) for row in zip(*(g[c].to_numpy(dtype=object).tolist() for c in cols))]
+    return gap_records(merge_gaps(df, merges, references))
+
+
+def gap_records(gaps: pd.DataFrame) -> list[dict]:
+    """A merge_gaps frame as row dicts of Python scalars (DataFrame.to_dict('records'), without its per-cell cost)."""
+    cols = list(gaps.columns)
+    return [dict(zip(cols, row)) for row in zip(*(gaps[c].to_numpy(dtype=object).tolist() for c in cols))]
 
 
 def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
