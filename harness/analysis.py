@@ -5,12 +5,13 @@ and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import schema
+from . import rankstats, schema
 
 PRIMARY = {"lm": "bits_per_byte", "mt": "chrf++", "mc": "acc"}
 
@@ -65,7 +66,12 @@ def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:
 
 
 def primary(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["metric"] == df["task_kind"].map(PRIMARY)]
+    """The rows on their task kind's primary metric (PRIMARY)."""
+    kcode, kinds = pd.factorize(df["task_kind"])
+    mcode, metrics = pd.factorize(df["metric"])
+    mpos = {m: i for i, m in enumerate(metrics)}
+    want = np.array([mpos.get(PRIMARY.get(k), -2) for k in kinds] + [-2])  # a missing task kind (-1): never kept
+    return df[mcode == want[kcode]]
 
 
 def normalized(value, floor: float, expert: float, higher_is_better: bool):
@@ -91,13 +97,22 @@ def scored(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     metric_of = {t: tv.metric for t, tv in tasks.items()}
     signal_of = {t: tv.signal for t, tv in tasks.items() if tv.signal}
-    s = df[df["metric"] == df["task"].map(metric_of)].dropna(subset=["value"])
-    s = s[["model", "task", "task_kind", "metric", "value", "stderr"]].drop_duplicates(["model", "task"]).reset_index(drop=True)
-    sig = df[df["metric"] == df["task"].map(signal_of)]
-    sig = dict(zip(zip(sig["model"], sig["task"]), (pd.to_numeric(sig["ci_low"], errors="coerce") > 0).tolist()))
-    s["live"] = [tasks[t].live for t in s["task"]]
-    s["signal"] = [sig.get((m, t)) for m, t in zip(s["model"], s["task"])]
-    s["credited"] = [t not in signal_of or g is True for t, g in zip(s["task"], s["signal"])]
+    mcode, _ = pd.factorize(df["model"])
+    tcode, tnames = pd.factorize(df["task"])
+    width = len(tnames) + 1                                  # + a column for a missing task (code -1)
+    value = df["value"].to_numpy(dtype=float)
+    rows = _first(mcode, tcode, width, np.flatnonzero(_is_metric(df, tcode, tnames, metric_of) & ~np.isnan(value)))
+    s = df[["model", "task", "task_kind", "metric", "value", "stderr"]].iloc[rows].reset_index(drop=True)
+    srows = np.flatnonzero(_is_metric(df, tcode, tnames, signal_of))
+    carries = np.full(len(mcode) and (mcode.max() + 1) * width, -1, np.int8)     # (model, task) -> -1 none, 0, 1
+    last = len(mcode) - 1 - _first(mcode[::-1], tcode[::-1], width, len(mcode) - 1 - srows[::-1])  # repeated: the last
+    carries[mcode[last] * width + tcode[last]] = (pd.to_numeric(df["ci_low"].iloc[last], errors="coerce") > 0).to_numpy(dtype=bool)
+    got = carries[mcode[rows] * width + tcode[rows]]
+    live = np.array([t in tasks and tasks[t].live for t in tnames] + [False], dtype=bool)
+    has_signal = np.array([t in signal_of for t in tnames] + [False], dtype=bool)
+    s["live"] = live[tcode[rows]]
+    s["signal"] = np.where(got < 0, None, got == 1).tolist()
+    s["credited"] = ~has_signal[tcode[rows]] | (got == 1)
     s["norm"] = math.nan
     for task, g in s[s["live"]].groupby("task"):
         tv = tasks[task]
@@ -106,12 +121,26 @@ def scored(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     return s[cols]
 
 
-def leaderboard(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
+def _is_metric(df: pd.DataFrame, tcode: np.ndarray, tnames, metric_of: dict[str, str]) -> np.ndarray:
+    """Rows whose metric is metric_of[their task] (df["metric"] == df["task"].map(metric_of), on codes)."""
+    kcode, knames = pd.factorize(df["metric"])
+    kpos = {k: i for i, k in enumerate(knames)}
+    want = np.array([kpos.get(metric_of.get(t), -2) for t in tnames] + [-2])
+    return kcode == want[tcode]
+
+
+def _first(mcode: np.ndarray, tcode: np.ndarray, width: int, rows: np.ndarray) -> np.ndarray:
+    """Of `rows` (increasing), the first row of each (model, task) code pair, in order (drop_duplicates)."""
+    _, first = np.unique(mcode[rows] * width + tcode[rows], return_index=True)
+    return rows[np.sort(first)]
+
+
+def leaderboard(df: pd.DataFrame, tasks: dict, scored_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Wide table: one row per model; the babel score (mean normalized score over the live tasks it has), the
     number of live tasks behind it, mean bits per byte over live lm tasks and mean chrF++ over the live mt tasks
     whose metric is chrF++, and one column per task (its shown metric, live or not); best first, models without
-    a live score last. tasks: task -> validity.TaskValidity."""
-    s = scored(df, tasks)
+    a live score last. tasks: task -> validity.TaskValidity; scored_rows: scored(df, tasks) where the caller has it."""
+    s = scored(df, tasks) if scored_rows is None else scored_rows
     if s.empty:
         return pd.DataFrame(columns=["babel_score", "n_live", "mean_bpb", "mean_chrf"])
     live = s[s.live]
@@ -148,39 +177,109 @@ def expert_for(constituents: list[str], task_kind: str, language: str) -> str | 
     return None
 
 
+def value_table(df: pd.DataFrame, metric_of: dict[str, str]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """Each model's value of each task's metric: (model -> row, values (n models, n tasks), present (same shape)),
+    task columns in metric_of's order; a repeated (model, task, metric) keeps its last row, as a dict would.
+    A present value may be NaN (stored so)."""
+    mcode, models = pd.factorize(df["model"])
+    tcode, tasks = pd.factorize(df["task"])
+    kcode, metrics = pd.factorize(df["metric"])
+    tpos, kpos = {t: i for i, t in enumerate(tasks)}, {k: i for i, k in enumerate(metrics)}
+    col, want = np.full(len(tasks) + 1, -1), np.full(len(tasks) + 1, -2)  # index -1 (a missing task): never kept
+    for j, (t, m) in enumerate(metric_of.items()):
+        if t in tpos and m in kpos:
+            col[tpos[t]], want[tpos[t]] = j, kpos[m]
+    keep = np.flatnonzero((kcode == want[tcode]) & (mcode >= 0))
+    val = np.full((len(models), len(metric_of)), np.nan)
+    has = np.zeros(val.shape, bool)
+    val[mcode[keep], col[tcode[keep]]] = df["value"].to_numpy(dtype=float)[keep]
+    has[mcode[keep], col[tcode[keep]]] = True
+    return {m: i for i, m in enumerate(models)}, val, has
+
+
+@lru_cache(maxsize=1 << 16)
+def _expert_for(constituents: tuple[str, ...], task_kind: str, language: str) -> str | None:
+    return expert_for(list(constituents), task_kind, language)
+
+
+def experts_of(merges: dict[str, list[str]], keys: list[tuple[str, str]]) -> np.ndarray:
+    """(n merges, n keys) object array: for each merge (dict order) and (task kind, language) key, expert_for's
+    constituent expert or None; computed once per distinct constituent list, however many merges share it."""
+    codes: dict[tuple, int] = {}
+    per_merge = np.array([codes.setdefault(tuple(c), len(codes)) for c in merges.values()], dtype=np.intp)
+    table = np.empty((len(codes), len(keys)), dtype=object)
+    for cons, i in codes.items():
+        table[i] = [_expert_for(cons, k, l) for k, l in keys]
+    return table[per_merge] if len(per_merge) else np.empty((0, len(keys)), dtype=object)
+
+
+
 def merge_gaps(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> pd.DataFrame:
-    """merge_gap_records as a DataFrame."""
-    return pd.DataFrame(merge_gap_records(df, merges, references))
-
-
-def merge_gap_records(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> list[dict]:
-    """Gap of each merge on each task's primary metric against its constituent expert and each reference.
+    """Gap of each merge on each task's primary metric against its constituent expert and each reference, one row
+    per (merge, task, reference): merges in their order, a merge's tasks sorted, the expert first, then
+    `references` in order (a reference without a score on the task gives no row).
 
     gap = merge - reference for higher-is-better metrics and reference - merge for bits per byte, so a
     negative gap always means the merge is worse; rel_gap_pct = 100 * gap / |reference|.
-    merges: merge name -> constituent references.
+    merges: merge name -> constituent references. Columns: merge, task, task_kind, language, reference,
+    ref_model, merge_value, ref_value, gap, rel_gap_pct (none when there is no row).
     """
-    p = primary(df)
-    val = dict(zip(zip(p["model"], p["task"]), p["value"]))
-    lang_of = dict(zip(p["task"], p["language"]))
-    tasks_of: dict[str, list[str]] = {}
-    for model, task in zip(p["model"], p["task"]):
-        tasks_of.setdefault(model, []).append(task)
-    rows = []
-    for merge, constituents in merges.items():
-        for task in sorted(tasks_of.get(merge, [])):
-            kind, lang = task.split(":")[0], lang_of[task]
-            mv = val[(merge, task)]
-            refs = [("expert", expert_for(constituents, kind, lang))] + [(r, r) for r in references]
-            for ref_kind, ref in refs:
-                if ref is None or (ref, task) not in val:
-                    continue
-                rv = val[(ref, task)]
-                gap = (mv - rv) if kind == "mt" else (rv - mv)
-                rows.append({"merge": merge, "task": task, "task_kind": kind, "language": lang, "reference": ref_kind,
-                             "ref_model": ref, "merge_value": mv, "ref_value": rv, "gap": gap,
-                             "rel_gap_pct": 100.0 * gap / abs(rv) if rv else math.nan})
-    return rows
+    p = primary(df[["model", "task", "task_kind", "metric", "language", "value"]]) if not df.empty else df
+    if p.empty or not merges:
+        return pd.DataFrame()
+    model = p["model"].to_numpy(dtype=object)
+    task = p["task"].to_numpy(dtype=object)
+    mcode, models = pd.factorize(model)
+    tcode, tasks = pd.factorize(task)
+    values = p["value"].to_numpy(dtype=float)
+    val = np.full((len(models), len(tasks)), np.nan)
+    has = np.zeros((len(models), len(tasks)), bool)
+    val[mcode, tcode], has[mcode, tcode] = values, True      # a repeated (model, task): the last row, as a dict
+    lang_of = dict(zip(task.tolist(), p["language"].to_numpy(dtype=object).tolist()))  # the last row's language
+    kinds = np.array([t.split(":")[0] for t in tasks], dtype=object)
+    langs = np.array([lang_of[t] for t in tasks], dtype=object)
+    model_index = {m: i for i, m in enumerate(models)}
+    order = {m: i for i, m in enumerate(merges)}
+    rows = np.flatnonzero(np.fromiter((m in order for m in model), bool, len(model)))  # the merges' own rows
+    m_order = np.array([order[m] for m in model[rows]], dtype=np.intp)
+    t_rank = np.argsort(np.argsort(tasks, kind="stable"), kind="stable")[tcode[rows]]
+    sort = np.lexsort((rows, t_rank, m_order))                # merge order, then sorted tasks (stable)
+    rows, m_order = rows[sort], m_order[sort]
+    mi, ti = mcode[rows], tcode[rows]
+    mv = val[mi, ti]
+    keys = sorted(set(zip(kinds.tolist(), langs.tolist())))
+    key_of = {k: j for j, k in enumerate(keys)}
+    task_key = np.array([key_of[(k, l)] for k, l in zip(kinds.tolist(), langs.tolist())], dtype=np.intp)
+    expert = experts_of(merges, keys)[m_order, task_key[ti]]
+    parts = []
+    for r, (ref_kind, names) in enumerate([("expert", expert)] + [(ref, np.full(len(rows), ref, dtype=object)) for ref in references]):
+        ref_i = np.array([model_index.get(n, -1) if n is not None else -1 for n in names], dtype=np.intp)
+        ok = ref_i >= 0
+        ok[ok] = has[ref_i[ok], ti[ok]]
+        sel = np.flatnonzero(ok)
+        rv = val[ref_i[sel], ti[sel]]
+        mt = kinds[ti[sel]] == "mt"
+        gap = np.where(mt, mv[sel] - rv, rv - mv[sel])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(rv != 0, 100.0 * gap / np.abs(rv), math.nan)
+        parts.append(pd.DataFrame({"_pos": sel, "_ref": r, "merge": model[rows[sel]], "task": tasks[ti[sel]],
+                                   "task_kind": kinds[ti[sel]], "language": langs[ti[sel]], "reference": ref_kind,
+                                   "ref_model": names[sel], "merge_value": mv[sel], "ref_value": rv, "gap": gap, "rel_gap_pct": rel}))
+    out = pd.concat(parts, ignore_index=True).sort_values(["_pos", "_ref"], kind="stable")
+    if out.empty:
+        return pd.DataFrame()
+    return out.drop(columns=["_pos", "_ref"]).reset_index(drop=True)
+
+
+def merge_gap_records(df: pd.DataFrame, merges: dict[str, list[str]], references=("mixed", "mt-all")) -> list[dict]:
+    """merge_gaps as a list of row dicts (Python scalars)."""
+    return gap_records(merge_gaps(df, merges, references))
+
+
+def gap_records(gaps: pd.DataFrame) -> list[dict]:
+    """A merge_gaps frame as row dicts of Python scalars (DataFrame.to_dict('records'), without its per-cell cost)."""
+    cols = list(gaps.columns)
+    return [dict(zip(cols, row)) for row in zip(*(gaps[c].to_numpy(dtype=object).tolist() for c in cols))]
 
 
 def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = None) -> dict:
@@ -196,13 +295,13 @@ def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = 
     rng = np.random.default_rng(seed)
     grid = np.linspace(x.min(), x.max(), 12)
     preds, rhos = [], []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
-            continue
+    draws = np.array([rng.integers(0, len(x), len(x)) for _ in range(n_boot)])
+    draws = draws[(np.ptp(x[draws], axis=1) != 0) & (np.ptp(y[draws], axis=1) != 0)]   # a constant resample: skipped
+    rx, ry = rankstats._resample_ranks(x, draws), rankstats._resample_ranks(y, draws)
+    for i, ri, si in zip(draws, rx, ry):
         b, a = np.polyfit(x[i], y[i], 1)
         preds.append(a + b * grid)
-        rhos.append(stats.spearmanr(x[i], y[i]).statistic)
+        rhos.append(np.corrcoef(np.vstack((ri, si)))[1, 0])  # stats.spearmanr(x[i], y[i]).statistic, from the ranks
     preds = np.array(preds)
     out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
                rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),
@@ -271,7 +370,9 @@ def merge_diagnostics(sim: pd.DataFrame) -> pd.DataFrame:
     cka = c[c.metric.isin(["cka_linear", "cka_debiased", "cka_rbf"])].copy()
     if not cka.empty:
         n_layers = cka.groupby("merge")["layer"].transform("max").astype(int) + 1
-        cka["group"] = [hidden_group(int(l), int(n)) for l, n in zip(cka["layer"], n_layers)]
+        at = list(zip(cka["layer"].tolist(), n_layers.tolist()))
+        group = {k: hidden_group(int(k[0]), int(k[1])) for k in set(at)}   # once per distinct (layer, layers)
+        cka["group"] = [group[k] for k in at]
         for (metric, group), g in cka.groupby(["metric", "group"]):
             cols[f"{metric}:{group}"] = g.groupby("merge")["value"].mean()
         for metric, g in cka.groupby("metric"):
@@ -305,7 +406,16 @@ def merge_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
     """Per merge: mean URIEL distance and script mismatch between its constituents' languages."""
     from .languages import set_covariates
 
-    return pd.DataFrame({m: set_covariates(merge_languages(c)) for m, c in merges.items()}).T
+    if not merges:
+        return pd.DataFrame({}).T
+    memo: dict[tuple, dict] = {}
+    rows = []
+    for c in merges.values():
+        langs = tuple(merge_languages(c))
+        if langs not in memo:
+            memo[langs] = set_covariates(list(langs))
+        rows.append(memo[langs])
+    return pd.DataFrame(rows, index=pd.Index(list(merges)))
 
 
 def gap_by_reference(gaps: pd.DataFrame) -> pd.DataFrame:
@@ -332,7 +442,8 @@ def leave_one_language_out(gaps: pd.DataFrame, diag: pd.DataFrame, sim: pd.DataF
     mc = sim[(sim.relation == "merge-constituent") & (sim.metric == "cka_linear")] if not sim.empty else sim
     ecka = mc.groupby(["merge", "b"])["value"].mean() if not mc.empty else pd.Series(dtype=float)
     g = g.join(diag, on="merge")
-    g["expert_cka"] = [ecka.get((m, e), np.nan) for m, e in zip(g["merge"], g["ref_model"])]
+    g["expert_cka"] = (ecka.reindex(pd.MultiIndex.from_arrays([g["merge"], g["ref_model"]])).to_numpy(dtype=float)
+                       if len(ecka) else np.nan)
     feats = [f for f in LOLO_FEATURES if f in g.columns and g[f].notna().mean() > 0.5]
     g = g.dropna(subset=feats)
     rows, preds = [], []

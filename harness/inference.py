@@ -51,26 +51,72 @@ def merge_task_gaps(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict)
     shown metric, oriented so that negative is worse (expert - merge for bits per byte, merge - expert for
     higher-is-better metrics), and the share of the task's expert gain over the untrained floor that the merge keeps
     (analysis.normalized; comparable across languages whose experts differ in level). tasks: task ->
-    validity.TaskValidity. Columns: merge, set, method, arm, task, language, unit, gap, share."""
+    validity.TaskValidity. Rows: merges in their order, each merge's tasks in the order of `tasks`.
+    Columns: merge, set, method, arm, task, language, unit, gap, share."""
+    from .analysis import experts_of, normalized, value_table
+
     cols = ["merge", "set", "method", "arm", "task", "language", "unit", "gap", "share"]
-    if df.empty or not merges:
+    live = [(t, tv) for t, tv in tasks.items() if tv.live]
+    if df.empty or not merges or not live:
         return pd.DataFrame(columns=cols)
-    val = {(m, t, k): v for m, t, k, v in zip(df["model"], df["task"], df["metric"], df["value"])}
-    method = df.drop_duplicates("model").set_index("model")["method"].to_dict()
-    rows = []
-    for merge, cons in merges.items():
-        for task, tv in tasks.items():
-            e = expert_of(cons, task)
-            if not tv.live or e is None or (merge, task, tv.metric) not in val or (e, task, tv.metric) not in val:
-                continue
-            mv, ev = val[(merge, task, tv.metric)], val[(e, task, tv.metric)]
-            if mv != mv or ev != ev:
-                continue
-            rows.append({"merge": merge, "set": set_key(cons), "method": method_label(merge, str(method.get(merge))),
-                         "arm": task.split(":")[0], "task": task, "language": task.split("-")[-1] if task.startswith("mt:") else task[3:],
-                         "unit": tv.metric, "gap": (mv - ev) if tv.higher_is_better else (ev - mv),
-                         "share": _share(mv, tv)})
-    return pd.DataFrame(rows, columns=cols)
+    index, val, has = value_table(df, {t: tv.metric for t, tv in live})
+    names = list(merges)
+    experts = experts_of(merges, [_expert_key(t) for t, _ in live])                 # (merges, live tasks)
+    mi = np.array([index.get(m, -1) for m in names], dtype=np.intp)
+    parts = []
+    for j, (task, tv) in enumerate(live):
+        ei = np.array([index.get(e, -1) if e is not None else -1 for e in experts[:, j]], dtype=np.intp)
+        ok = (mi >= 0) & (ei >= 0)
+        ok[ok] = has[mi[ok], j] & has[ei[ok], j]
+        sel = np.flatnonzero(ok)
+        mv, ev = val[mi[sel], j], val[ei[sel], j]
+        sel, mv, ev = sel[(mv == mv) & (ev == ev)], mv[(mv == mv) & (ev == ev)], ev[(mv == mv) & (ev == ev)]
+        if not len(sel):
+            continue
+        share = (np.full(len(sel), np.nan) if tv.floor_value is None or tv.expert_value is None else
+                 normalized(mv, tv.floor_value, tv.expert_value, tv.higher_is_better))
+        parts.append(pd.DataFrame({"_m": sel, "_t": j, "task": task, "gap": (mv - ev) if tv.higher_is_better else (ev - mv),
+                                   "share": share}))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True).sort_values(["_m", "_t"], kind="stable")
+    m = out["_m"].to_numpy()
+    sets = _set_keys(merges)
+    method = _first_of_model(df, "method")
+    arm = {t: t.split(":")[0] for t, _ in live}
+    lang = {t: t.split("-")[-1] if t.startswith("mt:") else t[3:] for t, _ in live}
+    unit = {t: tv.metric for t, tv in live}
+    task = out["task"].tolist()
+    return pd.DataFrame({"merge": np.array(names, dtype=object)[m], "set": np.array(sets, dtype=object)[m],
+                         "method": np.array([method_label(n, str(method.get(n))) for n in names], dtype=object)[m],
+                         "arm": [arm[t] for t in task], "task": task, "language": [lang[t] for t in task],
+                         "unit": [unit[t] for t in task], "gap": out["gap"].to_numpy(), "share": out["share"].to_numpy()},
+                        columns=cols)
+
+
+def _expert_key(task: str) -> tuple[str, str]:
+    """The (task kind, language) expert_of passes to analysis.expert_for for a task."""
+    kind, rest = task.split(":")
+    return kind, rest.split("-")[-1]
+
+
+def _set_keys(merges: dict[str, list[str]]) -> list[str]:
+    """set_key of every merge, in order, once per distinct constituent list."""
+    memo: dict[tuple, str] = {}
+    out = []
+    for c in merges.values():
+        k = tuple(c)
+        if k not in memo:
+            memo[k] = set_key(c)
+        out.append(memo[k])
+    return out
+
+
+def _first_of_model(df: pd.DataFrame, column: str) -> dict:
+    """model -> `column` on its first row (df.drop_duplicates('model') without hashing every row's name)."""
+    codes, models = pd.factorize(df["model"])
+    _, first = np.unique(codes, return_index=True)          # codes number the models in order of first appearance
+    return dict(zip(list(models), df[column].iloc[first].tolist()))
 
 
 def _share(value: float, tv) -> float:
@@ -88,19 +134,33 @@ def merge_arm_gaps(task_gaps: pd.DataFrame) -> pd.DataFrame:
     if task_gaps.empty:
         return pd.DataFrame(columns=cols)
     g = task_gaps.groupby(["merge", "set", "method", "arm"])
-    out = g.agg(gap=("gap", "mean"), n_tasks=("gap", "count"), unit=("unit", lambda u: "/".join(sorted(set(u))))).reset_index()
+    out = g.agg(gap=("gap", "mean"), n_tasks=("gap", "count")).reset_index()
+    units: list[set] = [set() for _ in range(len(out))]
+    for i, u in zip(g.ngroup().to_numpy(), task_gaps["unit"].tolist()):  # ngroup numbers groups in agg's order
+        units[i].add(u)
+    out["unit"] = ["/".join(sorted(u)) for u in units]
     return out[cols]
 
 
-def own_share(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict) -> pd.Series:
+def own_share(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, scored_rows: pd.DataFrame | None = None) -> pd.Series:
     """Per merge: the mean, over the live tasks where it has a constituent expert, of analysis.scored's normalized
-    score (the share of the expert's gain over the untrained floor it keeps, 100 = the expert, 0 = the floor)."""
-    from .analysis import scored
+    score (the share of the expert's gain over the untrained floor it keeps, 100 = the expert, 0 = the floor).
+    scored_rows: analysis.scored(df, tasks) where the caller has it (each row depends on its own model only)."""
+    from .analysis import experts_of, scored
 
-    s = scored(df[df.model.isin(list(merges))], tasks) if not df.empty else pd.DataFrame()
+    s = (scored(df, tasks) if scored_rows is None else scored_rows) if not df.empty else pd.DataFrame()
     if s.empty:
         return pd.Series(dtype=float)
-    s = s[s.live.to_numpy(dtype=bool) & np.array([expert_of(merges[m], t) is not None for m, t in zip(s.model, s.task)], dtype=bool)]
+    s = s[s.model.isin(list(merges))]
+    if s.empty:
+        return pd.Series(dtype=float)
+    tcode, tnames = pd.factorize(s["task"])
+    mcode, mnames = pd.factorize(s["model"])
+    order = {m: i for i, m in enumerate(merges)}
+    experts = experts_of(merges, [_expert_key(t) for t in tnames])                  # (merges, tasks of s)
+    has = np.array([[e is not None for e in row] for row in experts], dtype=bool).reshape(experts.shape)
+    pos = np.array([order[m] for m in mnames], dtype=np.intp)
+    s = s[s.live.to_numpy(dtype=bool) & has[pos[mcode], tcode]]
     return s.groupby("model")["norm"].mean()
 
 
@@ -188,15 +248,16 @@ def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
     return out
 
 
-def set_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
-    """Per constituent set: the mean URIEL distance and script mismatch of its experts' languages."""
+def set_covariates(merges: dict[str, list[str]], per_merge: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per constituent set: the mean URIEL distance and script mismatch of its experts' languages.
+    per_merge: analysis.merge_covariates(merges) where the caller has it."""
     from .analysis import merge_covariates
 
-    cov = merge_covariates(merges)
+    cov = merge_covariates(merges) if per_merge is None else per_merge
     if cov.empty:
         return cov
-    cov["set"] = [set_key(merges[m]) for m in cov.index]
-    return cov.groupby("set").first()
+    key = dict(zip(merges, _set_keys(merges)))
+    return cov.assign(set=[key[m] for m in cov.index]).groupby("set").first()
 
 
 def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dict]:
@@ -208,13 +269,15 @@ def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dic
              "verdict": detected(r.rho_lo, r.rho_hi, r.rho_p)} for r in h.itertuples()]
 
 
-def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int) -> dict:
-    """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power."""
+def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int,
+           scored_rows: pd.DataFrame | None = None, merge_cov: pd.DataFrame | None = None) -> dict:
+    """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power.
+    scored_rows: analysis.scored(df, tasks), merge_cov: analysis.merge_covariates(merges), where the caller has them."""
     tg = merge_task_gaps(df, merges, tasks)
     mg = merge_arm_gaps(tg)
     pts = set_points(mg)
     sd = set_diagnostics(diag, merges)
-    cov = set_covariates(merges) if merges else None
+    cov = set_covariates(merges, merge_cov) if merges else None
     corr = correlations(pts, sd, seed, cov)
-    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
+    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
             "power": power_table(pts, seed), "headline": headline(corr)}

@@ -5,15 +5,52 @@ on covariates, Conover 1999). Vectorised over resamples: x, y are (n,) and resam
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-from scipy import stats
 
 N_BOOT = 1000
 N_PERM = 1000
 
 
 def _rank(a: np.ndarray) -> np.ndarray:
-    return stats.rankdata(a, axis=-1)
+    """Average ranks (1-based, ties share the mean of their positions) along the last axis, as
+    scipy.stats.rankdata(a, axis=-1); a slice holding a NaN ranks as all NaN (scipy's nan_policy='propagate')."""
+    a = np.asarray(a, dtype=float)
+    n = a.shape[-1]
+    if n == 0 or a.size == 0:
+        return a.copy()
+    order = np.argsort(a, axis=-1, kind="stable")
+    s = np.take_along_axis(a, order, axis=-1)
+    new = np.concatenate([np.ones(s.shape[:-1] + (1,), bool), s[..., 1:] != s[..., :-1]], axis=-1).ravel()
+    starts = np.flatnonzero(new)                         # every slice starts a group: groups never span slices
+    counts = np.diff(np.append(starts, new.size))
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, np.repeat(starts % n + 1 + (counts - 1) / 2, counts).reshape(a.shape), axis=-1)
+    nan = np.isnan(a).any(-1)
+    if nan.any():
+        ranks[nan] = np.nan
+    return ranks
+
+
+def _resample_ranks(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """_rank(v[..., idx]) without sorting each resample: v (..., n) values, idx (B, k) indices into the last axis
+    -> (..., B, k) average ranks. A draw's rank is (draws below its value) + (draws at its value + 1) / 2, from
+    per-resample counts of the values' tie groups (exact: integers and halves)."""
+    v = np.asarray(v, dtype=float)
+    if np.isnan(v).any():
+        return _rank(v[..., idx])
+    rows, k = idx.shape
+    flat = v.reshape(-1, v.shape[-1])
+    out = np.empty((len(flat), rows, k))
+    offset = np.arange(rows)[:, None]
+    for i, row in enumerate(flat):
+        _, group = np.unique(row, return_inverse=True)
+        width = int(group.max()) + 1 if len(group) else 1
+        g = group[idx]
+        counts = np.bincount((offset * width + g).ravel(), minlength=rows * width).reshape(rows, width)
+        out[i] = np.take_along_axis(np.cumsum(counts, axis=1) - counts + (counts + 1) / 2, g, axis=1)
+    return out.reshape(v.shape[:-1] + (rows, k))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -38,11 +75,63 @@ def kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (sx * sy).sum(-1) / np.where(den > 0, den, 1), np.nan)
 
 
+def _inversions(v: np.ndarray) -> np.ndarray:
+    """Per row of v (R, n): the number of pairs i < j with v_i > v_j (strictly), by bottom-up merge sort over all
+    rows at once. At each level the two sorted halves of a block are merged by a stable sort; a right-half element
+    at index q within its half that lands at position p has p - q left-half elements at or below it, so the block
+    contributes sum over the right half of (h - p + q) pairs (blocks of up to 16 compare every pair). O(n log n) per row."""
+    rows, n = v.shape
+    size = 1 << max(0, (n - 1).bit_length())
+    pad = np.full((rows, size), np.inf)  # larger than every value, at the end: no inversions of their own
+    pad[:, :n] = v
+    base = min(size, 16)  # blocks this small: count their pairs directly, then merge from there
+    blocks = pad.reshape(rows, size // base, base)
+    total = ((blocks[..., :, None] > blocks[..., None, :]) & np.triu(np.ones((base, base), bool), 1)).sum(axis=(1, 2, 3))
+    pad = np.sort(blocks, axis=-1).reshape(rows, size)
+    h = base
+    while h < size:
+        blocks = pad.reshape(rows, size // (2 * h), 2 * h)
+        order = np.argsort(blocks, axis=-1, kind="stable")
+        landed = np.where(order >= h, np.arange(2 * h), 0).sum(axis=(1, 2))   # sum of p over right-half elements
+        total += (size // (2 * h)) * (h * h + h * (h - 1) // 2) - landed
+        pad = np.take_along_axis(blocks, order, axis=-1).reshape(rows, size)
+        h *= 2
+    return total
+
+
+def _tied_pairs(s: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Per row of s (R, n), sorted so that ties are adjacent, tie groups starting where `new` is True: the number
+    of tied pairs, sum over positions of how many earlier positions share the group."""
+    pos = np.arange(s.shape[-1])
+    return (pos - np.maximum.accumulate(np.where(new, pos, 0), axis=-1)).sum(-1)
+
+
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """kendall for large n: scipy's O(n log n) tau-b, row by row."""
-    if x.ndim == 1:
-        return np.asarray(stats.kendalltau(x, y).statistic)
-    return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+    """kendall for large n in O(n log n) per row, all rows at once: tau-b from counts as Knight (1966) computes it
+    (and scipy.stats.kendalltau, to the last bit): sort by (x, y), count discordant pairs as the inversions of y,
+    pairs tied in x, in y and in both; (tot - xtie - ytie + ntie - 2 dis) / sqrt(tot - xtie) / sqrt(tot - ytie),
+    NaN where x or y is constant or a row holds a NaN. x, y: (n,) or (R, n)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    one = x.ndim == 1
+    x, y = np.atleast_2d(x), np.atleast_2d(y)
+    x, y = np.broadcast_arrays(x, y)
+    nan = np.isnan(x).any(-1) | np.isnan(y).any(-1)
+    x, y = np.where(nan[:, None], 0.0, x), np.where(nan[:, None], 0.0, y)
+    n = x.shape[-1]
+    order = np.lexsort((y, x), axis=-1)
+    xs, ys = np.take_along_axis(x, order, -1), np.take_along_axis(y, order, -1)
+    first = np.ones((x.shape[0], 1), bool)
+    xnew = np.concatenate([first, xs[:, 1:] != xs[:, :-1]], -1)
+    xtie = _tied_pairs(xs, xnew)
+    ntie = _tied_pairs(xs, xnew | np.concatenate([first, ys[:, 1:] != ys[:, :-1]], -1))
+    ysorted = np.sort(y, axis=-1)
+    ytie = _tied_pairs(ysorted, np.concatenate([first, ysorted[:, 1:] != ysorted[:, :-1]], -1))
+    dis = _inversions(ys)
+    tot = n * (n - 1) // 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = (tot - xtie - ytie + ntie - 2 * dis) / np.sqrt(tot - xtie) / np.sqrt(tot - ytie)
+    tau = np.where((xtie == tot) | (ytie == tot) | nan, np.nan, np.minimum(1.0, np.maximum(-1.0, tau)))
+    return tau[0] if one else tau
 
 
 def residualize(r: np.ndarray, covariates: np.ndarray) -> np.ndarray:
@@ -86,16 +175,16 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     boot = rng.integers(0, n, size=(n_boot, n))
     perm = np.argsort(rng.random((n_perm, n)), axis=1)
 
-    def summary(name, fn):
-        obs = float(fn(x, y))
-        b = fn(x[boot], y[boot])
-        p = fn(np.broadcast_to(x, (n_perm, n)), y[perm])
+    def summary(name, obs, b, p):
         out[name] = obs
         out[f"{name}_lo"], out[f"{name}_hi"] = (float(np.nanpercentile(b, 2.5)), float(np.nanpercentile(b, 97.5)))
         out[f"{name}_p"] = float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm))
 
-    summary("rho", spearman)
-    summary("tau", kendall if n <= 200 else _kendall_rows)
+    rx, ry = _rank(x), _rank(y)  # a permutation's ranks are the permuted ranks; resamples rank by counting
+    summary("rho", float(_pearson(rx, ry)), _pearson(_resample_ranks(x, boot), _resample_ranks(y, boot)),
+            _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm]))
+    tau = kendall if n <= 200 else _kendall_rows
+    summary("tau", float(tau(x, y)), tau(x[boot], y[boot]), tau(np.broadcast_to(x, (n_perm, n)), y[perm]))
     if covariates is not None:
         out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
     return out
@@ -118,7 +207,7 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     c = np.asarray(covariates, float).reshape(n, -1)
     c = c[:, [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]]
     obs = partial_spearman(x, y, c)
-    bx, by, bc = _rank(x[boot]), _rank(y[boot]), _rank(np.moveaxis(c[boot], 1, 2))  # (B, n), (B, n), (B, k, n)
+    bx, by, bc = _resample_ranks(x, boot), _resample_ranks(y, boot), np.moveaxis(_resample_ranks(c.T, boot), 0, 1)  # (B, n), (B, n), (B, k, n)
     bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
     cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
     rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
@@ -144,15 +233,17 @@ def stratified_spearman(x: np.ndarray, ys: np.ndarray, seed: int, n_boot: int = 
     boot = rng.integers(0, n, size=(n_boot, n))
     perm = np.argsort(rng.random((n_perm, n)), axis=1)
     obs = float(np.mean([spearman(x, y) for y in ys]))
-    per = spearman(x[boot][None], ys[:, boot])                                   # (m, B): a resample with a constant
+    per = _pearson(_resample_ranks(x, boot)[None], _resample_ranks(ys, boot))  # (m, B): a resample with a constant
     ok = np.isfinite(per)                                                        # column gives NaN for that method
     b = np.where(ok.any(0), np.where(ok, per, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
-    p = np.mean(spearman(x[perm][None], np.broadcast_to(ys[:, None, :], (len(ys), n_perm, n))), axis=0)
+    rx, rys = _rank(x), _rank(ys)  # ranks of a permutation are the permuted ranks: rank once, not per permutation
+    p = np.mean(_pearson(rx[perm][None], np.broadcast_to(rys[:, None, :], (len(ys), n_perm, n))), axis=0)
     out.update(rho=obs, rho_lo=float(np.nanpercentile(b, 2.5)), rho_hi=float(np.nanpercentile(b, 97.5)),
                rho_p=float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
 
 
+@lru_cache(maxsize=256)
 def detectable_rho(n: int, seed: int = 0, power: float = 0.8, alpha: float = 0.05, sims: int = 2000) -> float | None:
     """The smallest population Spearman correlation (on a 0.05 grid) that a two-sided level-alpha rank test over
     n independent points detects with the given power, by simulation: the critical |rho| from random permutations,

@@ -10,8 +10,13 @@ import pandas as pd
 
 from . import schema, scoring
 from .inference import short
+from .languages import GENUS
 
 VERDICTS = ("holds", "not detected", "contradicted", "n/a")
+# Translation targets related to English and divergent from it, as grid.RELATED and grid.DIVERGENT group them (defined
+# here from the same genera: importing grid would load the family builder and torch into a statistics-only process).
+RELATED = {l for l, g in GENUS.items() if g in ("Germanic", "Romance")} - {"en"}
+DIVERGENT = set(GENUS) - RELATED - {"en"}
 
 
 def verdict(lo, hi, predicted: int) -> str:
@@ -175,8 +180,6 @@ def divergent_targets(task_gaps: pd.DataFrame, seed: int, value: str = "gap") ->
     the pair's merges; one point per set, bootstrap over sets. value: 'gap' (chrF++ points lost to the expert) or
     'share' (percent of the expert's gain over init-s0 kept: a divergent expert with a lower score has fewer points
     to lose, which the absolute gap does not see)."""
-    from .grid import DIVERGENT, RELATED
-
     g = task_gaps[task_gaps.arm == "mt"] if not task_gaps.empty else task_gaps
     if g.empty:
         return None

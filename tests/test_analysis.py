@@ -76,3 +76,77 @@ def test_paired_vs_expert_from_docs():
     assert row.expert == "mono-de" and row.delta < 0 and row.ci_high < 0 and row.p_value < 0.01
     expected = -10 * 40 / math.log(2) / (40 * 40)  # 10 nats per doc more, over 40 bytes per doc
     assert row.delta == pytest.approx(expected)
+
+
+def _random_results(seed: int):
+    """A small tidy frame with what the vectorised merge gaps must get right: constituent order (two lm experts for
+    one language), missing and NaN scores, a zero reference, a repeated row, a distractor metric."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    members = ["mono-en", "mono-en-s1", "mono-de", "cpt-de", "mt-en-de", "mt-en-ru", "mixed", "mt-all"]
+    tasks = [("lm:en", "en", "bits_per_byte"), ("lm:de", "de", "bits_per_byte"), ("mt:en-de", "de", "chrf++"),
+             ("mt:en-ru", "ru", "chrf++")]
+    merges = {f"m{i}": [f"family:babel-mini/{c}" for c in rng.choice(members[:6], size=rng.integers(2, 4), replace=False)]
+              for i in range(25)}
+    rows = []
+    for model in members + list(merges):
+        for task, lang, metric in tasks:
+            if rng.random() < 0.15:
+                continue                                   # no score stored
+            v = float(np.round(rng.uniform(0, 3 if task.startswith("lm") else 50), 1))
+            rows.append((model, task, lang, metric, math.nan if rng.random() < 0.05 else v))
+            rows.append((model, task, lang, "other", rng.uniform()))
+    rows.append(("mixed", "lm:de", "de", "bits_per_byte", 0.0))  # a zero reference: no relative gap
+    rows.append(next(r for r in rows if r[0] in merges and r[3] != "other"))  # a repeated row: the last one counts
+    rows.append(next(r for r in rows if r[0] == "mixed" and r[3] != "other")[:4] + (1.5,))
+    return _df(rows), merges
+
+
+def _gap_loop(df, merges, references=("mixed", "mt-all")):
+    """The merge gaps as the definition reads, one (merge, task, reference) at a time."""
+    p = df[df["metric"] == df["task_kind"].map(analysis.PRIMARY)]
+    val = {(m, t): v for m, t, v in zip(p["model"], p["task"], p["value"])}
+    lang = dict(zip(p["task"], p["language"]))
+    tasks_of = {}
+    for m, t in zip(p["model"], p["task"]):
+        tasks_of.setdefault(m, []).append(t)
+    rows = []
+    for merge, cons in merges.items():
+        for task in sorted(tasks_of.get(merge, [])):
+            kind = task.split(":")[0]
+            for ref_kind, ref in [("expert", analysis.expert_for(cons, kind, lang[task]))] + [(r, r) for r in references]:
+                if ref is None or (ref, task) not in val:
+                    continue
+                mv, rv = val[(merge, task)], val[(ref, task)]
+                gap = mv - rv if kind == "mt" else rv - mv
+                rows.append({"merge": merge, "task": task, "task_kind": kind, "language": lang[task], "reference": ref_kind,
+                             "ref_model": ref, "merge_value": mv, "ref_value": rv, "gap": gap,
+                             "rel_gap_pct": 100.0 * gap / abs(rv) if rv else math.nan})
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_gaps_equal_the_loop(seed):
+    df, merges = _random_results(seed)
+    expected = _gap_loop(df, merges)
+    pd.testing.assert_frame_equal(analysis.merge_gaps(df, merges), pd.DataFrame(expected))
+    got = analysis.merge_gap_records(df, merges)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.keys() == e.keys() and all(g[k] == e[k] or (g[k] != g[k] and e[k] != e[k]) for k in g)
+
+
+def test_experts_of_equals_expert_for():
+    _, merges = _random_results(4)
+    keys = [("lm", "en"), ("lm", "de"), ("mt", "de"), ("mt", "ru")]
+    table = analysis.experts_of(merges, keys)
+    assert table.tolist() == [[analysis.expert_for(c, k, l) for k, l in keys] for c in merges.values()]
+
+
+def test_value_table_keeps_the_last_row():
+    df = _df([("a", "lm:en", "en", "bits_per_byte", 1.0), ("a", "lm:en", "en", "bits_per_byte", 2.0),
+              ("b", "lm:en", "en", "other", 3.0), ("b", "mt:en-de", "de", "chrf++", math.nan)])
+    index, val, has = analysis.value_table(df, {"lm:en": "bits_per_byte", "mt:en-de": "chrf++", "lm:de": "bits_per_byte"})
+    assert val[index["a"]].tolist()[0] == 2.0 and has[index["a"]].tolist() == [True, False, False]
+    assert has[index["b"]].tolist() == [False, True, False] and math.isnan(val[index["b"], 1])

@@ -110,3 +110,53 @@ def test_divergent_targets_is_one_point_per_mixed_set():
     rows += [{"merge": "x", "set": "mt-en-fr+mt-en-es", "arm": "mt", "language": l, "gap": -9.0} for l in ("fr", "es")]
     row = replication.divergent_targets(pd.DataFrame(rows), seed=0)
     assert row["n"] == 4 and row["estimate"] == pytest.approx(-3.5) and row["verdict"] == "holds"
+
+
+def _task_gap_loop(df, merges, tasks):
+    """merge_task_gaps as its definition reads, one (merge, task) at a time."""
+    from harness.analysis import expert_for, normalized
+
+    val = {(m, t, k): v for m, t, k, v in zip(df["model"], df["task"], df["metric"], df["value"])}
+    method = df.drop_duplicates("model").set_index("model")["method"].to_dict()
+    rows = []
+    for merge, cons in merges.items():
+        for task, tv in tasks.items():
+            kind, rest = task.split(":")
+            e = expert_for(cons, kind, rest.split("-")[-1])
+            if not tv.live or e is None or (merge, task, tv.metric) not in val or (e, task, tv.metric) not in val:
+                continue
+            mv, ev = val[(merge, task, tv.metric)], val[(e, task, tv.metric)]
+            if mv != mv or ev != ev:
+                continue
+            rows.append({"merge": merge, "set": inference.set_key(cons), "method": inference.method_label(merge, str(method.get(merge))),
+                         "arm": kind, "task": task, "language": task.split("-")[-1] if kind == "mt" else task[3:],
+                         "unit": tv.metric, "gap": (mv - ev) if tv.higher_is_better else (ev - mv),
+                         "share": float(normalized(mv, tv.floor_value, tv.expert_value, tv.higher_is_better))})
+    return pd.DataFrame(rows, columns=["merge", "set", "method", "arm", "task", "language", "unit", "gap", "share"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merge_task_gaps_and_own_share_equal_the_loop(seed):
+    from harness.analysis import expert_for, scored
+    from harness.validity import TaskValidity
+    from test_analysis import _random_results
+
+    df, merges = _random_results(seed)
+    df["method"] = ["linear" if m.startswith("m") and m[1:].isdigit() and int(m[1:]) % 2 else "ties" for m in df["model"]]
+    df["stderr"], df["ci_low"] = 0.1, 1.0
+    tv = lambda t, metric, hib, live: TaskValidity(task=t, kind=t[:2], language=t[-2:], expert="", live=live, metric=metric,
+                                                   higher_is_better=hib, signal=None, floor_value=8.0 if not hib else 1.0,
+                                                   expert_value=0.5 if not hib else 60.0, reason="")
+    tasks = {"lm:en": tv("lm:en", "bits_per_byte", False, True), "mt:en-de": tv("mt:en-de", "chrf++", True, True),
+             "lm:de": tv("lm:de", "bits_per_byte", False, False), "mt:en-ru": tv("mt:en-ru", "chrf++", True, True)}
+    pd.testing.assert_frame_equal(inference.merge_task_gaps(df, merges, tasks), _task_gap_loop(df, merges, tasks))
+    s = scored(df[df.model.isin(list(merges))], tasks)
+    keep = [live and expert_for(merges[m], t.split(":")[0], t.split("-")[-1] if t.startswith("mt") else t[3:]) is not None
+            for m, t, live in zip(s.model, s.task, s.live)]
+    pd.testing.assert_series_equal(inference.own_share(df, merges, tasks), s[keep].groupby("model")["norm"].mean())
+
+
+def test_replication_groups_targets_as_the_grid_does():
+    from harness import grid
+
+    assert replication.RELATED == grid.RELATED and replication.DIVERGENT == grid.DIVERGENT

@@ -58,3 +58,45 @@ def test_batched_partial_matches_one_at_a_time():
                                  rankstats._residualize_batch(rankstats._rank(y[idx]), bc))
     single = [rankstats.partial_spearman(x[i], y[i], c[i]) for i in idx]
     assert batched == pytest.approx(single, abs=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 16, 17, 201, 286])
+def test_rank_equals_scipy_rankdata_with_ties_and_nan(n):
+    rng = np.random.default_rng(n)
+    a = np.round(rng.normal(size=(3, 4, n)), 1)
+    a[0, 0] = 2.0                          # all tied
+    a[1, 2, 0] = np.nan                    # a NaN: the slice ranks as all NaN, as scipy propagates it
+    assert np.array_equal(rankstats._rank(a), stats.rankdata(a, axis=-1), equal_nan=True)
+
+
+def test_inversions_equal_a_pair_loop():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 15, 16, 17, 40, 100):
+        v = rng.integers(0, max(n // 3, 1), size=(6, n)).astype(float)
+        brute = [sum(r[i] > r[j] for i in range(n) for j in range(i + 1, n)) for r in v]
+        assert rankstats._inversions(v).tolist() == brute
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_kendall_rows_equals_scipy_kendalltau(ties):
+    """The vectorised tau-b for large n is scipy's, to the last bit, on bootstrap and permutation resamples."""
+    rng = np.random.default_rng(6)
+    n = 250
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    if ties:
+        x, y = np.round(x, 0), np.round(y, 1)
+    boot = rng.integers(0, n, size=(30, n))
+    perm = np.argsort(rng.random((30, n)), axis=1)
+    xs, ys = np.vstack([x[boot], np.broadcast_to(x, (30, n)), np.full((1, n), 3.0)]), np.vstack([y[boot], y[perm], y[None]])
+    expected = [stats.kendalltau(a, b).statistic for a, b in zip(xs, ys)]
+    assert np.array_equal(rankstats._kendall_rows(xs, ys), expected, equal_nan=True)  # the constant row: NaN in both
+    assert rankstats._kendall_rows(x, y) == stats.kendalltau(x, y).statistic
+
+
+def test_resample_ranks_equal_ranking_each_resample():
+    rng = np.random.default_rng(7)
+    v = np.round(rng.normal(size=(2, 3, 30)), 1)
+    idx = rng.integers(0, 30, size=(40, 30))
+    assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1))
+    v[0, 0, 3] = np.nan
+    assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1), equal_nan=True)
