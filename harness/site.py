@@ -478,13 +478,15 @@ def _statistics(data: SiteData, df: pd.DataFrame) -> dict:
     scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
-    board = analysis.leaderboard(df, tasks) if not df.empty else pd.DataFrame()
-    gaps = pd.DataFrame(analysis.merge_gap_records(df, data.merges) if not df.empty else [], columns=GAP_COLUMNS)
-    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     scored = analysis.scored(df, tasks)
+    board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
+    merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
+    gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
+    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     ranks = rank_intervals(df, data.docs, suite, tasks, scored=scored) if not df.empty else {}
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
-    rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks) if not df.empty else None
+    rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
+                       gaps=merge_gaps, scored=scored) if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
