@@ -5,6 +5,7 @@ and merge gaps across merges (the question of Aycock et al. 2026 and Gain et al.
 from __future__ import annotations
 
 import math
+import operator
 from functools import lru_cache
 
 import numpy as np
@@ -21,6 +22,9 @@ MODEL_FIELDS = ("model", "kind", "arm", "method", "status")
 FLOAT_FIELDS = ("value", "stderr", "ci_low", "ci_high")
 
 
+_ROW_GETTER = operator.attrgetter(*ROW_FIELDS)
+
+
 def tidy_block(r: schema.ResultsFile) -> dict[str, np.ndarray]:
     """One results file's tidy rows as columns (MODEL_FIELDS + ROW_FIELDS, each an array of len(r.rows)): strings
     as object arrays, None as NaN in the float columns."""
@@ -30,10 +34,10 @@ def tidy_block(r: schema.ResultsFile) -> dict[str, np.ndarray]:
         a = np.empty(k, dtype=object)
         a[:] = v
         out[f] = a
-    for f in ROW_FIELDS:
-        vals = [getattr(x, f) for x in r.rows]
+    columns = list(zip(*map(_ROW_GETTER, r.rows))) if k else [()] * len(ROW_FIELDS)
+    for f, vals in zip(ROW_FIELDS, columns):
         if f in FLOAT_FIELDS:
-            out[f] = np.array([np.nan if v is None else v for v in vals], dtype=float)
+            out[f] = np.array([np.nan if v is None else v for v in vals] if None in vals else vals, dtype=float)
         elif f in ("n", "higher_is_better") and None not in vals:
             out[f] = np.array(vals, dtype=int if f == "n" else bool)
         else:
