@@ -115,6 +115,21 @@ def html_table(caption: str, headers: list[str], rows: list[list], num_from: int
                   f'<tbody>{"".join(out)}</tbody></table>')
 
 
+def _table(caption: str, headers: list[str], body: list[str]) -> Markup:
+    """html_table's frame around rows already built as HTML (each cell escaped by its builder)."""
+    head = "".join(f'<th scope="col">{_esc(h)}</th>' for h in headers)
+    return Markup(f'<table class="scores"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
+                  f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _score_row(task: str, m: schema.ResultRow, dead: str) -> str:
+    """One row of a model page's scores table (as html_table would build it; dead: ' dead' when the task is not
+    live). _fmt's output needs no escaping."""
+    return (f'<tr><th scope="row">{_esc(task)}</th><td class="txt{dead}">{_esc(m.metric)}</td>'
+            f'<td class="num{dead}">{_fmt(m.value)}</td><td class="num{dead}">{_fmt(m.ci_low)} – {_fmt(m.ci_high)}</td>'
+            f'<td class="num{dead}">{m.n}</td><td class="num sig{dead}">{_esc(m.signature or "")}</td></tr>')
+
+
 def _greyed(dead: bool, cells: list) -> list:
     """html_table cells with the 'dead' class added when their task is not live."""
     if not dead:
@@ -348,18 +363,18 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
                 sim_rows.append({"a": a, "b": b, "relation": rel, "mean": sum(by_layer) / len(by_layer), "by_layer": by_layer})
             sim_svg = Markup(plots.lines({f"{r['a']} ~ {r['b']}": r["by_layer"] for r in sim_rows},
                                          f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
-        scores = html_table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
-                            ["task", "metric", "value", "95% interval", "n", "signature"],
-                            [[t, *_greyed(t in dead, [(m.metric, "txt"), _fmt(m.value), f"{_fmt(m.ci_low)} – {_fmt(m.ci_high)}", m.n,
-                                                      (m.signature or "", "sig")])]
-                             for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for m in by_task[t]],
-                            num_from=2) if by_task else None
+        scores = _table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
+                        ["task", "metric", "value", "95% interval", "n", "signature"],
+                        [_score_row(t, m, " dead" if t in dead else "")
+                         for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for m in by_task[t]]) if by_task else None
         gap_rows = records(gap_cols, gap_rows_of.get(name, []))
-        gaps_t = html_table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
-                            ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
-                            [[g["task"], (g["reference"], "txt"), (g["ref_model"], "txt"), _fmt(g["merge_value"]),
-                              _fmt(g["ref_value"]), _fmt(g["gap"]), (_fmt(g["rel_gap_pct"], 1), heat(g["rel_gap_pct"]))]
-                             for g in gap_rows], num_from=3) if gap_rows else None
+        gaps_t = _table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
+                        ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
+                        [f'<tr><th scope="row">{_esc(g["task"])}</th><td class="txt">{_esc(g["reference"])}</td>'
+                         f'<td class="txt">{_esc(g["ref_model"])}</td><td class="num">{_fmt(g["merge_value"])}</td>'
+                         f'<td class="num">{_fmt(g["ref_value"])}</td><td class="num">{_fmt(g["gap"])}</td>'
+                         f'<td class="num {heat(g["rel_gap_pct"])}">{_fmt(g["rel_gap_pct"], 1)}</td></tr>'
+                         for g in gap_rows]) if gap_rows else None
         pr = records(paired_cols, paired_rows_of.get(name, []))
         paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
                               ["task", "expert", "difference", "95% interval", "p"],
