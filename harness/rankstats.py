@@ -116,7 +116,8 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x, y = np.atleast_2d(x), np.atleast_2d(y)
     x, y = np.broadcast_arrays(x, y)
     nan = np.isnan(x).any(-1) | np.isnan(y).any(-1)
-    x, y = np.where(nan[:, None], 0.0, x), np.where(nan[:, None], 0.0, y)
+    if nan.any():
+        x, y = np.where(nan[:, None], 0.0, x), np.where(nan[:, None], 0.0, y)
     n = x.shape[-1]
     order = np.lexsort((y, x), axis=-1)
     xs, ys = np.take_along_axis(x, order, -1), np.take_along_axis(y, order, -1)
