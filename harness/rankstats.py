@@ -162,6 +162,22 @@ def _kendall_resampled(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndar
     return np.where((xtie == tot) | (ytie == tot), np.nan, np.minimum(1.0, np.maximum(-1.0, tau)))
 
 
+def _kendall_permuted(x: np.ndarray, y: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """_kendall_rows(x, y[perm]) for each permutation (B, n) of y: where x has no ties, every row sorts by x alike
+    and has no pairs tied in x or in both, so only the discordant pairs are counted per row."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.isnan(x).any() or np.isnan(y).any() or len(np.unique(x)) < len(x):
+        return _kendall_rows(np.broadcast_to(x, perm.shape), y[perm])
+    ys = np.sort(y)
+    ytie = int(_tied_pairs(ys[None], np.concatenate([[True], ys[1:] != ys[:-1]])[None])[0])
+    tot = len(x) * (len(x) - 1) // 2
+    if ytie == tot:
+        return np.full(len(perm), np.nan)
+    dis = _inversions(y[perm][:, np.argsort(x, kind="stable")])
+    tau = (tot - 0 - ytie + 0 - 2 * dis) / np.sqrt(tot - 0) / np.sqrt(tot - ytie)
+    return np.minimum(1.0, np.maximum(-1.0, tau))
+
+
 def residualize(r: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     """Residuals of r (n,) after least squares on [1, covariates (n, k)]."""
     design = np.column_stack([np.ones(len(r)), covariates])
@@ -213,7 +229,7 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
             _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm]))
     tau = kendall if n <= 200 else _kendall_rows
     summary("tau", float(tau(x, y)), tau(x[boot], y[boot]) if n <= 200 else _kendall_resampled(x, y, boot),
-            tau(np.broadcast_to(x, (n_perm, n)), y[perm]))
+            tau(np.broadcast_to(x, (n_perm, n)), y[perm]) if n <= 200 else _kendall_permuted(x, y, perm))
     if covariates is not None:
         out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
     return out
