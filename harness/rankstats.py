@@ -116,7 +116,8 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x, y = np.atleast_2d(x), np.atleast_2d(y)
     x, y = np.broadcast_arrays(x, y)
     nan = np.isnan(x).any(-1) | np.isnan(y).any(-1)
-    x, y = np.where(nan[:, None], 0.0, x), np.where(nan[:, None], 0.0, y)
+    if nan.any():
+        x, y = np.where(nan[:, None], 0.0, x), np.where(nan[:, None], 0.0, y)
     n = x.shape[-1]
     order = np.lexsort((y, x), axis=-1)
     xs, ys = np.take_along_axis(x, order, -1), np.take_along_axis(y, order, -1)
@@ -132,6 +133,49 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         tau = (tot - xtie - ytie + ntie - 2 * dis) / np.sqrt(tot - xtie) / np.sqrt(tot - ytie)
     tau = np.where((xtie == tot) | (ytie == tot) | nan, np.nan, np.minimum(1.0, np.maximum(-1.0, tau)))
     return tau[0] if one else tau
+
+
+def _kendall_resampled(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """_kendall_rows(x[idx], y[idx]) from each resample's draw counts w (B, n) instead of sorting it: discordant
+    pairs of draws are w A w' with A[k, l] = [x_k < x_l][y_k > y_l] (one matrix product, exact in float64: integer
+    terms far below 2^53), tied pairs sum c (c - 1) / 2 over the draw counts c of each tie group. x, y (n,), idx (B, k)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.isnan(x).any() or np.isnan(y).any():
+        return _kendall_rows(x[idx], y[idx])
+    rows, k = idx.shape
+    offset = np.arange(rows)[:, None]
+
+    def tied(group: np.ndarray) -> np.ndarray:
+        width = int(group.max()) + 1
+        c = np.bincount((offset * width + group[idx]).ravel(), minlength=rows * width).reshape(rows, width)
+        return (c * (c - 1) // 2).sum(1)
+
+    n = len(x)
+    w = np.bincount((offset * n + idx).ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+    disc = ((x[:, None] < x[None, :]) & (y[:, None] > y[None, :])).astype(float)
+    dis = np.rint(((w @ disc) * w).sum(1)).astype(np.int64)
+    gx, gy = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
+    xtie, ytie, ntie = tied(gx), tied(gy), tied(np.unique(gx * (gy.max() + 1) + gy, return_inverse=True)[1])
+    tot = k * (k - 1) // 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = (tot - xtie - ytie + ntie - 2 * dis) / np.sqrt(tot - xtie) / np.sqrt(tot - ytie)
+    return np.where((xtie == tot) | (ytie == tot), np.nan, np.minimum(1.0, np.maximum(-1.0, tau)))
+
+
+def _kendall_permuted(x: np.ndarray, y: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """_kendall_rows(x, y[perm]) for each permutation (B, n) of y: where x has no ties, every row sorts by x alike
+    and has no pairs tied in x or in both, so only the discordant pairs are counted per row."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.isnan(x).any() or np.isnan(y).any() or len(np.unique(x)) < len(x):
+        return _kendall_rows(np.broadcast_to(x, perm.shape), y[perm])
+    ys = np.sort(y)
+    ytie = int(_tied_pairs(ys[None], np.concatenate([[True], ys[1:] != ys[:-1]])[None])[0])
+    tot = len(x) * (len(x) - 1) // 2
+    if ytie == tot:
+        return np.full(len(perm), np.nan)
+    dis = _inversions(y[perm][:, np.argsort(x, kind="stable")])
+    tau = (tot - 0 - ytie + 0 - 2 * dis) / np.sqrt(tot - 0) / np.sqrt(tot - ytie)
+    return np.minimum(1.0, np.maximum(-1.0, tau))
 
 
 def residualize(r: np.ndarray, covariates: np.ndarray) -> np.ndarray:
@@ -184,7 +228,8 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     summary("rho", float(_pearson(rx, ry)), _pearson(_resample_ranks(x, boot), _resample_ranks(y, boot)),
             _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm]))
     tau = kendall if n <= 200 else _kendall_rows
-    summary("tau", float(tau(x, y)), tau(x[boot], y[boot]), tau(np.broadcast_to(x, (n_perm, n)), y[perm]))
+    summary("tau", float(tau(x, y)), tau(x[boot], y[boot]) if n <= 200 else _kendall_resampled(x, y, boot),
+            tau(np.broadcast_to(x, (n_perm, n)), y[perm]) if n <= 200 else _kendall_permuted(x, y, perm))
     if covariates is not None:
         out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
     return out

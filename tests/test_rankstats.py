@@ -100,3 +100,27 @@ def test_resample_ranks_equal_ranking_each_resample():
     assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1))
     v[0, 0, 3] = np.nan
     assert np.array_equal(rankstats._resample_ranks(v, idx), stats.rankdata(v[..., idx], axis=-1), equal_nan=True)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_kendall_resampled_equals_scipy_on_each_resample(ties):
+    rng = np.random.default_rng(8)
+    n = 230
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    if ties:
+        x, y = np.round(x, 0), np.round(y, 1)
+    idx = np.vstack([rng.integers(0, n, size=(25, n)), np.zeros((1, n), int)])  # the last resample: one point n times
+    expected = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
+    assert np.array_equal(rankstats._kendall_resampled(x, y, idx), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("xties", [False, True])
+def test_kendall_permuted_equals_scipy_on_each_permutation(xties):
+    rng = np.random.default_rng(9)
+    n = 230
+    x, y = rng.normal(size=n), np.round(rng.normal(size=n), 1)
+    if xties:
+        x = np.round(x, 0)
+    perm = np.argsort(rng.random((25, n)), axis=1)
+    expected = [stats.kendalltau(x, y[p]).statistic for p in perm]
+    assert np.array_equal(rankstats._kendall_permuted(x, y, perm), expected)
