@@ -341,12 +341,12 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     model_tpl = _env().get_template("model.html.j2")
     order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
     dead = {c["task"] for c in ctx["dead"]}
+    members = {}
     for i, need_page, need_json in indices:
         res = data.results[i]
         name = res.model.name
         if need_json:
-            outs._write(f"models/{slug(name)}.json", res.model_dump_json())
-            outs.made += 1
+            members[i] = results_member(res)
         if not need_page:
             continue
         page = f"models/{slug(name)}.html"
@@ -387,7 +387,18 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
             **ctx, res=res, man=data.manifests.get(name, {}), board=board_of.get(name), slug_=slug(name), scores=scores,
             gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg))
         outs.made += 1
-    return outs.keys, outs.reused, outs.made
+    return outs.keys, outs.reused, outs.made, members
+
+
+RESULTS_DOWNLOAD = "data/results.jsonl.gz"
+
+
+def results_member(res: schema.ResultsFile) -> bytes:
+    """A model's results file as one JSON line in its own gzip member (mtime 0: the same bytes on every build);
+    members concatenate into one gzip stream, so the download is assembled from the parts that changed."""
+    import gzip
+
+    return gzip.compress((res.model_dump_json() + "\n").encode("utf-8"), compresslevel=1, mtime=0)
 
 
 def _columns_by(frame: pd.DataFrame, by: str) -> tuple[dict[str, list], dict[str, np.ndarray]]:
@@ -735,10 +746,13 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
               "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
               "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
     made_before, reused_before = outs.made, outs.reused
-    todo = []  # the pages and results JSON whose keys changed: only these are rendered, in worker processes if many
+    members: dict[int, bytes] = {}
+    todo = []  # the pages and results lines whose keys changed: only these are made, in worker processes if many
+    members_of = [(r.model.name, k) for r, k in zip(data.results, keys)]
+    need_members = set(outs.concat_need(RESULTS_DOWNLOAD, members_of))
     for i, r in enumerate(data.results):
         name = r.model.name
-        need_json = not outs.reuse(f"models/{slug(name)}.json", digest("json", keys[i]))
+        need_json = i in need_members
         need_page = not outs.reuse(f"models/{slug(name)}.html", digest(
             _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name)))
         if need_page or need_json:
@@ -748,27 +762,38 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
     chunks = [todo[i::workers] for i in range(workers)]
     if workers > 1:
+        import gc
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            for done in pool.map(_render_model_pages, chunks):
-                outs.merge(*done)
+        # the workers read this process's objects; frozen, the collector in a worker does not write to every one of
+        # them (which would copy the whole heap, page by page, into each worker)
+        gc.freeze()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                for done in pool.map(_render_model_pages, chunks):
+                    outs.merge(*done)
+                    members.update(done[3])
+        finally:
+            gc.unfreeze()
     else:
-        outs.merge(*_render_model_pages(chunks[0]))
+        done = _render_model_pages(chunks[0])
+        outs.merge(*done)
+        members.update(done[3])
     _PAGES = None
     BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
+    outs.concat(RESULTS_DOWNLOAD, members_of, members)
 
     phase("model pages")
-    # downloads: everything shown; every model's full results are models/<slug>.json, listed in data/models.json
+    # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
     data_key = lambda name: digest(site_key, name)
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
     outs.file("data/leaderboard.csv", data_key("leaderboard.csv"), csv(board))
     outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
-        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "results": f"../models/{slug(r.model.name)}.json",
-          "results_key": k} for r, k in zip(data.results, keys)], indent=0))
+        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": f"../models/{slug(r.model.name)}.html",
+          "results_key": k} for j, (r, k) in enumerate(zip(data.results, keys))], indent=0))
     for name, frame, key_of in (("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
                                 ("similarity", data.similarity, sim_keys)):
         outs.grouped_csv(f"data/{name}.csv", frame, "merge", key_of)

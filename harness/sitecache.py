@@ -194,7 +194,38 @@ class Outputs:
         self.keys[rel + "#groups"] = {"header": header.decode("utf-8"), "groups": rec}
         self.made += 1
 
-    def merge(self, keys: dict[str, str], reused: int, made: int) -> None:
+    def concat_need(self, rel: str, items: list[tuple[str, str]]) -> list[int]:
+        """Which of items ((name, key) of each part of rel, in order) concat will need made: those whose key is not
+        the one their bytes in the old rel were made from."""
+        old = self.old_keys.get(rel + "#parts")
+        parts = old if isinstance(old, dict) and os.path.isfile(self.out / rel) else {}
+        return [j for j, (name, key) in enumerate(items) if parts.get(name, [None])[0] != key]
+
+    def concat(self, rel: str, items: list[tuple[str, str]], made: dict[int, bytes]) -> None:
+        """rel holds the parts of items ((name, key), in order) back to back: made[j] for the parts concat_need
+        named, the old file's bytes for the others (each part's byte range is kept with the keys). For formats
+        whose parts concatenate, such as JSON lines or gzip members."""
+        old = self.old_keys.get(rel + "#parts")
+        if self.reuse(rel, digest(items)):
+            self.keys[rel + "#parts"] = old
+            return
+        parts = old if isinstance(old, dict) and os.path.isfile(self.out / rel) else {}
+        blob = (self.out / rel).read_bytes() if parts else b""
+        out, rec, off = [], {}, 0
+        for j, (name, key) in enumerate(items):
+            if j in made:
+                b = made[j]
+            else:
+                _, o, n = parts[name]
+                b = blob[o:o + n]
+            rec[name] = [key, off, len(b)]
+            off += len(b)
+            out.append(b)
+        self._write(rel, b"".join(out))
+        self.keys[rel + "#parts"] = rec
+        self.made += 1
+
+    def merge(self, keys: dict[str, str], reused: int, made: int, *_) -> None:
         """Take in what a worker process produced."""
         self.keys.update(keys)
         self.reused += reused

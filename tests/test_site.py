@@ -2,6 +2,7 @@
 only, greys the others with their reason, and shows the validity table."""
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_site_builds_and_escapes(tmp_path):
                        html.split('<section id="lm">')[0])
     assert order == ["mt-en-de", "mixed", "mono-en", "&lt;script&gt;alert(1)&lt;/script&gt;", "init-s0"]
     assert "47.50" in html and "98.33" in html
-    for f in ("style.css", "site.js", "analysis.html", "methods.html", "data/models.json", "data/ranks.js",
+    for f in ("style.css", "site.js", "analysis.html", "methods.html", "data/models.json", "data/ranks.js", "data/results.jsonl.gz",
               "data/leaderboard.csv", "data/merge_gaps.csv", "data/correlations.json", "data/rank_intervals.json",
               "data/validity.csv"):
         assert (tmp_path / "site" / f).is_file(), f
@@ -151,7 +152,7 @@ def test_rebuild_reuses_statistics_and_remakes_only_what_changed(tmp_path):
     out = tmp_path / "site"
     site.build(data(manifests), out, log=lambda *_: None)
     first, files = dict(site.BUILD_STATS), _tree(out)
-    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == 2 * len(results)  # page + JSON
+    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == len(results)
     site.build(data(manifests), out, log=lambda *_: None)
     assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 0
     assert _tree(out) == files
@@ -195,3 +196,19 @@ def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkey
         seen += rows
     assert sorted(seen) == sorted(scored)
     assert max(p.stat().st_size for p in pages) / 4 * real_rows < 2_000_000
+
+
+def test_results_download_holds_every_results_file_after_a_rebuild(tmp_path):
+    """data/results.jsonl.gz is one gzip stream of every results file, one per line, in the order of models.json;
+    after a rebuild with one more submission, the stream (old parts copied, the new one made) still decodes to
+    exactly the stored results."""
+    import gzip
+
+    out = tmp_path / "site"
+    for n in (3, 4):
+        results, sim, merges = family_and_merges(n, seed=7, failed=False)
+        site.build(site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges), out, log=lambda *_: None)
+        lines = gzip.decompress((out / "data" / "results.jsonl.gz").read_bytes()).decode("utf-8").splitlines()
+        assert [json.loads(x) for x in lines] == [r.model_dump(mode="json") for r in results]
+        index = json.loads((out / "data" / "models.json").read_text())
+        assert [m["model"] for m in index] == [r.model.name for r in results] == [json.loads(lines[m["line"] - 1])["model"]["name"] for m in index]
