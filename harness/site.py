@@ -818,4 +818,5 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}; "
         f"statistics {'reused' if hit else 'computed'}, {outs.made} files made, {outs.reused} unchanged")
     log("[site] phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
+    BUILD_STATS.update(phases=phases)
     return out / "index.html"
