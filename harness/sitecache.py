@@ -180,19 +180,8 @@ class Outputs:
             else:
                 for i in need:
                     chunks[i] = frame.iloc[starts[i]:ends[i]].to_csv(header=False, **kw).encode("utf-8")
-        parts, rec, off = [header], {}, len(header)
-        for i, (n, k) in enumerate(zip(names, keys)):
-            if i in chunks:
-                c = chunks[i]
-            else:
-                _, o, ln = old_groups[n]
-                c = old_bytes[o:o + ln]
-            rec[n] = [k, off, len(c)]
-            off += len(c)
-            parts.append(c)
-        self._write(rel, b"".join(parts))
+        rec = self._splice(rel, list(zip(names, keys)), chunks, old_groups, old_bytes, header)
         self.keys[rel + "#groups"] = {"header": header.decode("utf-8"), "groups": rec}
-        self.made += 1
 
     def concat_need(self, rel: str, items: list[tuple[str, str]]) -> list[int]:
         """Which of items ((name, key) of each part of rel, in order) concat will need made: those whose key is not
@@ -210,20 +199,25 @@ class Outputs:
             self.keys[rel + "#parts"] = old
             return
         parts = old if isinstance(old, dict) and os.path.isfile(self.out / rel) else {}
-        blob = (self.out / rel).read_bytes() if parts else b""
-        out, rec, off = [], {}, 0
+        self.keys[rel + "#parts"] = self._splice(rel, items, made, parts, (self.out / rel).read_bytes() if parts else b"")
+
+    def _splice(self, rel: str, items: list[tuple[str, str]], made: dict[int, bytes], old: dict, blob: bytes,
+                head: bytes = b"") -> dict:
+        """Write rel as head and the parts of items ((name, key), in order): made[j] where given, else the bytes of
+        the old file (blob) at the range old[name] = [key, offset, length]. Returns the new ranges by name."""
+        out, rec, off = [head], {}, len(head)
         for j, (name, key) in enumerate(items):
             if j in made:
                 b = made[j]
             else:
-                _, o, n = parts[name]
+                _, o, n = old[name]
                 b = blob[o:o + n]
             rec[name] = [key, off, len(b)]
             off += len(b)
             out.append(b)
         self._write(rel, b"".join(out))
-        self.keys[rel + "#parts"] = rec
         self.made += 1
+        return rec
 
     def merge(self, keys: dict[str, str], reused: int, made: int, *_) -> None:
         """Take in what a worker process produced."""

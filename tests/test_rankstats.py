@@ -77,14 +77,17 @@ def test_inversions_equal_a_pair_loop():
         assert rankstats._inversions(v).tolist() == brute
 
 
+def _xy(seed: int, n: int, ties: bool):
+    """(rng, n, x, y): two normal samples of n points, rounded to make ties when asked."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    return (rng, n, *((np.round(x, 0), np.round(y, 1)) if ties else (x, y)))
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_kendall_rows_equals_scipy_kendalltau(ties):
     """The vectorised tau-b for large n is scipy's, to the last bit, on bootstrap and permutation resamples."""
-    rng = np.random.default_rng(6)
-    n = 250
-    x, y = rng.normal(size=n), rng.normal(size=n)
-    if ties:
-        x, y = np.round(x, 0), np.round(y, 1)
+    rng, n, x, y = _xy(6, 250, ties)
     boot = rng.integers(0, n, size=(30, n))
     perm = np.argsort(rng.random((30, n)), axis=1)
     xs, ys = np.vstack([x[boot], np.broadcast_to(x, (30, n)), np.full((1, n), 3.0)]), np.vstack([y[boot], y[perm], y[None]])
@@ -104,11 +107,7 @@ def test_resample_ranks_equal_ranking_each_resample():
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_kendall_resampled_equals_scipy_on_each_resample(ties):
-    rng = np.random.default_rng(8)
-    n = 230
-    x, y = rng.normal(size=n), rng.normal(size=n)
-    if ties:
-        x, y = np.round(x, 0), np.round(y, 1)
+    rng, n, x, y = _xy(8, 230, ties)
     idx = np.vstack([rng.integers(0, n, size=(25, n)), np.zeros((1, n), int)])  # the last resample: one point n times
     expected = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
     assert np.array_equal(rankstats._kendall_resampled(x, y, idx), expected, equal_nan=True)
