@@ -212,3 +212,23 @@ def test_results_download_holds_every_results_file_after_a_rebuild(tmp_path):
         assert [json.loads(x) for x in lines] == [r.model_dump(mode="json") for r in results]
         index = json.loads((out / "data" / "models.json").read_text())
         assert [m["model"] for m in index] == [r.model.name for r in results] == [json.loads(lines[m["line"] - 1])["model"]["name"] for m in index]
+
+
+def test_a_build_that_stops_half_way_is_made_again_in_full(tmp_path, monkeypatch):
+    """Files are written in place; a build that fails after writing some of them leaves no keys, so the next
+    build makes every file again and ends with the same bytes as a build from nothing."""
+    results, sim, merges = family_and_merges(4, seed=2, failed=False)
+    data = lambda res: site.SiteData(suite=load_suite(), results=res, similarity=sim, merges=merges)
+    out = tmp_path / "inc"
+    site.build(data(results), out, log=lambda *_: None)
+    changed = [r.model_copy(update={"provenance": r.provenance.model_copy(update={"wall_s": 99.0})}) for r in results]
+    real = site.html_table
+    monkeypatch.setattr(site, "html_table", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError):
+        site.build(data(changed), out, log=lambda *_: None)
+    assert not (out / site.sitecache.KEYS).exists()
+    monkeypatch.setattr(site, "html_table", real)
+    site.build(data(changed), out, log=lambda *_: None)
+    assert site.BUILD_STATS["files_reused"] == 0
+    site.build(data(changed), tmp_path / "fresh", log=lambda *_: None)
+    assert _tree(out) == _tree(tmp_path / "fresh")
