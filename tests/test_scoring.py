@@ -76,3 +76,22 @@ def test_off_target_detection_offline():
     langs = scoring.detect_languages(["Im Anfang schuf Gott die Himmel und die Erde.", "В начале сотворил Бог небо и землю.",
                                       "في البدء خلق الله السموات والارض.", ""])
     assert langs == ["de", "ru", "ar", ""]
+
+
+@pytest.mark.parametrize("eps_smoothing", [False, True])
+def test_chrf_of_every_resample_is_sacrebleus(eps_smoothing):
+    """scoring.corpus_boot's vectorised chrF++ equals sacrebleu's own score of each resample to the last bit,
+    including orders with no hypothesis or reference n-grams and resamples of empty outputs."""
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF(word_order=2, eps_smoothing=eps_smoothing)
+    rng = np.random.default_rng(3)
+    hyp = rng.integers(0, 40, size=(60, metric.order))
+    ref = rng.integers(1, 40, size=(60, metric.order))
+    hyp[:6] = 0  # empty outputs
+    ref[10:12, -2:] = 0  # no reference word n-grams of the higher orders
+    match = np.minimum(hyp, ref) * rng.uniform(0, 1, size=hyp.shape) // 1
+    stats = np.stack([hyp, ref, match], axis=2).reshape(60, -1).astype(np.float64)
+    idx = np.vstack([rng.integers(0, 60, size=(200, 60)), np.zeros((1, 60), int), np.arange(60)[None]])
+    expected = np.array([metric._compute_score_from_stats(stats[i].sum(0).tolist()).score for i in idx])
+    assert np.array_equal(scoring.corpus_boot(metric, stats, idx), expected)
