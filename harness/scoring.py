@@ -57,8 +57,20 @@ def corpus_boot(metric, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
     from sacrebleu.metrics import CHRF
 
     if isinstance(metric, CHRF):
-        return chrf_from_stats(np.stack([stats[i].sum(0) for i in idx]), metric.order, metric.beta, metric.eps_smoothing)
+        return chrf_from_stats(resample_sums(stats, idx), metric.order, metric.beta, metric.eps_smoothing)
     return np.array([metric._compute_score_from_stats(stats[i].sum(0).tolist()).score for i in idx])
+
+
+def resample_sums(stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """stats[i].sum(0) for every resample i of idx (n_boot, n_docs) -> (n_boot, k). Counts (whole numbers, as
+    sacrebleu's n-gram statistics are) are summed as how often each document is drawn times its row, one matrix
+    product: exact, as every partial sum is a whole number below 2**53. Other values are summed row by row."""
+    stats = np.asarray(stats, dtype=np.float64)
+    if not (len(stats) and np.all(stats == np.round(stats)) and np.abs(stats).max() * idx.shape[1] < 2 ** 52):
+        return np.stack([stats[i].sum(0) for i in idx])
+    b = len(idx)
+    draws = np.bincount((np.arange(b)[:, None] * len(stats) + idx).ravel(), minlength=b * len(stats)).reshape(b, len(stats))
+    return draws.astype(np.float64) @ stats
 
 
 def chrf_from_stats(totals: np.ndarray, order: int, beta: float, eps_smoothing: bool) -> np.ndarray:

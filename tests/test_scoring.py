@@ -95,3 +95,12 @@ def test_chrf_of_every_resample_is_sacrebleus(eps_smoothing):
     idx = np.vstack([rng.integers(0, 60, size=(200, 60)), np.zeros((1, 60), int), np.arange(60)[None]])
     expected = np.array([metric._compute_score_from_stats(stats[i].sum(0).tolist()).score for i in idx])
     assert np.array_equal(scoring.corpus_boot(metric, stats, idx), expected)
+
+
+def test_resample_sums_equal_summing_each_resample():
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 500, size=(80, 18)).astype(np.float64)
+    idx = rng.integers(0, 80, size=(300, 80))
+    assert np.array_equal(scoring.resample_sums(counts, idx), np.stack([counts[i].sum(0) for i in idx]))
+    frac = rng.normal(size=(80, 3))  # not counts: summed row by row, as before
+    assert np.array_equal(scoring.resample_sums(frac, idx), np.stack([frac[i].sum(0) for i in idx]))
