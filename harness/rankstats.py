@@ -227,9 +227,7 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     rx, ry = _rank(x), _rank(y)  # a permutation's ranks are the permuted ranks; resamples rank by counting
     summary("rho", float(_pearson(rx, ry)), _pearson(_resample_ranks(x, boot), _resample_ranks(y, boot)),
             _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm]))
-    tau = kendall if n <= 200 else _kendall_rows
-    summary("tau", float(tau(x, y)), tau(x[boot], y[boot]) if n <= 200 else _kendall_resampled(x, y, boot),
-            tau(np.broadcast_to(x, (n_perm, n)), y[perm]) if n <= 200 else _kendall_permuted(x, y, perm))
+    summary("tau", float(_kendall_rows(x, y)), _kendall_resampled(x, y, boot), _kendall_permuted(x, y, perm))
     if covariates is not None:
         out.update(partial_correlate(x, y, covariates, seed, n_boot, n_perm))
     return out
