@@ -19,9 +19,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from . import analysis, inference, plots, report, schema, scoring, validity
+from . import analysis, inference, plots, report, schema, scoring, sitecache, validity
 from .provenance import git_hash, now_utc
-from . import sitecache
 from .sitecache import Outputs, cached, code_digest, digest, frame_digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,27 +129,12 @@ def _score_row(task: str, m: schema.ResultRow, dead: str) -> str:
             f'<td class="num{dead}">{m.n}</td><td class="num sig{dead}">{_esc(m.signature or "")}</td></tr>')
 
 
-def _greyed(dead: bool, cells: list) -> list:
-    """html_table cells with the 'dead' class added when their task is not live."""
-    if not dead:
-        return cells
-    return [(c[0], f"{c[1]} dead") if isinstance(c, tuple) else (c, "dead") for c in cells]
-
-
 def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
     """Per merge: the mean relative gap (%) against its constituent experts."""
     e = gaps[gaps["reference"] == "expert"].dropna(subset=["rel_gap_pct"])
     return e.groupby("merge")["rel_gap_pct"].mean().to_dict()
 
 
-def _group(records: list[dict], key: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in records:
-        out.setdefault(r[key], []).append(r)
-    return out
-
-
-# -- derived tables ----------------------------------------------------------------------------------
 def _task_samples(tv, g: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, rng, n_boot: int,
                   idx_of: dict) -> np.ndarray:
     """(models of g, n_boot) bootstrap samples of one task's shown metric: the paired bootstrap over documents
