@@ -67,12 +67,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b along the last axis: sum_{i<j} s_x s_y / sqrt(sum s_x^2 sum s_y^2), s = sign of differences."""
-    i, j = np.triu_indices(x.shape[-1], 1)
-    sx, sy = np.sign(x[..., i] - x[..., j]), np.sign(y[..., i] - y[..., j])
-    den = np.sqrt((sx * sx).sum(-1) * (sy * sy).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (sx * sy).sum(-1) / np.where(den > 0, den, 1), np.nan)
+    """Kendall's tau-b along the last axis (_kendall_rows: O(n log n) per row, scipy's value to the last bit)."""
+    return _kendall_rows(x, y)
 
 
 def _inversions(v: np.ndarray) -> np.ndarray:
@@ -107,7 +103,7 @@ def _tied_pairs(s: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """kendall for large n in O(n log n) per row, all rows at once: tau-b from counts as Knight (1966) computes it
+    """Kendall's tau-b in O(n log n) per row, all rows at once: tau-b from counts as Knight (1966) computes it
     (and scipy.stats.kendalltau, to the last bit): sort by (x, y), count discordant pairs as the inversions of y,
     pairs tied in x, in y and in both; (tot - xtie - ytie + ntie - 2 dis) / sqrt(tot - xtie) / sqrt(tot - ytie),
     NaN where x or y is constant or a row holds a NaN. x, y: (n,) or (R, n)."""
@@ -213,7 +209,7 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
     out.update({k: None for k in keys})
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
-    if n > 200:  # the (B, n, n) sign arrays of vectorised Kendall grow with n^2: fewer resamples, scipy per row
+    if n > 200:  # 200 resamples above 200 points (set when Kendall grew with n^2; kept, so published intervals stay)
         n_boot, n_perm = min(n_boot, 200), min(n_perm, 200)
     rng = np.random.default_rng(seed)
     boot = rng.integers(0, n, size=(n_boot, n))

@@ -525,11 +525,10 @@ def _scatter_fits(tables: dict, suite: dict) -> list[tuple]:
     return out
 
 
-def _inputs_key(data: SiteData, keys: list[str]) -> str:
+def _inputs_key(data: SiteData, keys: list[str], docs_keys: dict[str, str]) -> str:
     """sha256 of everything the statistics read: the code, every results file, per-document statistics, merges,
     similarity, neuron and movement rows, the suite."""
-    docs = {m: digest(d.model_dump_json()) for m, d in sorted(data.docs.items())}
-    return digest(code_digest(*STATS_CODE), keys, docs, data.merges, frame_digest(data.similarity),
+    return digest(code_digest(*STATS_CODE), keys, docs_keys, data.merges, frame_digest(data.similarity),
                   frame_digest(data.neurons), frame_digest(data.movement), data.suite)
 
 
@@ -555,7 +554,8 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     suite = data.suite
     folder = stats_folder(out)
     keys = list(data.result_keys) if data.result_keys else [digest(r.model_dump_json()) for r in data.results]
-    key = _inputs_key(data, keys)
+    docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
+    key = _inputs_key(data, keys, docs_keys)
     phase("input hashes")
     ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
     df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
@@ -572,7 +572,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
-    docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
+    page_code = code_digest(*PAGE_CODE)  # the templates, static files and the code that computes what pages show
     family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
     own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
@@ -604,7 +604,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     board_models = list(board.index)
     parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models],
-                              lambda j: _board_parts(board_row(board_models[j])), version=code_digest(*PAGE_CODE))
+                              lambda j: _board_parts(board_row(board_models[j])), version=page_code)
     board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
                   for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
@@ -682,11 +682,9 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     env = _env()
     outs = Outputs(out)
-    for sub in ("models", "data", "method"):
-        (out / sub).mkdir(exist_ok=True)
     # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
     # is unchanged keeps the time it was built
-    page_key = digest(code_digest(*PAGE_CODE), {k: v for k, v in ctx.items() if k not in ("built", "git")})
+    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
     site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
                       data.method_specs)
     pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
@@ -726,7 +724,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     paired_cols, paired_rows_of = _columns_by(paired, "merge")
     sim_cols, sim_rows_of = _columns_by(data.similarity, "merge")
     _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
-              "page_key": digest(code_digest(*PAGE_CODE), family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
+              "page_key": digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
               "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
               "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
     made_before, reused_before = outs.made, outs.reused
@@ -755,15 +753,15 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         gc.freeze()
         try:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                for done in pool.map(_render_model_pages, chunks):
-                    outs.merge(*done)
-                    members.update(done[3])
+                for keys_, reused, made, got in pool.map(_render_model_pages, chunks):
+                    outs.merge(keys_, reused, made)
+                    members.update(got)
         finally:
             gc.unfreeze()
     else:
-        done = _render_model_pages(chunks[0])
-        outs.merge(*done)
-        members.update(done[3])
+        keys_, reused, made, got = _render_model_pages(chunks[0])
+        outs.merge(keys_, reused, made)
+        members.update(got)
     _PAGES = None
     BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
     outs.concat(RESULTS_DOWNLOAD, members_of, members)

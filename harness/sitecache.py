@@ -1,7 +1,8 @@
 """The site build's incremental cache: statistics stored under the sha256 of their inputs (and of the code that
-computes them), and the key every output file was produced from, kept beside the build, so that an output whose
-key is unchanged is hard-linked from the previous build instead of rendered again (content-addressed
-memoisation, as in build systems such as Bazel or Nix: a result is named by what it was computed from)."""
+computes them), per-model pieces (tidy rows, leaderboard cells) kept by each model's key, and the key every output
+file was produced from, so that an output whose key is unchanged is left as it is instead of rendered again
+(content-addressed memoisation, as in build systems such as Bazel or Nix: a result is named by what it was
+computed from)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def code_digest(*names: str) -> str:
     return digest(*[f.read_bytes() for f in files])
 
 
-def cached(folder: Path, name: str, key: str, compute: Callable[[], object], log=None):
+def cached(folder: Path, name: str, key: str, compute: Callable[[], object]):
     """compute() once per key: its value is pickled at folder/name-key.pkl and read back when the key recurs.
     Returns (value, hit)."""
     path = folder / f"{name}-{key}.pkl"
@@ -80,7 +81,7 @@ class Outputs:
     produce. Nothing is linked or copied: a rebuild after one new submission touches only what changed."""
 
     def __init__(self, out: Path):
-        self.out = self.new = out
+        self.out = out
         keys, aside = out / KEYS, out / (KEYS + ".building")
         try:
             self.old_keys = json.loads(keys.read_text(encoding="utf-8"))
@@ -99,7 +100,7 @@ class Outputs:
     def child(self) -> "Outputs":
         """An Outputs over the same folder and previous keys with nothing recorded yet (for a worker)."""
         c = Outputs.__new__(Outputs)
-        c.out, c.new, c.old_keys, c.keys, c.reused, c.made = self.out, self.new, self.old_keys, {}, 0, 0
+        c.out, c.old_keys, c.keys, c.reused, c.made = self.out, self.old_keys, {}, 0, 0
         return c
 
     def reuse(self, rel: str, key: str) -> bool:
@@ -110,19 +111,20 @@ class Outputs:
             return True
         return False
 
-    def _write(self, rel: str, data: bytes | str) -> None:
-        """rel holds data: written in place when this folder had no such file (nothing to protect; without the
-        keys, a half-written build is made again), else through a temporary file renamed over the old one."""
+    def _put(self, rel: str, write: Callable[[Path], None]) -> None:
+        """rel is written by write(path): in place when this folder had no such file (nothing to protect; without
+        the keys, a half-written build is made again), else to a temporary file renamed over the old one."""
         path = self.out / rel
         if path.parent != self.out and not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if rel in self.old_keys else path
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}") if rel in self.old_keys else path
+        write(tmp)
         if tmp != path:
             os.replace(tmp, path)
+
+    def _write(self, rel: str, data: bytes | str) -> None:
+        """rel holds data (text as UTF-8), written by _put."""
+        self._put(rel, lambda p: p.write_text(data, encoding="utf-8") if isinstance(data, str) else p.write_bytes(data))
 
     def text(self, rel: str, key: str, produce: Callable[[], str]) -> None:
         """rel holds produce()'s text, made only when key is new."""
@@ -131,13 +133,9 @@ class Outputs:
             self.made += 1
 
     def file(self, rel: str, key: str, write: Callable[[Path], None]) -> None:
-        """rel is written by write(path) (to a temporary path renamed over rel), called only when key is new."""
+        """rel is written by write(path) (through _put), called only when key is new."""
         if not self.reuse(rel, key):
-            path = self.out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-            write(tmp)
-            os.replace(tmp, path)
+            self._put(rel, write)
             self.made += 1
 
     def grouped_csv(self, rel: str, frame: pd.DataFrame, by: str, key_of: dict[str, str]) -> None:
@@ -219,7 +217,7 @@ class Outputs:
         self.made += 1
         return rec
 
-    def merge(self, keys: dict[str, str], reused: int, made: int, *_) -> None:
+    def merge(self, keys: dict[str, str], reused: int, made: int) -> None:
         """Take in what a worker process produced."""
         self.keys.update(keys)
         self.reused += reused
@@ -243,8 +241,8 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict]
     reused keys come back as one block); string cells come back as str or None in object arrays. version: the
     digest of the code that makes blocks (a table of another version is not reused)."""
     path = folder / f"{name}.npz"
-    old = _load_table(path, strings)
-    if old is not None and str(old.get("version", "")) != version:
+    old = _load_npz(path, version, {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings})
+    if old is not None and not all(f"col_{c}" in old for c in old["columns"].tolist()):
         old = None
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
     vocab = {c: old["vocab_" + c].tolist() for c in strings} if old else {c: [] for c in strings}
@@ -293,16 +291,11 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict]
                 coded[j][c] = col[start:start + n]
                 start += n
     if old is None or old["keys"].tolist() != list(keys):
-        folder.mkdir(parents=True, exist_ok=True)
         cols = list(coded[0]) if coded else []
-        arrays = {"version": np.array(version), "keys": np.array(keys, dtype=str), "lens": np.array(lens, dtype=np.int64),
-                  "starts": np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens else np.zeros(0, np.int64),
-                  "columns": np.array(cols, dtype=str),
-                  **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
-                  **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings}}
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        _save_npz(path, version, keys=np.array(keys, dtype=str), lens=np.array(lens, dtype=np.int64),
+                  starts=np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens else np.zeros(0, np.int64),
+                  columns=np.array(cols, dtype=str), **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
+                  **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings})
     return out
 
 
@@ -311,15 +304,23 @@ def _decode(codes: np.ndarray, vocab: list) -> np.ndarray:
     return np.array(vocab + [None], dtype=object)[codes]
 
 
-def _load_table(path: Path, strings: tuple[str, ...]) -> dict | None:
-    """blocks' table as saved, or None when there is none or it is not one (then every block is made again)."""
+def _load_npz(path: Path, version: str, need: set[str]) -> dict | None:
+    """The arrays of a cache table saved by _save_npz (read without pickle), or None when there is none, it was made
+    by another version of the code, or it lacks one of `need` (then every piece is made again)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             t = {k: z[k] for k in z.files}
-        need = {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings}
-        return t if need <= set(t) and all(f"col_{c}" in t for c in t["columns"].tolist()) else None
     except (OSError, ValueError, KeyError, EOFError):
         return None
+    return t if str(t.get("version", "")) == version and need <= set(t) else None
+
+
+def _save_npz(path: Path, version: str, **arrays: np.ndarray) -> None:
+    """A cache table: the arrays and the code version they were made by, written to a temporary file and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, version=np.array(version), **arrays)
+    os.replace(tmp, path)
 
 
 def strings(folder: Path, name: str, keys: list[str], make: Callable[[int], list[str]], version: str = "") -> list[list[str]]:
@@ -327,13 +328,7 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[int], list
     the previous call taken back instead of made again: kept in folder/name.npz as UTF-8 bytes with offsets (read
     without pickle). For pieces of HTML that depend on one model only (a leaderboard row without its rank)."""
     path = folder / f"{name}.npz"
-    old = None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["version"]) == version:
-                old = {k: z[k] for k in ("keys", "offsets", "data")}
-    except (OSError, ValueError, KeyError, EOFError):
-        old = None
+    old = _load_npz(path, version, {"keys", "offsets", "data"})
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
     blob = old["data"].tobytes() if old else b""
     out = []
@@ -349,9 +344,6 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[int], list
         lens = np.array([[len(b) for b in p] for p in encoded], dtype=np.int64).reshape(len(encoded), width)
         offsets = np.concatenate([np.zeros((len(encoded), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
         offsets += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(encoded) else 0
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, version=np.array(version), keys=np.array(keys, dtype=str), offsets=offsets,
-                 data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
-        os.replace(tmp, path)
+        _save_npz(path, version, keys=np.array(keys, dtype=str), offsets=offsets,
+                  data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
     return out
