@@ -298,15 +298,16 @@ def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = 
     rho, pv = stats.spearmanr(x, y)
     rng = np.random.default_rng(seed)
     grid = np.linspace(x.min(), x.max(), 12)
-    preds, rhos = [], []
     draws = np.array([rng.integers(0, len(x), len(x)) for _ in range(n_boot)])
     draws = draws[(np.ptp(x[draws], axis=1) != 0) & (np.ptp(y[draws], axis=1) != 0)]   # a constant resample: skipped
-    rx, ry = rankstats._resample_ranks(x, draws), rankstats._resample_ranks(y, draws)
-    for i, ri, si in zip(draws, rx, ry):
-        b, a = np.polyfit(x[i], y[i], 1)
-        preds.append(a + b * grid)
-        rhos.append(np.corrcoef(np.vstack((ri, si)))[1, 0])  # stats.spearmanr(x[i], y[i]).statistic, from the ranks
-    preds = np.array(preds)
+    # every resample's least-squares line at once (slope = centred cross product / centred sum of squares: the fit
+    # np.polyfit(x[i], y[i], 1) makes, to rounding) and its Spearman rho from the resample's ranks
+    bx, by = x[draws], y[draws]
+    cx, cy = bx - bx.mean(1, keepdims=True), by - by.mean(1, keepdims=True)
+    b = (cx * cy).sum(1) / (cx * cx).sum(1)
+    a = by.mean(1) - b * bx.mean(1)
+    preds = a[:, None] + b[:, None] * grid
+    rhos = rankstats._pearson(rankstats._resample_ranks(x, draws), rankstats._resample_ranks(y, draws))
     out.update(slope=float(slope), intercept=float(intercept), rho=float(rho), p_value=float(pv),
                rho_lo=float(np.nanpercentile(rhos, 2.5)), rho_hi=float(np.nanpercentile(rhos, 97.5)),
                band=[(float(g), float(lo), float(hi)) for g, lo, hi in

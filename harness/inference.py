@@ -176,7 +176,11 @@ def set_diagnostics(diag: pd.DataFrame, merges: dict[str, list[str]]) -> pd.Data
     cols = [c for c in diag.columns if SET_DIAGNOSTIC.match(c)]
     d = diag[cols].copy()
     d["set"] = [set_key(merges[m]) if m in merges else None for m in d.index]
-    return d.dropna(subset=["set"]).groupby("set").mean()
+    g = d.dropna(subset=["set"]).groupby("set")
+    lo, hi = g.min(), g.max()
+    # where every merge of a set holds the same value (a property of the constituents), that value itself: a mean of
+    # k equal floats can differ from it in the last bit, and would change with every new merge of the set
+    return g.mean().where(lo != hi, lo)
 
 
 def set_points(mgaps: pd.DataFrame) -> pd.DataFrame:
@@ -186,11 +190,18 @@ def set_points(mgaps: pd.DataFrame) -> pd.DataFrame:
     return (mgaps.groupby(["arm", "method", "set"]).agg(gap=("gap", "mean"), merges=("merge", "count")).reset_index())
 
 
-def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariates: pd.DataFrame | None = None) -> pd.DataFrame:
+def _call(fn, *args):
+    """fn(*args): the memo of a caller that keeps no cache (a site build passes sitecache.Memo)."""
+    return fn(*args)
+
+
+def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariates: pd.DataFrame | None = None,
+                 memo=_call) -> pd.DataFrame:
     """Tidy: per arm and diagnostic, one row per method with at least MIN_SETS sets (Spearman over sets, bootstrap
     interval over sets, permutation p-value, and the partial rho on the set's covariates where given), and one
     pooled row over those methods ('all methods': rankstats.stratified_spearman over the sets they all cover).
-    n is always the number of independent constituent sets."""
+    n is always the number of independent constituent sets. memo(fn, *args) calls each correlation (a cache
+    keeps those whose points are unchanged)."""
     rows = []
     if points.empty or sdiag.empty:
         return pd.DataFrame(rows)
@@ -203,17 +214,17 @@ def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariate
                 pts = pd.DataFrame({"x": x, "y": wide[m]}).dropna()
                 if covariates is not None:
                     pts = pts.join(covariates)
-                c = rankstats.correlate(pts.x.to_numpy(), pts.y.to_numpy(), seed)
+                c = memo(rankstats.correlate, pts.x.to_numpy(), pts.y.to_numpy(), seed)
                 part = {}
                 if covariates is not None and len(pts.dropna()) >= 6:
                     cv = pts.dropna()
-                    part = rankstats.partial_correlate(cv.x.to_numpy(), cv.y.to_numpy(), cv[list(covariates.columns)].to_numpy(), seed)
+                    part = memo(rankstats.partial_correlate, cv.x.to_numpy(), cv.y.to_numpy(), cv[list(covariates.columns)].to_numpy(), seed)
                 rows.append({"arm": arm, "diagnostic": d, "method": m, "n": c["n"], "merges": int(pa[pa.method == m].set_index("set").loc[pts.index, "merges"].sum()),
                              **{k: c[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p", "tau", "tau_lo", "tau_hi", "tau_p")},
                              **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})
             common = wide[methods].join(x.rename("x")).dropna() if methods else pd.DataFrame()
             if len(methods) >= 2 and len(common) >= MIN_SETS:
-                s = rankstats.stratified_spearman(common["x"].to_numpy(), common[methods].to_numpy().T, seed)
+                s = memo(rankstats.stratified_spearman, common["x"].to_numpy(), common[methods].to_numpy().T, seed)
                 rows.append({"arm": arm, "diagnostic": d, "method": POOLED, "n": s["n"],
                              "merges": int(pa[pa.method.isin(methods) & pa.set.isin(common.index)]["merges"].sum()),
                              **{k: s[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p")}, "strata": s["strata"]})
@@ -235,7 +246,7 @@ def detected(lo, hi, p=None) -> str:
     return "detected"
 
 
-def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
+def power_table(points: pd.DataFrame, seed: int, memo=_call) -> list[dict]:
     """Per arm and method with at least MIN_SETS sets: n of sets and the smallest population Spearman correlation
     the set-level test detects at 80% power (two-sided, 5%), by simulation (rankstats.detectable_rho)."""
     out = []
@@ -244,7 +255,7 @@ def power_table(points: pd.DataFrame, seed: int) -> list[dict]:
     for (arm, m), g in points.groupby(["arm", "method"]):
         n = int(g["gap"].notna().sum())
         if n >= MIN_SETS:
-            out.append({"arm": arm, "method": m, "n_sets": n, "detectable_rho": rankstats.detectable_rho(n, seed)})
+            out.append({"arm": arm, "method": m, "n_sets": n, "detectable_rho": memo(rankstats.detectable_rho, n, seed)})
     return out
 
 
@@ -270,14 +281,15 @@ def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dic
 
 
 def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int,
-           scored_rows: pd.DataFrame | None = None, merge_cov: pd.DataFrame | None = None) -> dict:
+           scored_rows: pd.DataFrame | None = None, merge_cov: pd.DataFrame | None = None, memo=_call) -> dict:
     """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power.
-    scored_rows: analysis.scored(df, tasks), merge_cov: analysis.merge_covariates(merges), where the caller has them."""
+    scored_rows: analysis.scored(df, tasks), merge_cov: analysis.merge_covariates(merges), where the caller has them;
+    memo: see correlations."""
     tg = merge_task_gaps(df, merges, tasks)
     mg = merge_arm_gaps(tg)
     pts = set_points(mg)
     sd = set_diagnostics(diag, merges)
     cov = set_covariates(merges, merge_cov) if merges else None
-    corr = correlations(pts, sd, seed, cov)
+    corr = correlations(pts, sd, seed, cov, memo)
     return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
-            "power": power_table(pts, seed), "headline": headline(corr)}
+            "power": power_table(pts, seed, memo), "headline": headline(corr)}

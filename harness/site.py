@@ -5,6 +5,8 @@ at build time, never stored. The build writes in place, only the files whose inp
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -135,59 +137,86 @@ def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
     return e.groupby("merge")["rel_gap_pct"].mean().to_dict()
 
 
-def _task_samples(tv, g: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, rng, n_boot: int,
-                  idx_of: dict) -> np.ndarray:
-    """(models of g, n_boot) bootstrap samples of one task's shown metric: the paired bootstrap over documents
-    where the model's per-document statistics hold it (bits per byte, chrF++, XMI), else a normal with the row's
-    stderr. Every model of a task is resampled on the same document indices."""
-    value = g["value"].to_numpy(dtype=float)[:, None]
-    stderr = pd.to_numeric(g["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float)[:, None]
-    samples = value + stderr * rng.standard_normal((len(g), n_boot))
-    for k, m in enumerate(g["model"] if docs else ()):
-        d = docs.get(m)
-        if d is None or tv.task not in d.tasks:
+def _model_seed(seed: int, model: str) -> list[int]:
+    """The seed of one model's draws: the suite's seed and the model's name, so a model's resamples do not depend
+    on which other models are in the build (a new submission leaves every other model's draws as they were)."""
+    return [seed, int.from_bytes(hashlib.sha256(model.encode("utf-8")).digest()[:8], "little")]
+
+
+def score_samples(s: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, tasks: dict,
+                  n_boot: int = RANK_BOOT, chunk: int = 500) -> tuple[list[str], np.ndarray]:
+    """(models, (len(models), n_boot)): each model's babel score under the bootstrap, -inf without a live task.
+
+    s: analysis.scored rows. Each live task's shown metric is resampled: the bootstrap over documents where the
+    model's per-document statistics hold it (bits per byte, chrF++, XMI; every model of a task on the same document
+    indices), else a normal with the row's standard error, drawn from the model's own generator (_model_seed). It is
+    normalized exactly as on the leaderboard (analysis.normalized, floor and expert at their point estimates; a
+    translation score without signal of its own capped at 0), and a resample's babel score is the mean over the
+    model's live tasks. A model's row depends on its own rows, the task table and the seed only; models are done
+    `chunk` at a time (the resamples of 10,000 models at once would take gigabytes).
+    """
+    models = sorted(s["model"].unique())
+    live = s[s["live"].to_numpy(dtype=bool)].sort_values(["model", "task"], kind="stable")
+    model = live["model"].to_numpy(dtype=object)
+    cols = (live["task"].to_numpy(dtype=object), live["value"].to_numpy(dtype=float),
+            pd.to_numeric(live["stderr"], errors="coerce").fillna(0.0).to_numpy(dtype=float), live["credited"].to_numpy(dtype=bool))
+    starts = np.flatnonzero(np.r_[True, model[1:] != model[:-1]]) if len(model) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(model)]
+    out = np.full((len(models), n_boot), -np.inf)
+    row_of = {m: i for i, m in enumerate(models)}
+    idx_of: dict[int, np.ndarray] = {}
+    for c in range(0, len(starts), chunk):
+        lo, hi = starts[c], ends[min(c + chunk, len(starts)) - 1]
+        part = slice(lo, hi)
+        sums = _live_samples(model[part], *(x[part] for x in cols), starts[c:c + chunk] - lo, docs, suite, tasks, n_boot, idx_of)
+        at = np.array([row_of[m] for m in model[starts[c:c + chunk]]], dtype=np.intp)
+        out[at] = sums / (ends[c:c + chunk] - starts[c:c + chunk])[:, None]
+    return models, out
+
+
+def _live_samples(model, task, value, stderr, credited, starts, docs, suite, tasks, n_boot, idx_of) -> np.ndarray:
+    """(len(starts), n_boot): per model (its live rows from starts on, consecutive), the sum over its live tasks
+    of each resample's normalized score (score_samples)."""
+    bounds = np.r_[starts, len(model)]
+    samples = np.empty((len(model), n_boot))
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        samples[a:b] = np.random.default_rng(_model_seed(suite["seed"], model[a])).standard_normal((b - a, n_boot))
+    samples *= stderr[:, None]
+    samples += value[:, None]
+    for k in (np.flatnonzero([m in docs for m in model]) if docs else ()):
+        tv, td = tasks[task[k]], docs[model[k]].tasks.get(task[k])
+        if td is None:
             continue
-        td = d.tasks[tv.task]
-        n = len(td.ids)
-        idx = idx_of.setdefault(n, scoring.bootstrap_indices(n, suite["seed"], n_boot))
+        idx = idx_of.setdefault(len(td.ids), scoring.bootstrap_indices(len(td.ids), suite["seed"], n_boot))
         if tv.metric in ("bits_per_byte", "chrf++") and (td.ll if tv.kind == "lm" else td.stats) is not None:
             samples[k] = analysis._boot_primary(tv.kind, td, idx, suite, tv.language)[1]
         elif tv.metric == "xmi" and (x := validity.xmi_boot(td, idx)) is not None:
             samples[k] = x
-    return samples
+    for t, rows in pd.Series(np.arange(len(task))).groupby(task).indices.items():
+        tv = tasks[t]
+        norm = analysis.normalized(samples[rows], tv.floor_value, tv.expert_value, tv.higher_is_better)
+        samples[rows] = np.where(credited[rows, None], norm, np.minimum(norm, 0.0))
+    return np.add.reduceat(samples, starts, axis=0)
 
 
-def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, tasks: dict,
-                   n_boot: int = RANK_BOOT, scored: pd.DataFrame | None = None) -> dict:
-    """95% interval of each model's leaderboard rank under the bootstrap.
-
-    Each live task's shown metric is resampled (_task_samples) and normalized exactly as on the leaderboard
-    (analysis.normalized, floor and expert at their point estimates; a translation score without signal of its
-    own capped at 0); the babel score of a resample is the mean over the model's live tasks, and ranks are taken
-    per resample (a model without a live task ranks last). tasks: task -> validity.TaskValidity.
-    """
-    s = analysis.scored(df, tasks) if scored is None else scored
-    models = sorted(s["model"].unique())
+def ranks_of(models: list[str], samples: np.ndarray) -> dict:
+    """95% interval of each model's rank over the columns of samples ((models, n_boot) scores, higher is better;
+    ties ranked in the order of models)."""
     if not models:
         return {}
-    rng = np.random.default_rng(suite["seed"])
-    row_of = {m: i for i, m in enumerate(models)}
-    idx_of: dict[int, np.ndarray] = {}
-    total = np.zeros((len(models), n_boot))
-    counts = np.zeros((len(models), 1))
-    for task, g in s[s["live"]].groupby("task"):
-        tv = tasks[task]
-        rows = np.array([row_of[m] for m in g["model"]])
-        norm = analysis.normalized(_task_samples(tv, g, docs, suite, rng, n_boot, idx_of), tv.floor_value,
-                                   tv.expert_value, tv.higher_is_better)
-        total[rows] += np.where(g["credited"].to_numpy(dtype=bool)[:, None], norm, np.minimum(norm, 0.0))
-        counts[rows] += 1
-    scores = np.where(counts > 0, total / np.maximum(counts, 1), -np.inf)
-    order = (-scores).argsort(0, kind="stable")  # models best first, per resample
+    order = (-samples).argsort(0, kind="stable")  # models best first, per resample
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, len(models) + 1)[:, None], order.shape), axis=0)
     lo, hi = np.percentile(ranks, [2.5, 97.5], axis=1).astype(int)
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
+
+
+def rank_intervals(df: pd.DataFrame, docs: dict[str, schema.DocsFile], suite: dict, tasks: dict,
+                   n_boot: int = RANK_BOOT, scored: pd.DataFrame | None = None) -> dict:
+    """95% interval of each model's leaderboard rank under the bootstrap (score_samples, then ranks_of; a model
+    without a live task ranks last). tasks: task -> validity.TaskValidity."""
+    s = analysis.scored(df, tasks) if scored is None else scored
+    return ranks_of(*score_samples(s, docs, suite, tasks, n_boot))
 
 
 METRIC_LABEL = {"bits_per_byte": "bpb", "chrf++": "chrF++", "xmi": "XMI", "bleu": "BLEU"}
@@ -483,9 +512,26 @@ STATS_CODE = ("site.py", "analysis.py", "inference.py", "rankstats.py", "replica
 PAGE_CODE = STATS_CODE + ("../site/templates", "../site/static")
 
 
-def _statistics(data: SiteData, df: pd.DataFrame) -> dict:
+def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Path | None,
+                  model_keys: dict[str, str] | None) -> tuple[list[str], np.ndarray]:
+    """score_samples of every scored model; with a folder, each model's row is kept there (sitecache.rows) by the
+    key of its inputs (model_keys: its results and per-document statistics), the task table and the seed, so a
+    new submission draws only its own row."""
+    if folder is None or model_keys is None:
+        return score_samples(scored, data.docs, data.suite, tasks)
+    models = sorted(scored["model"].unique())
+    table = digest([dataclasses.asdict(tv) for tv in tasks.values()], data.suite["seed"], RANK_BOOT)
+    keys = [digest(table, m, model_keys.get(m)) for m in models]
+    make = lambda idx: score_samples(scored[scored["model"].isin([models[i] for i in idx])], data.docs, data.suite, tasks)[1]
+    return models, sitecache.rows(folder, "rank-samples", keys, make, version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
+
+
+def _statistics(data: SiteData, df: pd.DataFrame, memo=inference._call, folder: Path | None = None,
+                model_keys: dict[str, str] | None = None) -> dict:
     """Every statistic the site derives from its inputs (tables, rank intervals, set-level inference, fitted
-    scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs."""
+    scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs. Within it, each
+    set-level correlation and fitted scatter goes through memo(fn, *args), by the content hash of its own inputs,
+    and each model's bootstrap scores are kept in folder by model_keys (_rank_samples)."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
     scored = analysis.scored(df, tasks)
@@ -493,23 +539,23 @@ def _statistics(data: SiteData, df: pd.DataFrame) -> dict:
     merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
     gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
-    ranks = rank_intervals(df, data.docs, suite, tasks, scored=scored) if not df.empty else {}
+    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys)) if not df.empty else {}
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
-                       gaps=merge_gaps, scored=scored) if not df.empty else None
+                       gaps=merge_gaps, scored=scored, memo=memo) if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
     return {"tasks": tasks, "vtable": vtable, "board": board, "gaps": gaps, "paired": paired,
-            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite), "scored": scored}
+            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite, memo), "scored": scored}
 
 
 _SHOWN_TABLES = ("set_correlations", "lolo", "neuron_layers", "neuron_movement", "set_points", "set_diagnostics", "power",
                  "headline", "replication", "init_explanation", "diagnostics", "gap_by_reference", "covariates")
 
 
-def _scatter_fits(tables: dict, suite: dict) -> list[tuple]:
+def _scatter_fits(tables: dict, suite: dict, memo=inference._call) -> list[tuple]:
     """(arm, column, label, points, fit) of every diagnostic-versus-gap scatter that has a correlation."""
     out = []
     pts_all, sd = tables["set_points"], tables["set_diagnostics"]
@@ -519,7 +565,7 @@ def _scatter_fits(tables: dict, suite: dict) -> list[tuple]:
             if sd.empty or col not in sd or lin.empty:
                 continue
             pts = pd.DataFrame({"x": sd[col], "y": lin}).dropna()
-            fit = analysis.fit_with_band(pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
+            fit = memo(analysis.fit_with_band, pts["x"].to_numpy(), pts["y"].to_numpy(), suite["seed"])
             if fit["rho"] is not None:
                 out.append((arm, col, label, pts, fit))
     return out
@@ -561,8 +607,16 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
                                               TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
     phase("tidy rows")
-    st, hit = cached(folder, "stats", key, lambda: _statistics(data, df))
-    BUILD_STATS.update(stats_hit=hit, stats_key=key)
+    memo = sitecache.Memo(folder / "memo.pkl", code_digest(*STATS_CODE))
+
+    def statistics():
+        st_ = _statistics(data, df, memo, folder, {r.model.name: digest(k, docs_keys.get(r.model.name))
+                                                   for r, k in zip(data.results, keys)})
+        memo.save()
+        return st_
+
+    st, hit = cached(folder, "stats", key, statistics)
+    BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo.hits, memo_misses=memo.misses)
     tasks, vtable, board, gaps, paired, ranks, signal_of, tables, scored = (
         st[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "ranks", "signal_of", "tables", "scored"))
     phase("statistics (cached)" if hit else "statistics")

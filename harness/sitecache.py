@@ -27,7 +27,8 @@ def digest(*parts) -> str:
     """sha256 over the parts in order (str, bytes, or anything canonical_json takes), each part delimited."""
     h = hashlib.sha256()
     for p in parts:
-        b = p if isinstance(p, bytes) else p.encode("utf-8") if isinstance(p, str) else store.canonical_json(p).encode("utf-8")
+        b = (p if isinstance(p, bytes) else p.encode("utf-8") if isinstance(p, str) else b"null" if p is None
+             else store.canonical_json(p).encode("utf-8"))
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
@@ -71,6 +72,55 @@ def cached(folder: Path, name: str, key: str, compute: Callable[[], object]):
     for q in old:
         q.unlink(missing_ok=True)
     return value, False
+
+
+def _arg_part(a):
+    """A Memo argument as a digest part: an array by its dtype, shape and bytes; anything else as canonical JSON."""
+    if isinstance(a, np.ndarray):
+        if a.dtype == object:
+            raise TypeError("Memo: object arrays have no stable bytes; pass numeric arrays")
+        return [a.dtype.str, list(a.shape), digest(np.ascontiguousarray(a).tobytes())]
+    return a
+
+
+class Memo:
+    """Values of pure functions kept by the sha256 of the function's name, the code version and the arguments
+    (arrays by their bytes): memo(fn, *args) is fn(*args), computed only for arguments not seen by the previous
+    build. The values this build used are kept in one file (the previous build's others are dropped), so a new
+    submission recomputes only the statistics whose inputs it changed (one correlation per method and diagnostic,
+    one fitted scatter, one power simulation per number of sets)."""
+
+    def __init__(self, path: Path, version: str):
+        self.path, self.version = path, version
+        self.old: dict = {}
+        try:
+            with open(path, "rb") as f:
+                saved = pickle.load(f)  # our own cache file, written by save(); never a submission's
+            if isinstance(saved, dict) and saved.get("version") == version:
+                self.old = saved["values"]
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, AttributeError, ValueError):
+            pass
+        self.new: dict = {}
+        self.hits = self.misses = 0
+
+    def __call__(self, fn: Callable, *args):
+        key = digest(fn.__module__, fn.__qualname__, *map(_arg_part, args))
+        if key not in self.new:
+            if key in self.old:
+                self.new[key] = self.old[key]
+                self.hits += 1
+            else:
+                self.new[key] = fn(*args)
+                self.misses += 1
+        return self.new[key]
+
+    def save(self) -> None:
+        """Keep this build's values (written to a temporary file and renamed)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"version": self.version, "values": self.new}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.path)
 
 
 class Outputs:
@@ -296,6 +346,27 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict]
                   starts=np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens else np.zeros(0, np.int64),
                   columns=np.array(cols, dtype=str), **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
                   **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings})
+    return out
+
+
+def rows(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], np.ndarray], version: str = "") -> np.ndarray:
+    """A float matrix with one row per key: make(indices) computes the rows of keys[indices] (one call, for all the
+    keys the previous call did not see), the others are taken back from folder/name.npz (read without pickle),
+    where this call's rows are kept. For per-model statistics such as each model's bootstrap scores."""
+    path = folder / f"{name}.npz"
+    old = _load_npz(path, version, {"keys", "rows"})
+    pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
+    have = np.array([pos.get(k, -1) for k in keys], dtype=np.intp)
+    need = np.flatnonzero(have < 0).tolist()
+    made = np.asarray(make(need), dtype=float) if need else None
+    width = made.shape[1] if made is not None else old["rows"].shape[1] if old else 0
+    out = np.empty((len(keys), width))
+    if made is not None:
+        out[need] = made
+    if len(need) < len(keys):
+        out[have >= 0] = old["rows"][have[have >= 0]]
+    if old is None or need or len(keys) != len(pos):
+        _save_npz(path, version, keys=np.array(keys, dtype=str), rows=out)
     return out
 
 

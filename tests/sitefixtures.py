@@ -85,14 +85,17 @@ def family_and_merges(n_merges: int, seed: int = 0, evil: bool = True, failed: b
     results = [result(m, "family", rng, arm="mt" if m.startswith("mt") else "pretrain") for m in family]
     merges, sims = {}, []
     methods = ["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]
+    # CKA between two constituents is a property of the pair (and the probe set), the same for every merge of them
+    pair_cka = np.random.default_rng([seed, 1]).uniform(0.2, 1.0, size=(13, 13, 5))
     for i in range(n_merges):
         name = EVIL if (evil and i == 0) else f"merge-{i:05d}"
-        cons = [f"family:babel-mini/{c}" for c in rng.choice(family[:13], size=3, replace=False)]
+        picks = np.sort(rng.choice(13, size=3, replace=False))
+        cons = [f"family:babel-mini/{family[c]}" for c in picks]
         merges[name] = cons
         results.append(result(name, "submission", rng, method=methods[i % len(methods)], arm="mt", constituents=cons))
         for layer in range(5):
             sims.append({"merge": name, "metric": "cka_linear", "relation": "constituents", "a": cons[0].split("/")[-1],
-                         "b": cons[1].split("/")[-1], "layer": layer, "value": float(rng.uniform(0.2, 1.0))})
+                         "b": cons[1].split("/")[-1], "layer": layer, "value": float(pair_cka[picks[0], picks[1], layer])})
     if failed:
         results.append(result("broken-merge", "submission", rng, status="failed",
                               error="broken-merge: weight w contains NaN or inf; the checkpoint is corrupt, re-export it"))

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -150,3 +151,25 @@ def test_value_table_keeps_the_last_row():
     index, val, has = analysis.value_table(df, {"lm:en": "bits_per_byte", "mt:en-de": "chrf++", "lm:de": "bits_per_byte"})
     assert val[index["a"]].tolist()[0] == 2.0 and has[index["a"]].tolist() == [True, False, False]
     assert has[index["b"]].tolist() == [False, True, False] and math.isnan(val[index["b"], 1])
+
+
+def test_fit_with_band_matches_a_fit_per_resample():
+    """The vectorised band and rho interval equal np.polyfit and scipy's Spearman run on each resample."""
+    from scipy import stats as sstats
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=40)
+    y = 0.5 * x + rng.normal(size=40)
+    x[:5] = x[0]  # ties
+    got = analysis.fit_with_band(x, y, seed=11, n_boot=300)
+    draw_rng = np.random.default_rng(11)
+    draws = [draw_rng.integers(0, 40, 40) for _ in range(300)]
+    grid = np.linspace(x.min(), x.max(), 12)
+    preds = np.array([np.polyval(np.polyfit(x[i], y[i], 1), grid) for i in draws])
+    rhos = [sstats.spearmanr(x[i], y[i]).statistic for i in draws]
+    band = np.array(got["band"])
+    assert np.allclose(band[:, 0], grid)
+    assert np.allclose(band[:, 1], np.percentile(preds, 2.5, 0), rtol=0, atol=1e-10)
+    assert np.allclose(band[:, 2], np.percentile(preds, 97.5, 0), rtol=0, atol=1e-10)
+    assert abs(got["rho_lo"] - np.percentile(rhos, 2.5)) < 1e-12 and abs(got["rho_hi"] - np.percentile(rhos, 97.5)) < 1e-12
+    assert abs(got["rho"] - sstats.spearmanr(x, y).statistic) < 1e-15

@@ -177,6 +177,40 @@ def test_incremental_build_equals_a_fresh_build(tmp_path):
     assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
 
 
+def test_statistics_kept_by_their_own_inputs_give_a_fresh_build(tmp_path):
+    """One more submission over 40: the correlations and fits whose points it leaves alone, and every other model's
+    bootstrap scores, come from the cache (sitecache.Memo, sitecache.rows); the site equals a build from nothing."""
+    build = lambda n, out: site.build(site.SiteData(suite=load_suite(), **dict(zip(
+        ("results", "similarity", "merges"), family_and_merges(n, seed=4, failed=False)))), out, log=lambda *_: None)
+    build(40, tmp_path / "inc")
+    cold = dict(site.BUILD_STATS)
+    build(41, tmp_path / "inc")
+    assert cold["memo_hits"] == 0 and cold["memo_misses"] > 20
+    assert site.BUILD_STATS["memo_hits"] > 0 and site.BUILD_STATS["memo_misses"] > 0
+    build(41, tmp_path / "fresh")
+    assert site.BUILD_STATS["memo_hits"] == 0
+    assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
+
+
+def test_a_models_bootstrap_scores_do_not_depend_on_the_others():
+    """score_samples: a model's row is the same whatever other models are scored with it and however they are
+    chunked (what lets a rebuild keep every other model's row); with no uncertainty (standard errors 0, no
+    per-document statistics) every resample is the model's babel score as the leaderboard computes it."""
+    results, _, _ = family_and_merges(6, evil=False, failed=False)
+    suite = load_suite()
+    df = analysis.tidy(results)
+    tasks, _ = validity.assess(df, suite)
+    s = analysis.scored(df, tasks)
+    models, full = site.score_samples(s, {}, suite, tasks, n_boot=400, chunk=3)
+    sub = models[1::2]
+    got, part = site.score_samples(s[s["model"].isin(sub)], {}, suite, tasks, n_boot=400)
+    assert got == sub and np.array_equal(part, full[1::2])
+    assert np.isfinite(full).all() and (full.std(1) > 0).all()
+    board = analysis.leaderboard(df, tasks, s)["babel_score"]
+    exact = site.score_samples(s.assign(stderr=0.0), {}, suite, tasks, n_boot=5)[1]
+    assert np.allclose(exact, np.array([board[m] for m in models])[:, None], rtol=0, atol=1e-9)
+
+
 def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkeypatch):
     """The leaderboard is cut into pages of PAGE_ROWS rows (here 4): every scored model is on exactly one page, and
     the bytes per row bound the index at the real PAGE_ROWS under 2 MB however many submissions there are."""
