@@ -206,28 +206,34 @@ def correlations(points: pd.DataFrame, sdiag: pd.DataFrame, seed: int, covariate
     if points.empty or sdiag.empty:
         return pd.DataFrame(rows)
     for arm, pa in points.groupby("arm"):
-        wide = pa.pivot_table(index="set", columns="method", values="gap")
+        wide = pa.pivot_table(index="set", columns="method", values="gap")   # sets sorted
+        count = pa.pivot_table(index="set", columns="method", values="merges", aggfunc="sum").reindex(wide.index)
         methods = [m for m in wide.columns if wide[m].notna().sum() >= MIN_SETS]
+        diag = sdiag.reindex(wide.index)   # a set without points has no y; one without diagnostics no x
+        cov = covariates.reindex(wide.index).to_numpy(dtype=float) if covariates is not None else None
+        has_cov = ~np.isnan(cov).any(axis=1) if cov is not None else None
         for d in sdiag.columns:
-            x = sdiag[d]
+            xv = diag[d].to_numpy(dtype=float)
             for m in methods:
-                pts = pd.DataFrame({"x": x, "y": wide[m]}).dropna()
-                if covariates is not None:
-                    pts = pts.join(covariates)
-                c = memo(rankstats.correlate, pts.x.to_numpy(), pts.y.to_numpy(), seed)
+                yv = wide[m].to_numpy(dtype=float)
+                ok = ~np.isnan(xv) & ~np.isnan(yv)
+                c = memo(rankstats.correlate, xv[ok], yv[ok], seed)
                 part = {}
-                if covariates is not None and len(pts.dropna()) >= 6:
-                    cv = pts.dropna()
-                    part = memo(rankstats.partial_correlate, cv.x.to_numpy(), cv.y.to_numpy(), cv[list(covariates.columns)].to_numpy(), seed)
-                rows.append({"arm": arm, "diagnostic": d, "method": m, "n": c["n"], "merges": int(pa[pa.method == m].set_index("set").loc[pts.index, "merges"].sum()),
+                if cov is not None and (ok & has_cov).sum() >= 6:
+                    okc = ok & has_cov
+                    part = memo(rankstats.partial_correlate, xv[okc], yv[okc], cov[okc], seed)
+                rows.append({"arm": arm, "diagnostic": d, "method": m, "n": c["n"],
+                             "merges": int(count[m].to_numpy(dtype=float)[ok].sum()),
                              **{k: c[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p", "tau", "tau_lo", "tau_hi", "tau_p")},
                              **{k: part.get(k) for k in ("partial_rho", "partial_lo", "partial_hi", "partial_p")}})
-            common = wide[methods].join(x.rename("x")).dropna() if methods else pd.DataFrame()
-            if len(methods) >= 2 and len(common) >= MIN_SETS:
-                s = memo(rankstats.stratified_spearman, common["x"].to_numpy(), common[methods].to_numpy().T, seed)
-                rows.append({"arm": arm, "diagnostic": d, "method": POOLED, "n": s["n"],
-                             "merges": int(pa[pa.method.isin(methods) & pa.set.isin(common.index)]["merges"].sum()),
-                             **{k: s[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p")}, "strata": s["strata"]})
+            if len(methods) >= 2:
+                ys = wide[methods].to_numpy(dtype=float).T
+                ok = ~np.isnan(xv) & ~np.isnan(ys).any(axis=0)
+                if ok.sum() >= MIN_SETS:
+                    s = memo(rankstats.stratified_spearman, xv[ok], ys[:, ok], seed)
+                    rows.append({"arm": arm, "diagnostic": d, "method": POOLED, "n": s["n"],
+                                 "merges": int(np.nansum(count[methods].to_numpy(dtype=float)[ok])),
+                                 **{k: s[k] for k in ("rho", "rho_lo", "rho_hi", "rho_p")}, "strata": s["strata"]})
     out = pd.DataFrame(rows)
     num = [c for c in out.columns if c not in ("arm", "diagnostic", "method")]
     return out.astype({c: float for c in num}) if not out.empty else out

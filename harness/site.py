@@ -494,9 +494,17 @@ def _method_leaderboard(env: Environment, outs: Outputs, site_key: str, ctx: dic
     table("data/method_predictors.csv", pred)
 
 
-def _env() -> Environment:
+def _env(cache: Path | None = None) -> Environment:
+    """The templates' environment; with a cache folder, compiled templates are kept there (jinja2's bytecode cache,
+    keyed by each template's name and checked against a hash of its source), so a rebuild does not compile them again."""
+    from jinja2 import FileSystemBytecodeCache
+
+    bcc = None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        bcc = FileSystemBytecodeCache(str(cache))
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, bytecode_cache=bcc)
     env.filters["fmt"] = _fmt
     env.filters["heat"] = heat
     env.filters["pval"] = pval
@@ -634,17 +642,23 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
-    memo: dict = {}
+    memo: dict = {"cell": {}, "board": {}}
+
+    def prepare(models: list[str]) -> None:
+        """Look up the cells of these models' rows (only theirs: a rebuild after one submission needs one row)."""
+        new = [m for m in dict.fromkeys(models) if m not in memo["board"]]
+        if not new:
+            return
+        s_ = scored[scored["model"].isin(new).to_numpy()]
+        memo["cell"].update(zip(zip(s_["model"].tolist(), s_["task"].tolist()), s_["value"].tolist()))
+        if not df.empty:
+            rates = df[df["metric"].isin(["empty_rate", "off_target_rate"]).to_numpy() & df["model"].isin(new).to_numpy()]
+            memo["cell"].update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
+        memo["board"].update(board.loc[new, ["babel_score", "n_live", "mean_bpb", "mean_chrf"]].to_dict("index"))
 
     def board_row(model: str) -> dict:
         """A model's leaderboard row without its rank (plain dicts: per-cell pandas lookups are too slow at scale)."""
-        if "cell" not in memo:
-            cell = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["value"].tolist()))
-            rates = df[df["metric"].isin(["empty_rate", "off_target_rate"])] if not df.empty else df
-            if not rates.empty:
-                cell.update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
-            memo["cell"] = cell
-            memo["board"] = board[["babel_score", "n_live", "mean_bpb", "mean_chrf"]].to_dict("index") if not board.empty else {}
+        prepare([model])
         cell, b, res = memo["cell"], memo["board"][model], by_name[model]
         nan_none = lambda v: None if v is None or v != v else v
         cells = {t: _score_cell(nan_none(cell.get((model, t))), c, signal_of.get((model, t))) for t, c in task_cols.items()}
@@ -657,8 +671,11 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                 "off": [nan_none(cell.get((model, t, "off_target_rate"))) for t in mt_tasks]}
 
     board_models = list(board.index)
-    parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models],
-                              lambda j: _board_parts(board_row(board_models[j])), version=page_code)
+    def board_parts(idx: list[int]) -> list[list[str]]:
+        prepare([board_models[j] for j in idx])
+        return [_board_parts(board_row(board_models[j])) for j in idx]
+
+    parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models], board_parts, version=page_code)
     board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
                   for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
@@ -734,7 +751,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                cols=[task_cols[t] for t in lm_tasks + mt_tasks], no_signal=NO_SIGNAL, no_control=NO_CONTROL,
                live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]], dead=dead_cols)
 
-    env = _env()
+    env = _env(folder / "templates")
     outs = Outputs(out)
     # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
     # is unchanged keeps the time it was built

@@ -394,21 +394,25 @@ def _save_npz(path: Path, version: str, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def strings(folder: Path, name: str, keys: list[str], make: Callable[[int], list[str]], version: str = "") -> list[list[str]]:
-    """A list of strings per key (make(i) for keys[i], always the same number of strings), those of keys seen in
-    the previous call taken back instead of made again: kept in folder/name.npz as UTF-8 bytes with offsets (read
-    without pickle). For pieces of HTML that depend on one model only (a leaderboard row without its rank)."""
+def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], list[list[str]]],
+            version: str = "") -> list[list[str]]:
+    """A list of strings per key (make(indices) gives those of keys[indices], in one call for every key the
+    previous call did not see; always the same number of strings per key), the others taken back: kept in
+    folder/name.npz as UTF-8 bytes with offsets (read without pickle). For pieces of HTML that depend on one model
+    only (a leaderboard row without its rank)."""
     path = folder / f"{name}.npz"
     old = _load_npz(path, version, {"keys", "offsets", "data"})
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
     blob = old["data"].tobytes() if old else b""
+    need = [i for i, k in enumerate(keys) if k not in pos]
+    made = dict(zip(need, make(need))) if need else {}
     out = []
     for i, k in enumerate(keys):
-        if k in pos:
+        if i in made:
+            out.append(list(made[i]))
+        else:
             o = old["offsets"][pos[k]]
             out.append([blob[o[j]:o[j + 1]].decode("utf-8") for j in range(len(o) - 1)])
-        else:
-            out.append(list(make(i)))
     if old is None or old["keys"].tolist() != list(keys):
         encoded = [[s.encode("utf-8") for s in parts] for parts in out]
         width = max((len(p) for p in encoded), default=0)
