@@ -22,11 +22,15 @@ def _rank(a: np.ndarray) -> np.ndarray:
         return a.copy()
     order = np.argsort(a, axis=-1, kind="stable")
     s = np.take_along_axis(a, order, axis=-1)
-    new = np.concatenate([np.ones(s.shape[:-1] + (1,), bool), s[..., 1:] != s[..., :-1]], axis=-1).ravel()
-    starts = np.flatnonzero(new)                         # every slice starts a group: groups never span slices
-    counts = np.diff(np.append(starts, new.size))
+    ties = s[..., 1:] == s[..., :-1]
     ranks = np.empty(a.shape)
-    np.put_along_axis(ranks, order, np.repeat(starts % n + 1 + (counts - 1) / 2, counts).reshape(a.shape), axis=-1)
+    if not ties.any():  # no ties (continuous data): the ranks are the positions in sorted order
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, n + 1), a.shape), axis=-1)
+    else:
+        new = np.concatenate([np.ones(s.shape[:-1] + (1,), bool), ~ties], axis=-1).ravel()
+        starts = np.flatnonzero(new)                         # every slice starts a group: groups never span slices
+        counts = np.diff(np.append(starts, new.size))
+        np.put_along_axis(ranks, order, np.repeat(starts % n + 1 + (counts - 1) / 2, counts).reshape(a.shape), axis=-1)
     nan = np.isnan(a).any(-1)
     if nan.any():
         ranks[nan] = np.nan
@@ -290,7 +294,8 @@ def detectable_rho(n: int, seed: int = 0, power: float = 0.8, alpha: float = 0.0
     if n < 4:
         return None
     rng = np.random.default_rng(seed)
-    null = spearman(np.broadcast_to(np.arange(n, dtype=float), (sims, n)), np.argsort(rng.random((sims, n)), axis=1).astype(float))
+    # the ranks of 0..n-1 and of a permutation of it are the values plus one: Spearman's rho is their Pearson r
+    null = _pearson(np.broadcast_to(np.arange(1.0, n + 1), (sims, n)), np.argsort(rng.random((sims, n)), axis=1) + 1.0)
     crit = float(np.quantile(np.abs(null), 1 - alpha))
     for rho_s in np.arange(0.05, 1.0, 0.05):
         r = 2 * np.sin(np.pi * rho_s / 6)
