@@ -32,6 +32,7 @@ DEFAULT_OUT = ROOT / "site" / "_build"
 PAGE_ROWS = 200
 HEAT_ROWS = 200
 RANK_BOOT = 200
+BACKGROUND_MIN = 500  # results from which the set-level statistics run in a forked process beside the pages
 SCATTERS = [("cka_linear:all", "mean constituent linear CKA, all layers"),
             ("cka_linear:upper", "mean constituent linear CKA, upper blocks"),
             ("task_cosine:all", "mean task-vector cosine"),
@@ -534,12 +535,9 @@ def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Pat
     return models, sitecache.rows(folder, "rank-samples", keys, make, version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
 
 
-def _statistics(data: SiteData, df: pd.DataFrame, memo=inference._call, folder: Path | None = None,
-                model_keys: dict[str, str] | None = None) -> dict:
-    """Every statistic the site derives from its inputs (tables, rank intervals, set-level inference, fitted
-    scatters, CKA curves): the slow part of a build, computed once per content hash of the inputs. Within it, each
-    set-level correlation and fitted scatter goes through memo(fn, *args), by the content hash of its own inputs,
-    and each model's bootstrap scores are kept in folder by model_keys (_rank_samples)."""
+def _model_statistics(data: SiteData, df: pd.DataFrame) -> dict:
+    """What the site derives per model and per merge: the task table, validity rows, scored rows, leaderboard,
+    merge gaps and paired tests against the experts."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
     scored = analysis.scored(df, tasks)
@@ -547,16 +545,71 @@ def _statistics(data: SiteData, df: pd.DataFrame, memo=inference._call, folder: 
     merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
     gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
-    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys)) if not df.empty else {}
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
+    return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "gaps": gaps, "paired": paired,
+            "signal_of": signal_of, "scored": scored}
+
+
+def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
+                    model_keys: dict[str, str] | None = None) -> dict:
+    """What the site derives over all models at once (ms: _model_statistics): rank intervals, the set-level tables of
+    report.build and the fitted scatters. Each set-level correlation and fitted scatter goes through memo(fn, *args),
+    by the content hash of its own inputs; each model's bootstrap scores are kept in folder by model_keys
+    (_rank_samples)."""
+    suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
+    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
-                       gaps=merge_gaps, scored=scored, memo=memo) if not df.empty else None
+                       gaps=ms["merge_gaps"], scored=scored, memo=memo) if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
-    return {"tasks": tasks, "vtable": vtable, "board": board, "gaps": gaps, "paired": paired,
-            "ranks": ranks, "signal_of": signal_of, "tables": tables, "fits": _scatter_fits(tables, suite, memo), "scored": scored}
+    return {"ranks": ranks, "tables": tables, "fits": _scatter_fits(tables, suite, memo)}
+
+
+_SETS: dict | None = None  # the set-level job, set before forking (as _PAGES)
+
+
+def _set_job() -> tuple[dict, bool, int, int]:
+    """_set_statistics for build (in a forked process on large sites), cached by the inputs key: (value, hit,
+    memo hits, memo misses)."""
+    job = _SETS
+    memo = sitecache.Memo(job["folder"] / "memo.pkl", code_digest(*STATS_CODE))
+
+    def compute():
+        value = _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"])
+        memo.save()
+        return value
+
+    value, hit = cached(job["folder"], "stats-sets", job["key"], compute)
+    return value, hit, memo.hits, memo.misses
+
+
+def _in_background(fork: bool):
+    """Start _set_job (in a forked process when fork, else now); returns a function that waits for its value. The
+    build goes on with what needs no set-level statistics (leaderboard cells, heatmap, model pages) meanwhile, so
+    both cores work."""
+    if not fork:
+        got = _set_job()
+        return lambda: got
+    import gc
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+    gc.freeze()  # the child's collector then leaves this process's objects alone (no copy of the heap)
+    try:
+        fut = pool.submit(_set_job)
+    finally:
+        gc.unfreeze()
+
+    def wait():
+        try:
+            return fut.result()
+        finally:
+            pool.shutdown()
+
+    return wait
 
 
 _SHOWN_TABLES = ("set_correlations", "lolo", "neuron_layers", "neuron_movement", "set_points", "set_diagnostics", "power",
@@ -615,19 +668,14 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
                                               TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
     phase("tidy rows")
-    memo = sitecache.Memo(folder / "memo.pkl", code_digest(*STATS_CODE))
-
-    def statistics():
-        st_ = _statistics(data, df, memo, folder, {r.model.name: digest(k, docs_keys.get(r.model.name))
-                                                   for r, k in zip(data.results, keys)})
-        memo.save()
-        return st_
-
-    st, hit = cached(folder, "stats", key, statistics)
-    BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo.hits, memo_misses=memo.misses)
-    tasks, vtable, board, gaps, paired, ranks, signal_of, tables, scored = (
-        st[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "ranks", "signal_of", "tables", "scored"))
-    phase("statistics (cached)" if hit else "statistics")
+    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df))
+    tasks, vtable, board, gaps, paired, signal_of, scored = (
+        ms[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "signal_of", "scored"))
+    global _SETS
+    _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
+             "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
+    set_stats = _in_background(fork=len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file())
+    phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
     by_name = {r.model.name: r for r in data.results}
@@ -676,8 +724,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         return [_board_parts(board_row(board_models[j])) for j in idx]
 
     parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models], board_parts, version=page_code)
-    board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
-                  for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
               for r in data.results if r.status == "failed"]
 
@@ -708,37 +754,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     heat_note = (f"The {HEAT_ROWS} merges with the largest mean loss against their experts, of {len(data.merges)}; "
                  "data/merge_gaps.csv has every merge.") if len(data.merges) > HEAT_ROWS else ""
     phase("heatmap")
-    # analysis: set-level inference, arms apart (report.build, in _statistics)
-    scatters = []
-    pts_all = tables["set_points"]
-    for arm, col, label, pts, fit in st["fits"]:
-        verdict = inference.detected(fit["rho_lo"], fit["rho_hi"], fit["p_value"])
-        desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
-                f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
-                f"least-squares fit and the band its 95% bootstrap interval.")
-        svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
-                            f"{label} versus gap ({ARM_NAME[arm]})", label, f"gap to expert ({ARM_UNIT[arm]})", fit, desc)
-        scatters.append({"name": col, "arm": arm, "label": f"{ARM_NAME[arm]}: {label}", "fit": fit, "svg": Markup(svg),
-                         "desc": desc, "verdict": verdict})
-    curves, curve_desc = {}, ""
-    if not data.similarity.empty:
-        s_ = data.similarity[(data.similarity.relation == "constituents") & (data.similarity.metric == "cka_linear")]
-        by = s_.groupby(["merge", "layer"])["value"].mean().unstack("layer").sort_index(axis=1)
-        if len(by) <= 10:
-            curves = {m: [v for v in row if v == v] for m, row in zip(by.index, by.to_numpy())}
-            curve_desc = f"Mean linear CKA between each merge's constituents at each layer, {len(curves)} merges."
-        else:  # too many merges for one line each: the spread across merges
-            q = np.nanpercentile(by.to_numpy(), [10, 50, 90], axis=0)
-            curves = {"90th percentile": q[2].tolist(), "median": q[1].tolist(), "10th percentile": q[0].tolist()}
-            curve_desc = f"Median and 10th/90th percentiles over {len(by)} merges of the mean constituent CKA at each layer."
-    curve_svg = Markup(plots.lines(curves, "Layer-wise CKA between constituents", "layer (0 = embeddings)", "linear CKA",
-                                   curve_desc)) if curves else None
-
-    corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
-    replication = [{**r, "estimate_ci": (f"{_fmt(r['estimate'], 1)} [{_fmt(r['ci_low'], 1)}, {_fmt(r['ci_high'], 1)}] vs {r['null']:g}"
-                                         if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
-                   for r in tables["replication"]]
-    phase("analysis")
     # methods
     signatures = {}
     if not df.empty:
@@ -753,38 +768,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     env = _env(folder / "templates")
     outs = Outputs(out)
-    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
-    # is unchanged keeps the time it was built
-    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
-    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
-                      data.method_specs)
-    pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
-    page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
-    shown = [by_name[m].model for m in board_models]
-    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
-               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
-    index_tpl = env.get_template("index.html.j2")
-    for k in range(pages):
-        outs.text(page_name(k + 1), site_key, lambda k=k: index_tpl.render(
-            **ctx, rows=[_board_html(r["parts"], r["rank"], r["rank_ci"]) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
-            filters=filters, page_name=page_name))
-    outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
-        **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
-        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
-        headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
-        arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0))
-    outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
-        **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
-        floor=validity.rule(suite).floor,
-        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
-        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
-
-    _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, tables["set_diagnostics"], scored)
-    # every model's rank, for its page (ranks move with every submission; the pages do not)
-    outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
-        {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
-        + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
-    phase("index, analysis, methods pages")
     # one page per model, in a process per core for large sites (forked: the workers read what is built here).
     # A page's key: the model pages' code and shared context, the family (the experts and floor every score and
     # gap is measured against), and the model's own inputs.
@@ -838,6 +821,77 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     outs.concat(RESULTS_DOWNLOAD, members_of, members)
 
     phase("model pages")
+    # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
+    sets, set_hit, memo_hits, memo_misses = set_stats()
+    ranks, tables = sets["ranks"], sets["tables"]
+    hit = hit and set_hit
+    BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo_hits, memo_misses=memo_misses)
+    phase("statistics (sets, waited for)")
+    board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
+                  for i, (m, p) in enumerate(zip(board_models, parts), 1)]
+    # analysis: set-level inference, arms apart (report.build, in _statistics)
+    scatters = []
+    pts_all = tables["set_points"]
+    for arm, col, label, pts, fit in sets["fits"]:
+        verdict = inference.detected(fit["rho_lo"], fit["rho_hi"], fit["p_value"])
+        desc = (f"{ARM_NAME[arm]}: {len(pts)} constituent sets, each its linear merge; Spearman rho {_fmt(fit['rho'])} "
+                f"(95% bootstrap interval over sets {_fmt(fit['rho_lo'])} to {_fmt(fit['rho_hi'])}: {verdict}); the line is the "
+                f"least-squares fit and the band its 95% bootstrap interval.")
+        svg = plots.scatter([{"x": float(x), "y": float(y), "label": n} for n, x, y in pts.itertuples()],
+                            f"{label} versus gap ({ARM_NAME[arm]})", label, f"gap to expert ({ARM_UNIT[arm]})", fit, desc)
+        scatters.append({"name": col, "arm": arm, "label": f"{ARM_NAME[arm]}: {label}", "fit": fit, "svg": Markup(svg),
+                         "desc": desc, "verdict": verdict})
+    curves, curve_desc = {}, ""
+    if not data.similarity.empty:
+        s_ = data.similarity[(data.similarity.relation == "constituents") & (data.similarity.metric == "cka_linear")]
+        by = s_.groupby(["merge", "layer"])["value"].mean().unstack("layer").sort_index(axis=1)
+        if len(by) <= 10:
+            curves = {m: [v for v in row if v == v] for m, row in zip(by.index, by.to_numpy())}
+            curve_desc = f"Mean linear CKA between each merge's constituents at each layer, {len(curves)} merges."
+        else:  # too many merges for one line each: the spread across merges
+            q = np.nanpercentile(by.to_numpy(), [10, 50, 90], axis=0)
+            curves = {"90th percentile": q[2].tolist(), "median": q[1].tolist(), "10th percentile": q[0].tolist()}
+            curve_desc = f"Median and 10th/90th percentiles over {len(by)} merges of the mean constituent CKA at each layer."
+    curve_svg = Markup(plots.lines(curves, "Layer-wise CKA between constituents", "layer (0 = embeddings)", "linear CKA",
+                                   curve_desc)) if curves else None
+
+    corr_rows, lolo, neuron_svgs, movement = _diagnostics_view(tables)
+    replication = [{**r, "estimate_ci": (f"{_fmt(r['estimate'], 1)} [{_fmt(r['ci_low'], 1)}, {_fmt(r['ci_high'], 1)}] vs {r['null']:g}"
+                                         if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
+                   for r in tables["replication"]]
+    phase("analysis")
+    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
+    # is unchanged keeps the time it was built
+    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
+    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
+                      data.method_specs)
+    pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
+    page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
+    shown = [by_name[m].model for m in board_models]
+    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
+               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
+    index_tpl = env.get_template("index.html.j2")
+    for k in range(pages):
+        outs.text(page_name(k + 1), site_key, lambda k=k: index_tpl.render(
+            **ctx, rows=[_board_html(r["parts"], r["rank"], r["rank_ci"]) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
+            filters=filters, page_name=page_name))
+    outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
+        **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
+        corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
+        headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
+        arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0))
+    outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
+        **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
+        floor=validity.rule(suite).floor,
+        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
+        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
+
+    _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, tables["set_diagnostics"], scored)
+    # every model's rank, for its page (ranks move with every submission; the pages do not)
+    outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
+        {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
+        + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
+    phase("index, analysis, methods pages")
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))

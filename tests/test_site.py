@@ -192,6 +192,18 @@ def test_statistics_kept_by_their_own_inputs_give_a_fresh_build(tmp_path):
     assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
 
 
+def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeypatch):
+    """Large sites compute the set-level statistics in a forked process while the pages are made: the site is the
+    same as when they are computed in the build's own process."""
+    data = site.SiteData(suite=load_suite(), **dict(zip(("results", "similarity", "merges"), family_and_merges(30, seed=6))))
+    monkeypatch.setattr(site, "BACKGROUND_MIN", 1)
+    site.build(data, tmp_path / "forked", log=lambda *_: None)
+    assert site.BUILD_STATS["memo_misses"] > 0  # counted in the child, reported back
+    monkeypatch.setattr(site, "BACKGROUND_MIN", 10**9)
+    site.build(data, tmp_path / "here", log=lambda *_: None)
+    assert _tree(tmp_path / "forked") == _tree(tmp_path / "here")
+
+
 def test_a_models_bootstrap_scores_do_not_depend_on_the_others():
     """score_samples: a model's row is the same whatever other models are scored with it and however they are
     chunked (what lets a rebuild keep every other model's row); with no uncertainty (standard errors 0, no
