@@ -9,7 +9,7 @@ import yaml
 
 from . import store
 from .corpus import LANGUAGES
-from .family.build import FAMILY, TARGETS
+from .family.names import FAMILY, TARGETS
 from .languages import GENUS
 
 REF = f"family:{FAMILY}/"

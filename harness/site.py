@@ -690,7 +690,7 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
 
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
-    memo: dict = {"cell": {}, "board": {}}
+    memo: dict = {"cell": {}, "board": {}, "rows": {}}
 
     def prepare(models: list[str]) -> None:
         """Look up the cells of these models' rows (only theirs: a rebuild after one submission needs one row)."""
@@ -705,7 +705,13 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         memo["board"].update(board.loc[new, ["babel_score", "n_live", "mean_bpb", "mean_chrf"]].to_dict("index"))
 
     def board_row(model: str) -> dict:
-        """A model's leaderboard row without its rank (plain dicts: per-cell pandas lookups are too slow at scale)."""
+        """A model's leaderboard row without its rank (plain dicts: per-cell pandas lookups are too slow at scale);
+        made once per build (the row's cells and its model page both use it)."""
+        if model not in memo["rows"]:
+            memo["rows"][model] = _board_row(model)
+        return memo["rows"][model]
+
+    def _board_row(model: str) -> dict:
         prepare([model])
         cell, b, res = memo["cell"], memo["board"][model], by_name[model]
         nan_none = lambda v: None if v is None or v != v else v

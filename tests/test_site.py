@@ -278,3 +278,14 @@ def test_a_build_that_stops_half_way_is_made_again_in_full(tmp_path, monkeypatch
     assert site.BUILD_STATS["files_reused"] == 0
     site.build(data(changed), tmp_path / "fresh", log=lambda *_: None)
     assert _tree(out) == _tree(tmp_path / "fresh")
+
+
+def test_the_site_does_not_import_torch():
+    """Building the site needs no model code: importing what a build imports (the methods leaderboard's scenario
+    set and reference grid included) leaves torch unloaded (it cost every build two seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness import site, methods, methodboard, scenarios, grid; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=site.ROOT).returncode == 0

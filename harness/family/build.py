@@ -13,14 +13,12 @@ import torch
 
 from .. import corpus as corpus_mod
 from .. import identity, store
+from .names import FAMILY, PIVOT, TARGETS
 from .presets import PRESETS, Preset
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import lm_batches, mt_batches, mt_prompt, pack, train
 
-FAMILY = "babel-mini"
 FAMILY_VERSION = "babel-mini-family-v1"  # bump when training changes what a member's recipe produces
-PIVOT = "en"
-TARGETS = tuple(l for l in corpus_mod.LANGUAGES if l != PIVOT)
 MT_POOL = 8192  # en->x training pairs per target, evenly spaced over the training books
 
 
