@@ -60,10 +60,13 @@ class SiteData:
     result_keys: list[str] | None = None  # sha256 of each results file as read (computed from results when not given)
 
 
+_SPEC = {d: f".{d}f" for d in range(7)}
+
+
 def _fmt(v, digits=3):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
-    return f"{v:.{digits}f}"
+    return format(v, _SPEC.get(digits) or f".{digits}f")
 
 
 def pval(v) -> str:
@@ -225,6 +228,8 @@ NO_SIGNAL = ("no signal: this model's own interval against its shuffled-source c
              "the score counts at most 0 in the babel score")
 NO_CONTROL = ("no control: this model's results predate the shuffled-source control; re-evaluate it; "
               "the score counts at most 0 in the babel score")
+_NS_MARK = f' <abbr class="ns" title="{escape(NO_SIGNAL)}">ns</abbr>'
+_NC_MARK = f' <abbr class="ns" title="{escape(NO_CONTROL)}">nc</abbr>'
 
 
 def _task_column(tv) -> dict:
@@ -246,9 +251,8 @@ def _score_cell(value, col: dict, signal) -> dict:
 
 def _score_html(c: dict) -> str:
     """One task cell of a leaderboard row (the cell _score_cell describes), escaped."""
-    mark = (f' <abbr class="ns" title="{escape(NO_SIGNAL)}">ns</abbr>' if c["ns"] else
-            f' <abbr class="ns" title="{escape(NO_CONTROL)}">nc</abbr>' if c["nc"] else "")
-    return f'<td class="{c["cls"]}">{escape(c["text"])}{mark}</td>'
+    mark = _NS_MARK if c["ns"] else _NC_MARK if c["nc"] else ""
+    return f'<td class="{c["cls"]}">{_esc(c["text"])}{mark}</td>'
 
 
 def _board_parts(r: dict) -> list[str]:
@@ -261,9 +265,10 @@ def _board_parts(r: dict) -> list[str]:
     lead = (f'<th scope="row"><a href="models/{escape(r["slug"])}.html">{escape(r["model"])}</a></th>'
             f'<td>{escape(r["kind"])}</td><td>{escape(r["arm"])}</td><td>{escape(r["method"])}</td>')
     lm = "".join(_score_html(v) for v in r["lm"])
-    mt = "".join(_score_html(v) for v in r["mt"])
-    rates = "".join(f'{_score_html(v)}<td class="{v["rate_cls"]}">{_fmt(e, 2)}</td><td class="{v["rate_cls"]}">{_fmt(o, 2)}</td>'
-                    for v, e, o in zip(r["mt"], r["empty"], r["off"]))
+    mt_cells = [_score_html(v) for v in r["mt"]]
+    mt = "".join(mt_cells)
+    rates = "".join(f'{h}<td class="{v["rate_cls"]}">{_fmt(e, 2)}</td><td class="{v["rate_cls"]}">{_fmt(o, 2)}</td>'
+                    for h, v, e, o in zip(mt_cells, r["mt"], r["empty"], r["off"]))
     return [attrs, lead, f'<td class="num"><strong>{_fmt(r["score"], 2)}</strong></td>',
             f'\n<td class="num">{r["n_live"]}</td><td class="num">{_fmt(r["bpb"], 3)}</td><td class="num">{_fmt(r["chrf"], 2)}</td>\n{lm}{mt}</tr>',
             f'<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>', f'<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>']
