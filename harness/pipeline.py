@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis, corpus as corpus_mod, identity, merge as merge_mod, inference, schema, site, store, submissions
+from . import analysis, corpus as corpus_mod, identity, merge as merge_mod, inference, schema, site, sitecache, store, submissions
 from .family.build import FAMILY, Builder, member_dir, members
 from .family.presets import PRESETS
 from .provenance import git_hash, harness_version, packages
@@ -768,7 +768,11 @@ def stage_analyze(ctx: Context) -> dict:
     results, sim, merges = load_tables(ctx)
     df = analysis.tidy(results)
     docs = load_docs(ctx, results)
-    out = report.build(df, docs, merges, sim, load_neurons(ctx), load_movement(ctx), ctx.suite)
+    # the set-level correlations and power simulations go through the site's memo (site/_build.cache): the site
+    # build that follows takes them from there instead of computing them again, and a rerun computes only what changed
+    memo = sitecache.Memo(site.stats_folder(ctx.out) / "memo.pkl", sitecache.code_digest(*site.STATS_CODE))
+    out = report.build(df, docs, merges, sim, load_neurons(ctx), load_movement(ctx), ctx.suite, memo=memo)
+    memo.save()
     paired = analysis.paired_vs_expert(docs, merges, ctx.suite)
     n_sets = out["set_points"]["set"].nunique() if not out["set_points"].empty else 0
     ctx.log(f"[analyze] {len(merges)} merges over {n_sets} constituent sets (the unit of every correlation below)")
