@@ -298,7 +298,8 @@ def failure_predictors(df: pd.DataFrame, set_diag: pd.DataFrame, seed: int, n_bo
             ix = rng.integers(0, len(x), size=(n_boot, len(x)))
             xb, yb = x[ix], y[ix]
             varies = (np.ptp(xb, axis=1) > 0) & (np.ptp(yb, axis=1) > 0)  # a resample with a constant side has no rho
-            lo, hi = _interval(rankstats.spearman(xb[varies], yb[varies]))  # all resamples at once
+            keep_ix = ix[varies]  # all resamples at once, ranked by counting (rankstats._resample_ranks: no sort each)
+            lo, hi = _interval(rankstats._pearson(rankstats._resample_ranks(x, keep_ix), rankstats._resample_ranks(y, keep_ix)))
             out.append({"method": m, "diagnostic": d, "n": len(x), "rho": rho, "lo": lo, "hi": hi,
                         "predicts": bool(lo > 0 or hi < 0)})
     res = pd.DataFrame(out, columns=cols)
