@@ -32,7 +32,7 @@ DEFAULT_OUT = ROOT / "site" / "_build"
 PAGE_ROWS = 200
 HEAT_ROWS = 200
 RANK_BOOT = 200
-BACKGROUND_MIN = 500  # results from which the set-level statistics run in a forked process beside the pages
+BACKGROUND_MIN = 100  # results from which the set-level statistics run in a forked process beside the pages
 SCATTERS = [("cka_linear:all", "mean constituent linear CKA, all layers"),
             ("cka_linear:upper", "mean constituent linear CKA, upper blocks"),
             ("task_cosine:all", "mean task-vector cosine"),
@@ -551,8 +551,10 @@ def _model_statistics(data: SiteData, df: pd.DataFrame) -> dict:
     gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
+    # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
+    set_diag = inference.set_diagnostics(analysis.merge_diagnostics(data.similarity), data.merges) if not df.empty else pd.DataFrame()
     return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "gaps": gaps, "paired": paired,
-            "signal_of": signal_of, "scored": scored}
+            "signal_of": signal_of, "scored": scored, "set_diag": set_diag}
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
@@ -832,6 +834,18 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     outs.concat(RESULTS_DOWNLOAD, members_of, members)
 
     phase("model pages")
+    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
+    # is unchanged keeps the time it was built
+    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
+    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
+                      data.method_specs)
+    outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
+        **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
+        floor=validity.rule(suite).floor,
+        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
+        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
+    _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, ms["set_diag"], scored)
+    phase("methods pages")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
     sets, set_hit, memo_hits, memo_misses = set_stats()
     ranks, tables = sets["ranks"], sets["tables"]
@@ -871,11 +885,6 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
                                          if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
                    for r in tables["replication"]]
     phase("analysis")
-    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
-    # is unchanged keeps the time it was built
-    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
-    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
-                      data.method_specs)
     pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
     page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
     shown = [by_name[m].model for m in board_models]
@@ -891,18 +900,11 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
         headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
         arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0))
-    outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
-        **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
-        floor=validity.rule(suite).floor,
-        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
-        suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
-
-    _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, tables["set_diagnostics"], scored)
     # every model's rank, for its page (ranks move with every submission; the pages do not)
     outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
         {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
         + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
-    phase("index, analysis, methods pages")
+    phase("index and analysis pages")
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))

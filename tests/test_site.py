@@ -204,6 +204,18 @@ def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeyp
     assert _tree(tmp_path / "forked") == _tree(tmp_path / "here")
 
 
+def test_the_methods_leaderboard_sees_the_set_diagnostics_of_the_analysis():
+    """The methods leaderboard is made before the set-level statistics end, from the per-model statistics' own
+    copy of the constituent sets' diagnostics: it equals the analysis tables' set_diagnostics."""
+    results, sim, merges = family_and_merges(40, seed=8, failed=False)
+    data = site.SiteData(suite=load_suite(), results=results, similarity=sim, merges=merges)
+    df = analysis.tidy(results)
+    ms = site._model_statistics(data, df)
+    sets = site._set_statistics(data, df, ms)
+    assert not ms["set_diag"].empty
+    pd.testing.assert_frame_equal(ms["set_diag"], sets["tables"]["set_diagnostics"])
+
+
 def test_a_models_bootstrap_scores_do_not_depend_on_the_others():
     """score_samples: a model's row is the same whatever other models are scored with it and however they are
     chunked (what lets a rebuild keep every other model's row); with no uncertainty (standard errors 0, no
