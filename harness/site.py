@@ -604,11 +604,8 @@ def _in_background(fork: bool):
     from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
-    gc.freeze()  # the child's collector then leaves this process's objects alone (no copy of the heap)
-    try:
-        fut = pool.submit(_set_job)
-    finally:
-        gc.unfreeze()
+    gc.freeze()  # the child's collector then leaves this process's objects alone (no copy of the heap); build unfreezes
+    fut = pool.submit(_set_job)
 
     def wait():
         try:
@@ -655,7 +652,21 @@ def stats_folder(out: Path) -> Path:
 def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     """Render the whole site into `out`. Statistics are cached by the content hash of their inputs
     (sitecache.cached), tidy rows by each results file's key (sitecache.blocks); an output whose inputs are
-    unchanged since the last build in `out` is left as it is, not rendered again (sitecache.Outputs)."""
+    unchanged since the last build in `out` is left as it is, not rendered again (sitecache.Outputs).
+
+    While it runs, the objects that exist (the inputs: ten thousand results files are millions of objects) are
+    frozen out of the cyclic garbage collector, which otherwise walks all of them at every full collection;
+    reference counting still frees what the build drops."""
+    import gc
+
+    gc.freeze()
+    try:
+        return _build(data, out, log)
+    finally:
+        gc.unfreeze()
+
+
+def _build(data: SiteData, out: Path, log) -> Path:
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -816,15 +827,12 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
         from concurrent.futures import ProcessPoolExecutor
 
         # the workers read this process's objects; frozen, the collector in a worker does not write to every one of
-        # them (which would copy the whole heap, page by page, into each worker)
+        # them (which would copy the whole heap, page by page, into each worker); build unfreezes them at its end
         gc.freeze()
-        try:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                for keys_, reused, made, got in pool.map(_render_model_pages, chunks):
-                    outs.merge(keys_, reused, made)
-                    members.update(got)
-        finally:
-            gc.unfreeze()
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            for keys_, reused, made, got in pool.map(_render_model_pages, chunks):
+                outs.merge(keys_, reused, made)
+                members.update(got)
     else:
         keys_, reused, made, got = _render_model_pages(chunks[0])
         outs.merge(keys_, reused, made)
