@@ -21,7 +21,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from . import analysis, inference, plots, report, schema, scoring, sitecache, validity
+from . import analysis, inference, plots, report, schema, scoring, sitecache, store, validity
 from .provenance import git_hash, now_utc
 from .sitecache import Outputs, cached, code_digest, digest, frame_digest
 
@@ -540,21 +540,70 @@ def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Pat
     return models, sitecache.rows(folder, "rank-samples", keys, make, version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
 
 
-def _model_statistics(data: SiteData, df: pd.DataFrame) -> dict:
+def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None, prev_keys: dict[str, str] | None = None,
+                      own_key: dict[str, str] | None = None) -> dict:
     """What the site derives per model and per merge: the task table, validity rows, scored rows, leaderboard,
-    merge gaps and paired tests against the experts."""
+    merge gaps and paired tests against the experts. prev: the previous build's value, with prev_keys and own_key
+    the key of each model's inputs then and now (its results, per-document statistics, constituents, and the
+    family's): the scored rows, merge gaps and paired tests of models whose key is unchanged are taken from prev,
+    only the others are computed (a rebuild after one submission computes one model's), and every frame is in the
+    order a computation over all models gives (tested equal)."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
-    scored = analysis.scored(df, tasks)
+    models = list(dict.fromkeys(df["model"].tolist())) if not df.empty else []
+    changed = None
+    if prev is not None and prev_keys and own_key:
+        changed = {m for m in set(models) | set(data.merges) if prev_keys.get(m) != own_key.get(m)}
+        if len(changed) > len(models) / 2:
+            changed = None  # most models changed (a new family, new code): compute all at once
+    if changed is None:
+        scored = analysis.scored(df, tasks)
+        merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
+        paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
+    else:
+        new_merges = {m: c for m, c in data.merges.items() if m in changed}
+        scored = _spliced(prev["scored"], analysis.scored(df[df["model"].isin(changed).to_numpy()], tasks), "model", models, changed)
+        # a merge's gaps read its own rows and its references' (the family and other non-merge models)
+        refs = df[df["model"].isin(changed).to_numpy() | ~df["model"].isin(data.merges).to_numpy()]
+        merge_gaps = _spliced(prev["merge_gaps"], analysis.merge_gaps(refs, new_merges) if not df.empty else pd.DataFrame(),
+                              "merge", list(data.merges), changed)
+        paired = _spliced(prev["paired"], analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
+                          "merge", list(data.merges), changed)
     board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
-    merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
     gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
-    paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
     signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
     set_diag = inference.set_diagnostics(analysis.merge_diagnostics(data.similarity), data.merges) if not df.empty else pd.DataFrame()
     return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "gaps": gaps, "paired": paired,
-            "signal_of": signal_of, "scored": scored, "set_diag": set_diag}
+            "signal_of": signal_of, "scored": scored, "set_diag": set_diag,
+            "recomputed": None if changed is None else sorted(changed)}  # None: every model
+
+
+LAST_MODELS = "stats-models-last.json"  # in the statistics folder: the last computed per-model statistics' key, and each model's key
+
+
+def _previous_models(folder: Path) -> tuple[dict | None, dict]:
+    """The per-model statistics the last build in folder computed (sitecache.cached's file) and each model's key
+    then; (None, {}) when there are none."""
+    try:
+        last = json.loads((folder / LAST_MODELS).read_text(encoding="utf-8"))
+        prev = sitecache.cached_value(folder, "stats-models", str(last["key"]))
+        return (prev, dict(last["own"])) if isinstance(prev, dict) else (None, {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, {}
+
+
+def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str], changed: set[str]) -> pd.DataFrame:
+    """prev's rows of the names in order that are not changed, and fresh's rows (the changed ones'), grouped by
+    `by` in the order of `order` (each group's rows as they came: a stable sort), indexed 0..n-1."""
+    keep = [m for m in order if m not in changed]
+    parts = [p for p in (prev[prev[by].isin(keep).to_numpy()] if not prev.empty else prev, fresh) if not p.empty]
+    if not parts:
+        return fresh if prev.empty else prev.iloc[:0].reset_index(drop=True)
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    pos = {m: i for i, m in enumerate(order)}
+    sort = np.argsort(np.fromiter((pos[m] for m in out[by].tolist()), np.int64, len(out)), kind="stable")
+    return out.iloc[sort].reset_index(drop=True)
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
@@ -686,7 +735,15 @@ def _build(data: SiteData, out: Path, log) -> Path:
     df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
                                               TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
     phase("tidy rows")
-    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df))
+    # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
+    # experts and floor every score and gap is measured against): such outputs are made again only when this changes
+    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
+    family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
+    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
+               for r, k in zip(data.results, keys)}
+    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key))
+    if not hit:
+        store.write_json(folder / LAST_MODELS, {"key": key, "own": own_key})
     tasks, vtable, board, gaps, paired, signal_of, scored = (
         ms[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "signal_of", "scored"))
     global _SETS
@@ -701,10 +758,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
     page_code = code_digest(*PAGE_CODE)  # the templates, static files and the code that computes what pages show
-    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
-    family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
-    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
-               for r, k in zip(data.results, keys)}
 
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}

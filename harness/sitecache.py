@@ -55,6 +55,15 @@ def code_digest(*names: str) -> str:
     return digest(*[f.read_bytes() for f in files])
 
 
+def cached_value(folder: Path, name: str, key: str):
+    """The value cached() stored for (name, key), or None when there is none (or it cannot be read)."""
+    try:
+        with open(folder / f"{name}-{key}.pkl", "rb") as f:
+            return pickle.load(f)  # our own cache file, written by cached(); never a submission's
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError):
+        return None
+
+
 def cached(folder: Path, name: str, key: str, compute: Callable[[], object]):
     """compute() once per key: its value is pickled at folder/name-key.pkl and read back when the key recurs.
     Returns (value, hit)."""

@@ -216,6 +216,40 @@ def test_the_methods_leaderboard_sees_the_set_diagnostics_of_the_analysis():
     pd.testing.assert_frame_equal(ms["set_diag"], sets["tables"]["set_diagnostics"])
 
 
+def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path):
+    """After one merge is added, one changed and one removed, the per-model statistics (scored rows, merge gaps,
+    paired tests against the experts, leaderboard) are computed for those only, the others taken from the last
+    build, and equal a computation over every model."""
+    from harness import sitecache
+
+    def with_docs(results, merges, seed):
+        rng = np.random.default_rng(seed)
+        ids = [str(i) for i in range(30)]
+        return {r.model.name: schema.DocsFile(suite="s", suite_sha256="0", model_sha256="1", tasks={
+            t: schema.TaskDocs(ids=ids, ll=(-rng.uniform(40, 60, 30)).tolist(), bytes=[40] * 30) for t in ("lm:de", "lm:fr")})
+            for r in results if r.status == "ok"}
+
+    results, sim, merges = family_and_merges(41, seed=9, failed=False)
+    docs = with_docs(results, merges, 1)
+    out = tmp_path / "site"
+    first = dict(list(merges.items())[:40])
+    site.build(site.SiteData(suite=load_suite(), results=[r for r in results if r.model.name != "merge-00040"],
+                             similarity=sim[sim["merge"] != "merge-00040"], merges=first, docs=docs), out, log=lambda *_: None)
+    changed = [r.model_copy(deep=True) for r in results if r.model.name != "merge-00007"]
+    next(r for r in changed if r.model.name == "merge-00003").rows[0].value += 0.5
+    merges2 = {m: c for m, c in merges.items() if m != "merge-00007"}
+    data = site.SiteData(suite=load_suite(), results=changed, similarity=sim[sim["merge"] != "merge-00007"], merges=merges2,
+                         docs={m: d for m, d in docs.items() if m != "merge-00007"})
+    site.build(data, out, log=lambda *_: None)
+    ms = sitecache.cached_value(site.stats_folder(out), "stats-models", site.BUILD_STATS["stats_key"])
+    assert ms["recomputed"] == ["merge-00003", "merge-00040"]
+    full = site._model_statistics(data, analysis.tidy(changed))
+    assert full["recomputed"] is None and not full["paired"].empty
+    for k in ("scored", "merge_gaps", "gaps", "paired", "board", "set_diag"):
+        pd.testing.assert_frame_equal(ms[k], full[k], obj=k)
+    assert ms["signal_of"] == full["signal_of"] and ms["vtable"] == full["vtable"]
+
+
 def test_a_models_bootstrap_scores_do_not_depend_on_the_others():
     """score_samples: a model's row is the same whatever other models are scored with it and however they are
     chunked (what lets a rebuild keep every other model's row); with no uncertainty (standard errors 0, no
