@@ -570,12 +570,10 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
         paired = _spliced(prev["paired"], analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
                           "merge", list(data.merges), changed)
     board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
-    gaps = merge_gaps.reindex(columns=GAP_COLUMNS) if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
-    signal_of = dict(zip(zip(scored["model"].tolist(), scored["task"].tolist()), scored["signal"].tolist()))
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
     set_diag = inference.set_diagnostics(analysis.merge_diagnostics(data.similarity), data.merges) if not df.empty else pd.DataFrame()
-    return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "gaps": gaps, "paired": paired,
-            "signal_of": signal_of, "scored": scored, "set_diag": set_diag,
+    return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "paired": paired,
+            "scored": scored, "set_diag": set_diag,
             "recomputed": None if changed is None else sorted(changed)}  # None: every model
 
 
@@ -744,8 +742,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
     ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key))
     if not hit:
         store.write_json(folder / LAST_MODELS, {"key": key, "own": own_key})
-    tasks, vtable, board, gaps, paired, signal_of, scored = (
-        ms[k] for k in ("tasks", "vtable", "board", "gaps", "paired", "signal_of", "scored"))
+    tasks, vtable, board, paired, scored = (ms[k] for k in ("tasks", "vtable", "board", "paired", "scored"))
+    merge_gaps = ms["merge_gaps"]
+    gaps = (merge_gaps if list(merge_gaps.columns) == GAP_COLUMNS else merge_gaps.reindex(columns=GAP_COLUMNS)) \
+        if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     global _SETS
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
@@ -761,7 +761,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
 
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
-    memo: dict = {"cell": {}, "board": {}, "rows": {}}
+    memo: dict = {"cell": {}, "signal": {}, "board": {}, "rows": {}}
 
     def prepare(models: list[str]) -> None:
         """Look up the cells of these models' rows (only theirs: a rebuild after one submission needs one row)."""
@@ -769,7 +769,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
         if not new:
             return
         s_ = scored[scored["model"].isin(new).to_numpy()]
-        memo["cell"].update(zip(zip(s_["model"].tolist(), s_["task"].tolist()), s_["value"].tolist()))
+        pairs = list(zip(s_["model"].tolist(), s_["task"].tolist()))
+        memo["cell"].update(zip(pairs, s_["value"].tolist()))
+        memo["signal"].update(zip(pairs, s_["signal"].tolist()))
         if not df.empty:
             rates = df[df["metric"].isin(["empty_rate", "off_target_rate"]).to_numpy() & df["model"].isin(new).to_numpy()]
             memo["cell"].update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
@@ -784,7 +786,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
 
     def _board_row(model: str) -> dict:
         prepare([model])
-        cell, b, res = memo["cell"], memo["board"][model], by_name[model]
+        cell, signal_of, b, res = memo["cell"], memo["signal"], memo["board"][model], by_name[model]
         nan_none = lambda v: None if v is None or v != v else v
         cells = {t: _score_cell(nan_none(cell.get((model, t))), c, signal_of.get((model, t))) for t, c in task_cols.items()}
         return {"model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
@@ -909,6 +911,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     phase("methods pages")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
     sets, set_hit, memo_hits, memo_misses = set_stats()
+    _SETS = None  # nothing holds the inputs after the build
     ranks, tables = sets["ranks"], sets["tables"]
     hit = hit and set_hit
     BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo_hits, memo_misses=memo_misses)
