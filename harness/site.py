@@ -853,13 +853,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
     global _PAGES
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
     sim_keys = _row_keys(data.similarity, "merge")
-    gap_cols, gap_rows_of = _columns_by(gaps, "merge")
-    paired_cols, paired_rows_of = _columns_by(paired, "merge")
-    sim_cols, sim_rows_of = _columns_by(data.similarity, "merge")
     _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
               "page_key": digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
-              "gap_cols": gap_cols, "gap_rows_of": gap_rows_of, "paired_cols": paired_cols, "paired_rows_of": paired_rows_of,
-              "sim_cols": sim_cols, "sim_rows_of": sim_rows_of, "sim_keys": sim_keys, "docs_keys": docs_keys}
+              "sim_keys": sim_keys, "docs_keys": docs_keys}
     made_before, reused_before = outs.made, outs.reused
     members: dict[int, bytes] = {}
     todo = []  # the pages and results lines whose keys changed: only these are made, in worker processes if many
@@ -873,7 +869,14 @@ def _build(data: SiteData, out: Path, log) -> Path:
         if need_page or need_json:
             todo.append((i, need_page, need_json))
     in_board = set(board_models)
-    _PAGES["board_of"] = {m: board_row(m) for m in (data.results[i].model.name for i, p, _ in todo if p) if m in in_board}
+    made_names = [data.results[i].model.name for i, p, _ in todo if p]
+    _PAGES["board_of"] = {m: board_row(m) for m in made_names if m in in_board}
+    # the rows the pages to make show (all of them on a first build, one merge's after one new submission)
+    few = len(made_names) < len(data.results) // 2
+    rows_for = lambda frame: frame[frame["merge"].isin(made_names).to_numpy()] if few and not frame.empty else frame
+    _PAGES["gap_cols"], _PAGES["gap_rows_of"] = _columns_by(rows_for(gaps), "merge")
+    _PAGES["paired_cols"], _PAGES["paired_rows_of"] = _columns_by(rows_for(paired), "merge")
+    _PAGES["sim_cols"], _PAGES["sim_rows_of"] = _columns_by(rows_for(data.similarity), "merge")
     workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
     chunks = [todo[i::workers] for i in range(workers)]
     if workers > 1:
