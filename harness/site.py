@@ -135,6 +135,92 @@ def _score_row(task: str, m: schema.ResultRow, dead: str) -> str:
             f'<td class="num{dead}">{m.n}</td><td class="num sig{dead}">{_esc(m.signature or "")}</td></tr>')
 
 
+def _fmt_all(values, digits: int = 3) -> list[str]:
+    """_fmt of each value (floats, None as missing) in one pass: printf's '%.{digits}f' over the whole tuple (the same
+    digits as format()), '–' where the value is missing or not finite."""
+    a = np.asarray(values, dtype=float)
+    if not len(a):
+        return []
+    out = (f"%.{digits}f\0" * len(a) % tuple(a.tolist())).split("\0")[:-1]
+    for i in np.flatnonzero(~np.isfinite(a)).tolist():
+        out[i] = "–"
+    return out
+
+
+def _heat_all(values) -> list[str]:
+    """heat() of each value, at once."""
+    a = np.asarray(values, dtype=float)
+    level = np.select([np.abs(a) >= 40, np.abs(a) >= 15, np.abs(a) >= 5], [3, 2, 1], 0)
+    names = np.array(["h-0", "h-p1", "h-p2", "h-p3", "h-0", "h-n1", "h-n2", "h-n3", "h-na"], dtype=object)
+    return names[np.where(np.isnan(a), 8, level + 4 * (a < 0))].tolist()
+
+
+def _escaper():
+    """_esc with a memory: the cells of a table repeat a few strings (task, metric, reference) many times."""
+    seen: dict = {}
+
+    def esc(v):
+        try:
+            return seen[v]
+        except KeyError:
+            return seen.setdefault(v, _esc(v))
+    return esc
+
+
+def _by_owner(rows: list[str], lens: list[int]) -> list[str]:
+    """rows (consecutive per owner, lens[k] of owner k) joined per owner."""
+    out, at = [], 0
+    for n in lens:
+        out.append("".join(rows[at:at + n]))
+        at += n
+    return out
+
+
+def _score_rows(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[str, int], dead: set[str]) -> list[str]:
+    """Per model (its rows of df at spans[k] = [start, end), as tidy_block made them from its results file): the rows of
+    its page's scores table, as _score_row makes them, joined; tasks in `order` (tasks it does not know after, in the
+    order they first appear), each task's rows as stored. Every model's cells are formatted at once."""
+    if not spans:
+        return []
+    lens = [b - a for a, b in spans]
+    pos = np.concatenate([np.arange(a, b) for a, b in spans])
+    owner = np.repeat(np.arange(len(spans)), lens)
+    tcode, tnames = pd.factorize(df["task"].to_numpy()[pos])
+    known = np.array([order.get(t, len(order)) for t in tnames], dtype=np.int64)[tcode]
+    first = np.zeros(len(pos), dtype=np.int64)
+    if (known == len(order)).any():  # a task of no known order: by its first row in the model's rows
+        first = pd.Series(np.arange(len(pos))).groupby([owner, tcode]).transform("min").to_numpy()
+    srt = np.lexsort((np.arange(len(pos)), first, known, owner))
+    pos, tcode = pos[srt], tcode[srt]
+    esc = _escaper()
+    dead_of = [" dead" if t in dead else "" for t in tnames]
+    head = [f'<tr><th scope="row">{_esc(t)}</th><td class="txt{d}">' for t, d in zip(tnames, dead_of)]
+    col = lambda c: df[c].to_numpy()[pos]
+    sig = [esc(s) if isinstance(s, str) else "" for s in col("signature").tolist()]
+    rows = [f'{head[t]}{esc(m)}</td><td class="num{dead_of[t]}">{v}</td><td class="num{dead_of[t]}">{lo} – {hi}</td>'
+            f'<td class="num{dead_of[t]}">{n}</td><td class="num sig{dead_of[t]}">{s}</td></tr>'
+            for t, m, v, lo, hi, n, s in zip(tcode.tolist(), col("metric").tolist(), _fmt_all(col("value")),
+                                             _fmt_all(col("ci_low")), _fmt_all(col("ci_high")), col("n").tolist(), sig)]
+    return _by_owner(rows, lens)
+
+
+def _gap_rows(gaps: pd.DataFrame, groups: list[np.ndarray]) -> list[str]:
+    """Per merge (its rows of gaps at the positions groups[k]): the rows of its page's gap table, joined; every
+    merge's cells formatted at once."""
+    if not groups:
+        return []
+    pos = np.concatenate(groups) if groups else np.zeros(0, np.intp)
+    col = lambda c: gaps[c].to_numpy()[pos]
+    esc = _escaper()
+    rel = col("rel_gap_pct")
+    rows = [f'<tr><th scope="row">{esc(t)}</th><td class="txt">{esc(r)}</td><td class="txt">{esc(m)}</td>'
+            f'<td class="num">{a}</td><td class="num">{b}</td><td class="num">{c}</td><td class="num {h}">{p}</td></tr>'
+            for t, r, m, a, b, c, h, p in zip(col("task").tolist(), col("reference").tolist(), col("ref_model").tolist(),
+                                              _fmt_all(col("merge_value")), _fmt_all(col("ref_value")), _fmt_all(col("gap")),
+                                              _heat_all(rel), _fmt_all(rel, 1))]
+    return _by_owner(rows, [len(g) for g in groups])
+
+
 def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
     """Per merge: the mean relative gap (%) against its constituent experts."""
     e = gaps[gaps["reference"] == "expert"].dropna(subset=["rel_gap_pct"])
@@ -354,13 +440,21 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     job = _PAGES
     outs = job["outputs"].child()
     data, ctx, board_of, keys = job["data"], job["ctx"], job["board_of"], job["keys"]
-    gap_cols, gap_rows_of, paired_cols, paired_rows_of = job["gap_cols"], job["gap_rows_of"], job["paired_cols"], job["paired_rows_of"]
-    sim_cols, sim_rows_of, sim_keys, docs_keys = job["sim_cols"], job["sim_rows_of"], job["sim_keys"], job["docs_keys"]
+    gap_rows_of, paired_cols, paired_rows_of = job["gap_rows_of"], job["paired_cols"], job["paired_rows_of"]
+    sim_cols, sim_rows_of = job["sim_cols"], job["sim_rows_of"]
     records = lambda cols, idx: [{c: v[i] for c, v in cols.items()} for i in idx]
     model_tpl = _env().get_template("model.html.j2")
     order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
     dead = {c["task"] for c in ctx["dead"]}
     members = {}
+    # the table rows of every page made here, each table's cells formatted at once (per-cell calls would cost more
+    # than the rest of a page); a model not in the tidy rows (a failed one) has its rows formatted one by one
+    spans = job["spans"]
+    made = [i for i, need_page, _ in indices if need_page]
+    tidy_made = [i for i in made if i in spans]
+    score_html = dict(zip(tidy_made, _score_rows(job["df"], [spans[i] for i in tidy_made], order, dead)))
+    gap_made = [data.results[i].model.name for i in made if data.results[i].model.name in gap_rows_of]
+    gap_html = dict(zip(gap_made, _gap_rows(job["gaps"], [gap_rows_of[m] for m in gap_made])))
     for i, need_page, need_json in indices:
         res = data.results[i]
         name = res.model.name
@@ -370,8 +464,9 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
             continue
         page = f"models/{slug(name)}.html"
         by_task: dict[str, list] = {}
-        for x in res.rows:
-            by_task.setdefault(x.task, []).append(x)
+        if i not in score_html:
+            for x in res.rows:
+                by_task.setdefault(x.task, []).append(x)
         sim_rows, sim_svg = [], None
         if name in sim_rows_of:
             pairs: dict[tuple, list] = {}
@@ -382,18 +477,14 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
                 sim_rows.append({"a": a, "b": b, "relation": rel, "mean": sum(by_layer) / len(by_layer), "by_layer": by_layer})
             sim_svg = Markup(plots.lines({f"{r['a']} ~ {r['b']}": r["by_layer"] for r in sim_rows},
                                          f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
+        body = [score_html[i]] if score_html.get(i) else [
+            _score_row(t, m, " dead" if t in dead else "") for t in sorted(by_task, key=lambda t: order.get(t, len(order)))
+            for m in by_task[t]]
         scores = _table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
-                        ["task", "metric", "value", "95% interval", "n", "signature"],
-                        [_score_row(t, m, " dead" if t in dead else "")
-                         for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for m in by_task[t]]) if by_task else None
-        gap_rows = records(gap_cols, gap_rows_of.get(name, []))
+                        ["task", "metric", "value", "95% interval", "n", "signature"], body) if body else None
         gaps_t = _table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
                         ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
-                        [f'<tr><th scope="row">{_esc(g["task"])}</th><td class="txt">{_esc(g["reference"])}</td>'
-                         f'<td class="txt">{_esc(g["ref_model"])}</td><td class="num">{_fmt(g["merge_value"])}</td>'
-                         f'<td class="num">{_fmt(g["ref_value"])}</td><td class="num">{_fmt(g["gap"])}</td>'
-                         f'<td class="num {heat(g["rel_gap_pct"])}">{_fmt(g["rel_gap_pct"], 1)}</td></tr>'
-                         for g in gap_rows]) if gap_rows else None
+                        [gap_html[name]]) if gap_html.get(name) else None
         pr = records(paired_cols, paired_rows_of.get(name, []))
         paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
                               ["task", "expert", "difference", "95% interval", "p"],
@@ -874,7 +965,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # the rows the pages to make show (all of them on a first build, one merge's after one new submission)
     few = len(made_names) < len(data.results) // 2
     rows_for = lambda frame: frame[frame["merge"].isin(made_names).to_numpy()] if few and not frame.empty else frame
-    _PAGES["gap_cols"], _PAGES["gap_rows_of"] = _columns_by(rows_for(gaps), "merge")
+    _PAGES["gaps"] = rows_for(gaps)
+    _PAGES["gap_rows_of"] = _PAGES["gaps"].groupby("merge", sort=False).indices if not _PAGES["gaps"].empty else {}
+    _PAGES["df"] = df
+    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
+    _PAGES["spans"] = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
     _PAGES["paired_cols"], _PAGES["paired_rows_of"] = _columns_by(rows_for(paired), "merge")
     _PAGES["sim_cols"], _PAGES["sim_rows_of"] = _columns_by(rows_for(data.similarity), "merge")
     workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1

@@ -335,3 +335,44 @@ def test_the_site_does_not_import_torch():
     code = ("import sys; from harness import site, methods, methodboard, scenarios, grid; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=site.ROOT).returncode == 0
+
+
+def test_table_cells_formatted_at_once_equal_the_cell_functions():
+    """Model pages format every cell of a table at once (_fmt_all, _heat_all, _score_rows, _gap_rows); each cell must
+    be what the one-cell functions (_fmt, heat, _score_row) make of it, missing, infinite, negative zero and
+    escaped text included, and a model's rows come in the task order of the page."""
+    rng = np.random.default_rng(3)
+    special = [None, float("nan"), float("inf"), -float("inf"), -0.0, 0.0005, -0.0005, 1e9, 40.0, -15.0, 4.9999, -5.0]
+    values = special + (rng.standard_normal(300) * 60).tolist()
+    for digits in (1, 2, 3):
+        assert site._fmt_all(values, digits) == [site._fmt(None if v is None else float(v), digits) for v in values]
+    assert site._heat_all(values) == [site.heat(v) for v in values]
+
+    res = [_result(f"m{i}", "submission", 1.0 + i / 7, 30.0 - i, over=(v, v - 1, v + 1))
+           for i, v in enumerate([0.5, float("nan"), -0.0, 1e6])]
+    res[1].rows.insert(0, schema.ResultRow(task="zz:other", language="xx", metric=EVIL, value=None, n=3, higher_is_better=True,
+                                           signature=EVIL))
+    df = analysis.tidy(res)
+    ends = np.cumsum([len(r.rows) for r in res])
+    spans = [(int(e - len(r.rows)), int(e)) for r, e in zip(res, ends)]
+    order, dead = {"lm:en": 0, "mt:en-de": 1}, {"mt:en-de"}
+    got = site._score_rows(df, spans, order, dead)
+    for r, html in zip(res, got):
+        by_task = {}
+        for x in r.rows:
+            by_task.setdefault(x.task, []).append(x)
+        want = "".join(site._score_row(t, x, " dead" if t in dead else "")
+                       for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for x in by_task[t])
+        assert html == want
+    assert "zz:other" in got[1] and got[1].index("zz:other") > got[1].index("mt:en-de") and EVIL not in got[1]
+
+    gaps = pd.DataFrame({"merge": ["a", "b", "a"], "task": ["lm:en", "lm:de", EVIL], "reference": ["expert"] * 3,
+                         "ref_model": ["mono-en", None, "x"], "merge_value": [1.0, None, 2.5], "ref_value": [0.5, 1.0, float("inf")],
+                         "gap": [-0.5, None, 3.0], "rel_gap_pct": [-41.0, float("nan"), 4.0]})
+    html = site._gap_rows(gaps, [np.array([0, 2]), np.array([1])])
+    cell = lambda g: (f'<tr><th scope="row">{site._esc(g.task)}</th><td class="txt">{site._esc(g.reference)}</td>'
+                      f'<td class="txt">{site._esc(g.ref_model)}</td><td class="num">{site._fmt(g.merge_value)}</td>'
+                      f'<td class="num">{site._fmt(g.ref_value)}</td><td class="num">{site._fmt(g.gap)}</td>'
+                      f'<td class="num {site.heat(g.rel_gap_pct)}">{site._fmt(g.rel_gap_pct, 1)}</td></tr>')
+    rows = list(gaps.itertuples())
+    assert html == [cell(rows[0]) + cell(rows[2]), cell(rows[1])]
