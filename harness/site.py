@@ -606,7 +606,19 @@ def _env(cache: Path | None = None) -> Environment:
     env.filters["heat"] = heat
     env.filters["pval"] = pval
     env.filters["slug"] = slug
+    env.filters["pairs"] = pairs
+    env.filters["codes"] = codes
     return env
+
+
+def pairs(d: dict, between: str = " ") -> Markup:
+    """'k1 v1, k2 v2' of a mapping, escaped (a filter: a template loop with loop.last costs more, ten thousand pages at a time)."""
+    return Markup(", ".join(f"{escape(k)}{between}{escape(v)}" for k, v in d.items()))
+
+
+def codes(items: list) -> Markup:
+    """'<code>a</code>, <code>b</code>', escaped (a filter, as pairs)."""
+    return Markup(", ".join(f"<code>{escape(c)}</code>" for c in items))
 
 
 GAP_COLUMNS = ["merge", "task", "task_kind", "language", "reference", "ref_model", "merge_value", "ref_value", "gap",
