@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -23,12 +24,25 @@ KEYS = ".build-keys.json"   # in the build folder: relative output path -> the k
 KEEP = 4                    # statistics pickles kept per name (newest first); older ones are removed
 
 
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*\Z').match  # printable ASCII but quote and backslash: JSON writes it as it is
+
+
+def _json_bytes(p) -> bytes:
+    """canonical_json(p) as UTF-8; a list of plain strings and an empty dict (most keys' parts: a merge's constituents,
+    a model without a manifest) are written directly, the same bytes without the encoder's cost."""
+    if type(p) is list and all(type(x) is str and _PLAIN(x) for x in p):
+        return ('["' + '","'.join(p) + '"]' if p else "[]").encode("utf-8")
+    if type(p) is dict and not p:
+        return b"{}"
+    return store.canonical_json(p).encode("utf-8")
+
+
 def digest(*parts) -> str:
     """sha256 over the parts in order (str, bytes, or anything canonical_json takes), each part delimited."""
     h = hashlib.sha256()
     for p in parts:
         b = (p if isinstance(p, bytes) else p.encode("utf-8") if isinstance(p, str) else b"null" if p is None
-             else store.canonical_json(p).encode("utf-8"))
+             else _json_bytes(p))
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()

@@ -376,3 +376,13 @@ def test_table_cells_formatted_at_once_equal_the_cell_functions():
                       f'<td class="num {site.heat(g.rel_gap_pct)}">{site._fmt(g.rel_gap_pct, 1)}</td></tr>')
     rows = list(gaps.itertuples())
     assert html == [cell(rows[0]) + cell(rows[2]), cell(rows[1])]
+
+
+def test_digest_writes_plain_lists_as_canonical_json_does():
+    """sitecache.digest writes a list of plain strings and an empty dict itself, skipping the JSON encoder; the bytes
+    (so every cache key) must be canonical_json's, for strings that need escaping too (those take the encoder)."""
+    from harness import sitecache, store
+
+    for part in ([], ["mono-en", "family:babel-mini/mt-en-de"], ['a"b', "c"], ["a\\b"], ["é", "x"], ["\x01"], ["\u2028", "\x7f"],
+                 [1, "a"], {}, {"a": [1, 2]}, ("a", "b"), [["a"]]):
+        assert sitecache._json_bytes(part) == store.canonical_json(part).encode("utf-8"), part
