@@ -500,6 +500,17 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     return outs.keys, outs.reused, outs.made, members
 
 
+def _write_tables() -> tuple[dict, int, int]:
+    """leaderboard.csv and the per-merge downloads (merge gaps, paired tests, similarity: grouped CSVs, a group made
+    again only when its merge's key changed), from _PAGES['tables']; returns (keys, reused, made) for Outputs.merge."""
+    job = _PAGES["tables"]
+    outs = _PAGES["outputs"].child()
+    outs.file("data/leaderboard.csv", job["board_key"], lambda p: job["board"].to_csv(p))
+    for name, frame, key_of in job["grouped"]:
+        outs.grouped_csv(f"data/{name}.csv", frame, "merge", key_of)
+    return outs.keys, outs.reused, outs.made
+
+
 RESULTS_DOWNLOAD = "data/results.jsonl.gz"
 
 
@@ -984,34 +995,44 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _PAGES["spans"] = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
     _PAGES["paired_cols"], _PAGES["paired_rows_of"] = _columns_by(rows_for(paired), "merge")
     _PAGES["sim_cols"], _PAGES["sim_rows_of"] = _columns_by(rows_for(data.similarity), "merge")
+    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
+    # is unchanged keeps the time it was built
+    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
+    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
+                      data.method_specs)
+    data_key = lambda name: digest(site_key, name)
+    # the downloads that need no set-level statistics, written beside the pages (by a page worker on large sites)
+    _PAGES["tables"] = {"board": board, "board_key": data_key("leaderboard.csv"),
+                        "grouped": [("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
+                                    ("similarity", data.similarity, sim_keys)]}
     workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
-    chunks = [todo[i::workers] for i in range(workers)]
+    chunks = [todo[i::4 * workers] for i in range(4 * workers)] if workers > 1 else [todo]
+    table_files = None
     if workers > 1:
         import gc
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # the workers read this process's objects; frozen, the collector in a worker does not write to every one of
-        # them (which would copy the whole heap, page by page, into each worker); build unfreezes them at its end
+        # them (which would copy the whole heap, page by page, into each worker); build unfreezes them at its end.
+        # The downloads go first, the pages after in small chunks, so both workers end about together.
         gc.freeze()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            tables = pool.submit(_write_tables)
             for keys_, reused, made, got in pool.map(_render_model_pages, chunks):
                 outs.merge(keys_, reused, made)
                 members.update(got)
+            table_files = tables.result()
     else:
         keys_, reused, made, got = _render_model_pages(chunks[0])
         outs.merge(keys_, reused, made)
         members.update(got)
-    _PAGES = None
     BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
+    outs.merge(*(table_files or _write_tables()))
+    _PAGES = None
     outs.concat(RESULTS_DOWNLOAD, members_of, members)
 
     phase("model pages")
-    # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
-    # is unchanged keeps the time it was built
-    page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
-    site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
-                      data.method_specs)
     outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,
@@ -1082,15 +1103,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
-    data_key = lambda name: digest(site_key, name)
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
-    outs.file("data/leaderboard.csv", data_key("leaderboard.csv"), csv(board))
     outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
         [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": f"../models/{slug(r.model.name)}.html",
           "results_key": k} for j, (r, k) in enumerate(zip(data.results, keys))], indent=0))
-    for name, frame, key_of in (("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
-                                ("similarity", data.similarity, sim_keys)):
-        outs.grouped_csv(f"data/{name}.csv", frame, "merge", key_of)
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
           **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
