@@ -33,6 +33,7 @@ PAGE_ROWS = 200
 HEAT_ROWS = 200
 RANK_BOOT = 200
 BACKGROUND_MIN = 100  # results from which the set-level statistics run in a forked process beside the pages
+POOL_MIN = 500  # pages to make from which they are made by worker processes (forked), with the per-merge downloads
 SCATTERS = [("cka_linear:all", "mean constituent linear CKA, all layers"),
             ("cka_linear:upper", "mean constituent linear CKA, upper blocks"),
             ("task_cosine:all", "mean task-vector cosine"),
@@ -1005,7 +1006,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _PAGES["tables"] = {"board": board, "board_key": data_key("leaderboard.csv"),
                         "grouped": [("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
                                     ("similarity", data.similarity, sim_keys)]}
-    workers = min(os.cpu_count() or 1, 8) if len(todo) >= 500 else 1
+    workers = min(os.cpu_count() or 1, 8) if len(todo) >= POOL_MIN else 1
     chunks = [todo[i::4 * workers] for i in range(4 * workers)] if workers > 1 else [todo]
     table_files = None
     if workers > 1:
