@@ -433,8 +433,8 @@ BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pa
 
 
 def _render_model_pages(indices) -> tuple[dict, int, int]:
-    """Render the model pages and results JSON (index into _PAGES['data'].results, page wanted, JSON wanted) that
-    build found changed (_PAGES is set before forking). A page shows only what its own inputs and the family
+    """Render the model pages (indices into _PAGES['data'].results) that build found changed (_PAGES is set before
+    forking). A page shows only what its own inputs and the family
     determine (its results file, per-document statistics, constituents, manifest, similarity rows; the family's
     results through the page key): its rank, which every new submission can move, comes from data/ranks.js in the
     browser. Returns (keys, reused, made)."""
@@ -447,22 +447,17 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     model_tpl = _env().get_template("model.html.j2")
     order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
     dead = {c["task"] for c in ctx["dead"]}
-    members = {}
     # the table rows of every page made here, each table's cells formatted at once (per-cell calls would cost more
     # than the rest of a page); a model not in the tidy rows (a failed one) has its rows formatted one by one
     spans = job["spans"]
-    made = [i for i, need_page, _ in indices if need_page]
+    made = list(indices)
     tidy_made = [i for i in made if i in spans]
     score_html = dict(zip(tidy_made, _score_rows(job["df"], [spans[i] for i in tidy_made], order, dead)))
     gap_made = [data.results[i].model.name for i in made if data.results[i].model.name in gap_rows_of]
     gap_html = dict(zip(gap_made, _gap_rows(job["gaps"], [gap_rows_of[m] for m in gap_made])))
-    for i, need_page, need_json in indices:
+    for i in indices:
         res = data.results[i]
         name = res.model.name
-        if need_json:
-            members[i] = results_member(res)
-        if not need_page:
-            continue
         page = f"models/{slug(name)}.html"
         by_task: dict[str, list] = {}
         if i not in score_html:
@@ -498,7 +493,7 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
             **ctx, res=res, man=data.manifests.get(name, {}), board=board_of.get(name), slug_=slug(name), scores=scores,
             gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg))
         outs.made += 1
-    return outs.keys, outs.reused, outs.made, members
+    return outs.keys, outs.reused, outs.made
 
 
 def _write_tables() -> tuple[dict, int, int]:
@@ -513,6 +508,17 @@ def _write_tables() -> tuple[dict, int, int]:
 
 
 RESULTS_DOWNLOAD = "data/results.jsonl.gz"
+_DOWNLOAD: dict | None = None  # the results download's job, set before forking (as _PAGES)
+
+
+def _results_download() -> tuple[dict, int, int]:
+    """RESULTS_DOWNLOAD (Outputs.concat of results_member of every results file; only the lines whose results file
+    changed are made, the others are the last build's bytes) by a child of _DOWNLOAD['outputs']: (keys, reused,
+    made). It reads the results files alone, so a large build runs it in a forked process from its start."""
+    job = _DOWNLOAD
+    outs = job["outputs"].child()
+    outs.concat(RESULTS_DOWNLOAD, job["items"], {i: results_member(job["results"][i]) for i in job["need"]})
+    return outs.keys, outs.reused, outs.made
 
 
 def results_member(res: schema.ResultsFile) -> bytes:
@@ -754,12 +760,12 @@ def _set_job() -> tuple[dict, bool, int, int]:
     return value, hit, memo.hits, memo.misses
 
 
-def _in_background(fork: bool):
-    """Start _set_job (in a forked process when fork, else now); returns a function that waits for its value. The
-    build goes on with what needs no set-level statistics (leaderboard cells, heatmap, model pages) meanwhile, so
-    both cores work."""
+def _in_background(fork: bool, job=_set_job):
+    """Start job() (in a forked process when fork, else now); returns a function that waits for its value. The
+    build goes on meanwhile (beside the set-level statistics: the leaderboard cells, heatmap and model pages; beside
+    the results download: the tidy rows and per-model statistics), so both cores work."""
     if not fork:
-        got = _set_job()
+        got = job()
         return lambda: got
     import gc
     import multiprocessing as mp
@@ -767,7 +773,7 @@ def _in_background(fork: bool):
 
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
     gc.freeze()  # the child's collector then leaves this process's objects alone (no copy of the heap); build unfreezes
-    fut = pool.submit(_set_job)
+    fut = pool.submit(job)
 
     def wait():
         try:
@@ -843,6 +849,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
     keys = list(data.result_keys) if data.result_keys else [digest(r.model_dump_json()) for r in data.results]
     docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
     key = _inputs_key(data, keys, docs_keys)
+    outs = Outputs(out)
+    global _DOWNLOAD
+    items = [(r.model.name, k) for r, k in zip(data.results, keys)]
+    _DOWNLOAD = {"outputs": outs, "results": data.results, "items": items, "need": outs.concat_need(RESULTS_DOWNLOAD, items)}
+    download = _in_background(len(_DOWNLOAD["need"]) >= POOL_MIN and (os.cpu_count() or 1) > 1, _results_download)
     phase("input hashes")
     ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
     df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
@@ -961,7 +972,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
                live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]], dead=dead_cols)
 
     env = _env(folder / "templates")
-    outs = Outputs(out)
     # one page per model, in a process per core for large sites (forked: the workers read what is built here).
     # A page's key: the model pages' code and shared context, the family (the experts and floor every score and
     # gap is measured against), and the model's own inputs.
@@ -972,19 +982,14 @@ def _build(data: SiteData, out: Path, log) -> Path:
               "page_key": digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
               "sim_keys": sim_keys, "docs_keys": docs_keys}
     made_before, reused_before = outs.made, outs.reused
-    members: dict[int, bytes] = {}
-    todo = []  # the pages and results lines whose keys changed: only these are made, in worker processes if many
-    members_of = [(r.model.name, k) for r, k in zip(data.results, keys)]
-    need_members = set(outs.concat_need(RESULTS_DOWNLOAD, members_of))
+    todo = []  # the pages whose keys changed: only these are made, in worker processes if many
     for i, r in enumerate(data.results):
         name = r.model.name
-        need_json = i in need_members
-        need_page = not outs.reuse(f"models/{slug(name)}.html", digest(
-            _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name)))
-        if need_page or need_json:
-            todo.append((i, need_page, need_json))
+        if not outs.reuse(f"models/{slug(name)}.html", digest(
+                _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name))):
+            todo.append(i)
     in_board = set(board_models)
-    made_names = [data.results[i].model.name for i, p, _ in todo if p]
+    made_names = [data.results[i].model.name for i in todo]
     _PAGES["board_of"] = {m: board_row(m) for m in made_names if m in in_board}
     # the rows the pages to make show (all of them on a first build, one merge's after one new submission)
     few = len(made_names) < len(data.results) // 2
@@ -1020,18 +1025,16 @@ def _build(data: SiteData, out: Path, log) -> Path:
         gc.freeze()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
             tables = pool.submit(_write_tables)
-            for keys_, reused, made, got in pool.map(_render_model_pages, chunks):
-                outs.merge(keys_, reused, made)
-                members.update(got)
+            for made in pool.map(_render_model_pages, chunks):
+                outs.merge(*made)
             table_files = tables.result()
     else:
-        keys_, reused, made, got = _render_model_pages(chunks[0])
-        outs.merge(keys_, reused, made)
-        members.update(got)
+        outs.merge(*_render_model_pages(chunks[0]))
     BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
     outs.merge(*(table_files or _write_tables()))
     _PAGES = None
-    outs.concat(RESULTS_DOWNLOAD, members_of, members)
+    outs.merge(*download())
+    _DOWNLOAD = None
 
     phase("model pages")
     outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
