@@ -39,7 +39,9 @@ else
 fi
 
 echo "setup: babelmerge and its pinned dependencies (constraints.txt)${extra:+, with the test tools and ray}"
-pipq install -c constraints.txt -e ".$extra"
+# setuptools warns about every editable install (a boxed note that folders named like the package can shadow it);
+# that note is dropped, nothing else.
+PYTHONWARNINGS="ignore:Editable installation" pipq install -c constraints.txt -e ".$extra"
 
 # The browser tests drive Debian's Chromium (never a browser build downloaded by a tool).
 if [ -n "$extra" ] && ! command -v chromium >/dev/null 2>&1; then
