@@ -210,7 +210,7 @@ def _gap_rows(gaps: pd.DataFrame, groups: list[np.ndarray]) -> list[str]:
     merge's cells formatted at once."""
     if not groups:
         return []
-    pos = np.concatenate(groups) if groups else np.zeros(0, np.intp)
+    pos = np.concatenate(groups)
     col = lambda c: gaps[c].to_numpy()[pos]
     esc = _escaper()
     rel = col("rel_gap_pct")
@@ -450,10 +450,9 @@ def _render_model_pages(indices) -> tuple[dict, int, int]:
     # the table rows of every page made here, each table's cells formatted at once (per-cell calls would cost more
     # than the rest of a page); a model not in the tidy rows (a failed one) has its rows formatted one by one
     spans = job["spans"]
-    made = list(indices)
-    tidy_made = [i for i in made if i in spans]
+    tidy_made = [i for i in indices if i in spans]
     score_html = dict(zip(tidy_made, _score_rows(job["df"], [spans[i] for i in tidy_made], order, dead)))
-    gap_made = [data.results[i].model.name for i in made if data.results[i].model.name in gap_rows_of]
+    gap_made = [data.results[i].model.name for i in indices if data.results[i].model.name in gap_rows_of]
     gap_html = dict(zip(gap_made, _gap_rows(job["gaps"], [gap_rows_of[m] for m in gap_made])))
     for i in indices:
         res = data.results[i]
