@@ -989,6 +989,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
             todo.append(i)
     in_board = set(board_models)
     made_names = [data.results[i].model.name for i in todo]
+    prepare([m for m in made_names if m in in_board])  # at once: one lookup per model would scan the table each time
     _PAGES["board_of"] = {m: board_row(m) for m in made_names if m in in_board}
     # the rows the pages to make show (all of them on a first build, one merge's after one new submission)
     few = len(made_names) < len(data.results) // 2
