@@ -102,85 +102,57 @@ def _esc(v) -> str:
     return str(escape(s)) if _SPECIAL(s) else s
 
 
-def html_table(caption: str, headers: list[str], rows: list[list], num_from: int = 1) -> Markup:
-    """A semantic table, every cell escaped: the first cell of a row is its header; a cell is a value or
-    (value, css class). Columns from `num_from` on are right-aligned. One join per table: model pages are
-    rendered ten thousand at a time, and per-cell template calls cost more than the rest of the build."""
-    head = "".join(f'<th scope="col">{_esc(h)}</th>' for h in headers)
-    out = []
-    for row in rows:
-        parts = ['<tr><th scope="row">', _esc(row[0]), "</th>"]
-        for j, c in enumerate(row[1:], 1):
-            v, cls = c if isinstance(c, tuple) else (c, "")
-            if j >= num_from:
-                cls = f"num {cls}" if cls else "num"
-            parts.append(f'<td class="{cls}">{_esc(v)}</td>' if cls else f"<td>{_esc(v)}</td>")
-        parts.append("</tr>")
-        out.append("".join(parts))
-    return Markup(f'<table class="scores"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
-                  f'<tbody>{"".join(out)}</tbody></table>')
+MODEL_VIEW = "model.html"  # draws any model's page in the browser from its data file (site/static/model.js)
+MODEL_SHARDS = 256  # model data files, data/models/00.js to ff.js; a model's is shard_of(its slug)
+SCORE_VIEW = ("task", "metric", "value", "ci_low", "ci_high", "n", "signature")  # a model's data: its rows' columns
+GAP_VIEW = ("task", "reference", "ref_model", "merge_value", "ref_value", "gap", "rel_gap_pct")
+PAIRED_VIEW = ("task", "expert", "delta", "ci_low", "ci_high", "p_value")
+DATA_DIGITS = 5  # decimals of the numbers in the model data files (pages show 3; the downloads hold every digit)
 
 
-def _table(caption: str, headers: list[str], body: list[str]) -> Markup:
-    """html_table's frame around rows already built as HTML (each cell escaped by its builder)."""
-    head = "".join(f'<th scope="col">{_esc(h)}</th>' for h in headers)
-    return Markup(f'<table class="scores"><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>'
-                  f'<tbody>{"".join(body)}</tbody></table>')
+def shard_of(slug_: str) -> int:
+    """The data file that holds a model (0 to MODEL_SHARDS - 1): the 32-bit FNV-1a hash (Fowler, Noll and Vo) of its
+    slug's UTF-8 bytes, modulo MODEL_SHARDS; site/static/model.js computes the same to find it."""
+    h = 0x811C9DC5
+    for b in slug_.encode("utf-8"):
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h % MODEL_SHARDS
 
 
-def _score_row(task: str, m: schema.ResultRow, dead: str) -> str:
-    """One row of a model page's scores table (as html_table would build it; dead: ' dead' when the task is not
-    live). _fmt's output needs no escaping."""
-    return (f'<tr><th scope="row">{_esc(task)}</th><td class="txt{dead}">{_esc(m.metric)}</td>'
-            f'<td class="num{dead}">{_fmt(m.value)}</td><td class="num{dead}">{_fmt(m.ci_low)} – {_fmt(m.ci_high)}</td>'
-            f'<td class="num{dead}">{m.n}</td><td class="num sig{dead}">{_esc(m.signature or "")}</td></tr>')
+def model_href(slug_: str, root: str = "") -> str:
+    """The address of a model's page: the model view with the model's slug."""
+    return f"{root}{MODEL_VIEW}?m={slug_}"
 
 
-def _fmt_all(values, digits: int = 3) -> list[str]:
-    """_fmt of each value (floats, None as missing) in one pass: printf's '%.{digits}f' over the whole tuple (the same
-    digits as format()), '–' where the value is missing or not finite."""
-    a = np.asarray(values, dtype=float)
-    if not len(a):
+def _json_column(a: np.ndarray) -> list:
+    """A column as JSON values: floats rounded to DATA_DIGITS decimals, missing or not finite values as None."""
+    if a.dtype.kind == "f":
+        out = np.round(a, DATA_DIGITS).astype(object)
+        out[~np.isfinite(a)] = None
+        return out.tolist()
+    if a.dtype == object:
+        return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in a.tolist()]
+    return a.tolist()
+
+
+def _rows_by_owner(frame: pd.DataFrame, columns: tuple[str, ...], groups: list[np.ndarray]) -> list[list[tuple]]:
+    """Per owner (its rows of frame at the positions groups[k]): its rows as tuples of the columns' JSON values
+    (_json_column); every owner's cells converted at once."""
+    if not groups:
         return []
-    out = (f"%.{digits}f\0" * len(a) % tuple(a.tolist())).split("\0")[:-1]
-    for i in np.flatnonzero(~np.isfinite(a)).tolist():
-        out[i] = "–"
-    return out
-
-
-def _heat_all(values) -> list[str]:
-    """heat() of each value, at once."""
-    a = np.asarray(values, dtype=float)
-    level = np.select([np.abs(a) >= 40, np.abs(a) >= 15, np.abs(a) >= 5], [3, 2, 1], 0)
-    names = np.array(["h-0", "h-p1", "h-p2", "h-p3", "h-0", "h-n1", "h-n2", "h-n3", "h-na"], dtype=object)
-    return names[np.where(np.isnan(a), 8, level + 4 * (a < 0))].tolist()
-
-
-def _escaper():
-    """_esc with a memory: the cells of a table repeat a few strings (task, metric, reference) many times."""
-    seen: dict = {}
-
-    def esc(v):
-        try:
-            return seen[v]
-        except KeyError:
-            return seen.setdefault(v, _esc(v))
-    return esc
-
-
-def _by_owner(rows: list[str], lens: list[int]) -> list[str]:
-    """rows (consecutive per owner, lens[k] of owner k) joined per owner."""
+    pos = np.concatenate(groups)
+    rows = list(zip(*(_json_column(frame[c].to_numpy()[pos]) for c in columns)))
     out, at = [], 0
-    for n in lens:
-        out.append("".join(rows[at:at + n]))
-        at += n
+    for g in groups:
+        out.append(rows[at:at + len(g)])
+        at += len(g)
     return out
 
 
-def _score_rows(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[str, int], dead: set[str]) -> list[str]:
-    """Per model (its rows of df at spans[k] = [start, end), as tidy_block made them from its results file): the rows of
-    its page's scores table, as _score_row makes them, joined; tasks in `order` (tasks it does not know after, in the
-    order they first appear), each task's rows as stored. Every model's cells are formatted at once."""
+def _score_groups(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[str, int]) -> list[np.ndarray]:
+    """Per model (its rows of df at spans[k] = [start, end), as tidy_block made them from its results file): the
+    positions of its rows in the order its page shows them: tasks in `order` (tasks it does not know after, in the
+    order they first appear), each task's rows as stored."""
     if not spans:
         return []
     lens = [b - a for a, b in spans]
@@ -192,34 +164,15 @@ def _score_rows(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[str,
     if (known == len(order)).any():  # a task of no known order: by its first row in the model's rows
         first = pd.Series(np.arange(len(pos))).groupby([owner, tcode]).transform("min").to_numpy()
     srt = np.lexsort((np.arange(len(pos)), first, known, owner))
-    pos, tcode = pos[srt], tcode[srt]
-    esc = _escaper()
-    dead_of = [" dead" if t in dead else "" for t in tnames]
-    head = [f'<tr><th scope="row">{_esc(t)}</th><td class="txt{d}">' for t, d in zip(tnames, dead_of)]
-    col = lambda c: df[c].to_numpy()[pos]
-    sig = [esc(s) if isinstance(s, str) else "" for s in col("signature").tolist()]
-    rows = [f'{head[t]}{esc(m)}</td><td class="num{dead_of[t]}">{v}</td><td class="num{dead_of[t]}">{lo} – {hi}</td>'
-            f'<td class="num{dead_of[t]}">{n}</td><td class="num sig{dead_of[t]}">{s}</td></tr>'
-            for t, m, v, lo, hi, n, s in zip(tcode.tolist(), col("metric").tolist(), _fmt_all(col("value")),
-                                             _fmt_all(col("ci_low")), _fmt_all(col("ci_high")), col("n").tolist(), sig)]
-    return _by_owner(rows, lens)
+    return np.split(pos[srt], np.cumsum(lens)[:-1])
 
 
-def _gap_rows(gaps: pd.DataFrame, groups: list[np.ndarray]) -> list[str]:
-    """Per merge (its rows of gaps at the positions groups[k]): the rows of its page's gap table, joined; every
-    merge's cells formatted at once."""
-    if not groups:
-        return []
-    pos = np.concatenate(groups)
-    col = lambda c: gaps[c].to_numpy()[pos]
-    esc = _escaper()
-    rel = col("rel_gap_pct")
-    rows = [f'<tr><th scope="row">{esc(t)}</th><td class="txt">{esc(r)}</td><td class="txt">{esc(m)}</td>'
-            f'<td class="num">{a}</td><td class="num">{b}</td><td class="num">{c}</td><td class="num {h}">{p}</td></tr>'
-            for t, r, m, a, b, c, h, p in zip(col("task").tolist(), col("reference").tolist(), col("ref_model").tolist(),
-                                              _fmt_all(col("merge_value")), _fmt_all(col("ref_value")), _fmt_all(col("gap")),
-                                              _heat_all(rel), _fmt_all(rel, 1))]
-    return _by_owner(rows, [len(g) for g in groups])
+def _score_lists(rows: list[tuple]) -> tuple[list[tuple], list[str]]:
+    """A model's score rows (SCORE_VIEW) with each signature replaced by its place in the model's list of
+    signatures (a page repeats a few long signatures on every row), and that list."""
+    sigs: dict[str, int] = {}
+    out = [r[:-1] + (None if r[-1] is None else sigs.setdefault(r[-1], len(sigs)),) for r in rows]
+    return out, list(sigs)
 
 
 def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
@@ -349,7 +302,7 @@ def _board_parts(r: dict) -> list[str]:
     thousand rows of a dozen cells each are too many template calls."""
     attrs = (f'<tr class="{escape(r["kind"])}" data-arm="{escape(r["arm"])}" data-method="{escape(r["method"])}" '
              f'data-constituents="{escape(" ".join(r["constituents"]))}">')
-    lead = (f'<th scope="row"><a href="models/{escape(r["slug"])}.html">{escape(r["model"])}</a></th>'
+    lead = (f'<th scope="row"><a href="{escape(model_href(r["slug"]))}">{escape(r["model"])}</a></th>'
             f'<td>{escape(r["kind"])}</td><td>{escape(r["arm"])}</td><td>{escape(r["method"])}</td>')
     lm = "".join(_score_html(v) for v in r["lm"])
     mt_cells = [_score_html(v) for v in r["mt"]]
@@ -432,67 +385,76 @@ _PAGES: dict | None = None
 BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pages_made, pages_reused): for the benchmark and tests
 
 
-def _render_model_pages(indices) -> tuple[dict, int, int]:
-    """Render the model pages (indices into _PAGES['data'].results) that build found changed (_PAGES is set before
-    forking). A page shows only what its own inputs and the family
-    determine (its results file, per-document statistics, constituents, manifest, similarity rows; the family's
-    results through the page key): its rank, which every new submission can move, comes from data/ranks.js in the
-    browser. Returns (keys, reused, made)."""
+def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
+    """Write the model data files that build found changed (data/models/<shard>.js, from _PAGES, set before forking):
+    each calls window.babelShard with its models by slug, each with what its page shows (site/static/model.js draws
+    it in model.html): its results file's rows and provenance, manifest, gaps, paired tests and similarity rows, all
+    determined by its own inputs and the family (the experts and floor every score and gap is measured against).
+    Its rank, which every new submission can move, comes from data/ranks.js. Returns (keys, reused, made)."""
     job = _PAGES
     outs = job["outputs"].child()
-    data, ctx, board_of, keys = job["data"], job["ctx"], job["board_of"], job["keys"]
-    gap_rows_of, paired_cols, paired_rows_of = job["gap_rows_of"], job["paired_cols"], job["paired_rows_of"]
-    sim_cols, sim_rows_of = job["sim_cols"], job["sim_rows_of"]
-    records = lambda cols, idx: [{c: v[i] for c, v in cols.items()} for i in idx]
-    model_tpl = _env().get_template("model.html.j2")
-    order = {t: i for i, t in enumerate(job["lm_tasks"] + job["mt_tasks"])}
-    dead = {c["task"] for c in ctx["dead"]}
-    # the table rows of every page made here, each table's cells formatted at once (per-cell calls would cost more
-    # than the rest of a page); a model not in the tidy rows (a failed one) has its rows formatted one by one
-    spans = job["spans"]
+    data, members = job["data"], job["members"]
+    indices = [i for s in shards for i in members[s]]
+    names = {i: data.results[i].model.name for i in indices}
+    spans, df = job["spans"], job["df"]
     tidy_made = [i for i in indices if i in spans]
-    score_html = dict(zip(tidy_made, _score_rows(job["df"], [spans[i] for i in tidy_made], order, dead)))
-    gap_made = [data.results[i].model.name for i in indices if data.results[i].model.name in gap_rows_of]
-    gap_html = dict(zip(gap_made, _gap_rows(job["gaps"], [gap_rows_of[m] for m in gap_made])))
-    for i in indices:
-        res = data.results[i]
-        name = res.model.name
-        page = f"models/{slug(name)}.html"
-        by_task: dict[str, list] = {}
-        if i not in score_html:
-            for x in res.rows:
-                by_task.setdefault(x.task, []).append(x)
-        sim_rows, sim_svg = [], None
-        if name in sim_rows_of:
+    score_rows = dict(zip(tidy_made, _rows_by_owner(df, SCORE_VIEW, _score_groups(df, [spans[i] for i in tidy_made], job["order"]))))
+
+    def by_merge(name: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, list[tuple]]:
+        rows_of = job[f"{name}_rows_of"]
+        have = [m for m in names.values() if m in rows_of]
+        return dict(zip(have, _rows_by_owner(frame, columns, [rows_of[m] for m in have])))
+
+    gap_rows = by_merge("gap", job["gaps"], GAP_VIEW)
+    paired_rows = by_merge("paired", job["paired"], PAIRED_VIEW)
+    sim_rows = by_merge("sim", job["sim"], ("a", "b", "relation", "layer", "value"))
+    number = lambda v: None if v is None or v != v else v
+    for s in shards:
+        models = {}
+        for i in members[s]:
+            res, name = data.results[i], names[i]
+            rows = score_rows.get(i)
+            if rows is None:  # a model not in the tidy rows (a failed one): its rows from its results file
+                own = analysis.tidy([res.model_copy(update={"status": "ok"})])
+                rows = _rows_by_owner(own, SCORE_VIEW, _score_groups(own, [(0, len(own))], job["order"]))[0] if len(own) else []
+            scores, sigs = _score_lists(rows)
             pairs: dict[tuple, list] = {}
-            for r in records(sim_cols, sim_rows_of[name]):
-                pairs.setdefault((r["a"], r["b"], r["relation"]), []).append((r["layer"], r["value"]))
-            for (a, b, rel), vals in pairs.items():
-                by_layer = [v for _, v in sorted(vals)]
-                sim_rows.append({"a": a, "b": b, "relation": rel, "mean": sum(by_layer) / len(by_layer), "by_layer": by_layer})
-            sim_svg = Markup(plots.lines({f"{r['a']} ~ {r['b']}": r["by_layer"] for r in sim_rows},
-                                         f"Layer-wise CKA, {name}", "layer (0 = embeddings)", "linear CKA"))
-        body = [score_html[i]] if score_html.get(i) else [
-            _score_row(t, m, " dead" if t in dead else "") for t in sorted(by_task, key=lambda t: order.get(t, len(order)))
-            for m in by_task[t]]
-        scores = _table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
-                        ["task", "metric", "value", "95% interval", "n", "signature"], body) if body else None
-        gaps_t = _table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
-                        ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"],
-                        [gap_html[name]]) if gap_html.get(name) else None
-        pr = records(paired_cols, paired_rows_of.get(name, []))
-        paired_t = html_table("Paired bootstrap against the constituent expert (same resampled documents for both)",
-                              ["task", "expert", "difference", "95% interval", "p"],
-                              [[p_["task"], (p_["expert"], "txt"), _fmt(p_["delta"]), f"{_fmt(p_['ci_low'])} – {_fmt(p_['ci_high'])}",
-                                pval(p_["p_value"])] for p_ in pr], num_from=2) if pr else None
-        sim_t = html_table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
-                           [[r["a"], (r["b"], "txt"), (r["relation"], "txt"), _fmt(r["mean"])] for r in sim_rows],
-                           num_from=3) if sim_rows else None
-        outs._write(page, model_tpl.render(
-            **ctx, res=res, man=data.manifests.get(name, {}), board=board_of.get(name), slug_=slug(name), scores=scores,
-            gaps=gaps_t, paired=paired_t, sim=sim_t, sim_svg=sim_svg))
+            for a, b, rel, layer, v in sim_rows.get(name, ()):
+                pairs.setdefault((a, b, rel), []).append((layer, v))
+            man, board, p = data.manifests.get(name, {}), job["board_of"].get(name), res.provenance
+            models[slug(name)] = {
+                "id": name, "kind": res.model.kind, "method": res.model.method, "arm": res.model.arm,
+                "constituents": list(res.model.constituents), "base_model": res.model.base_model, "status": res.status,
+                "error": res.error, "title": man.get("title"), "authors": man.get("authors"), "recipe": man.get("recipe_text"),
+                "score": number(board["score"]) if board else None, "ns": board["ns_tasks"] if board else [],
+                "nc": board["nc_tasks"] if board else [], "scores": scores, "sigs": sigs, "gaps": gap_rows.get(name, []),
+                "paired": paired_rows.get(name, []),
+                "sim": [[a, b, rel, [v for _, v in sorted(vals, key=lambda t: t[0])]] for (a, b, rel), vals in pairs.items()],
+                "sha256": res.model.sha256, "suite": res.suite, "suite_sha256": res.suite_sha256, "tasks": res.tasks,
+                "provenance": {"harness": p.harness_version, "git": p.git, "device": p.device, "dtype": p.dtype,
+                               "batch": p.batch, "seed": p.seed, "bootstrap": p.bootstrap, "created_utc": p.created_utc,
+                               "wall_s": p.wall_s, "limit": p.limit, "packages": p.packages,
+                               "merge": {"mergekit": p.merge.get("mergekit"), "seed": p.merge.get("seed")} if p.merge else None}}
+        outs._write(shard_path(s), "window.babelShard(" + json.dumps(models, separators=(",", ":"), default=str) + ");\n")
         outs.made += 1
     return outs.keys, outs.reused, outs.made
+
+
+def shard_path(shard: int) -> str:
+    """A model data file's path in the site."""
+    return f"data/models/{shard:02x}.js"
+
+
+def model_data(out: Path, name: str) -> dict | None:
+    """What a built site (in `out`) holds for one model's page, as model.js reads it; None when it has no such model."""
+    path = out / shard_path(shard_of(slug(name)))
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    head, tail = "window.babelShard(", ");\n"
+    if not (text.startswith(head) and text.endswith(tail)):
+        raise ValueError(f"{path}: not a model data file (it must be {head}...{tail.strip()}); build the site again")
+    return json.loads(text[len(head):-len(tail)]).get(slug(name))
 
 
 def _write_tables() -> tuple[dict, int, int]:
@@ -526,13 +488,6 @@ def results_member(res: schema.ResultsFile) -> bytes:
     import gzip
 
     return gzip.compress((res.model_dump_json() + "\n").encode("utf-8"), compresslevel=1, mtime=0)
-
-
-def _columns_by(frame: pd.DataFrame, by: str) -> tuple[dict[str, list], dict[str, np.ndarray]]:
-    """(column -> list of values, value of `by` -> row positions): a frame's rows by group without a dict per row."""
-    if frame is None or frame.empty:
-        return {}, {}
-    return {c: frame[c].tolist() for c in frame.columns}, frame.groupby(by, sort=False).indices
 
 
 def _row_keys(frame: pd.DataFrame, by: str) -> dict[str, str]:
@@ -971,47 +926,48 @@ def _build(data: SiteData, out: Path, log) -> Path:
                live=[c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if c["live"]], dead=dead_cols)
 
     env = _env(folder / "templates")
-    # one page per model, in a process per core for large sites (forked: the workers read what is built here).
-    # A page's key: the model pages' code and shared context, the family (the experts and floor every score and
-    # gap is measured against), and the model's own inputs.
+    # every model's page is drawn in the browser by model.html from its data file: MODEL_SHARDS files of models by
+    # the hash of their slug (ten thousand pages would be ten thousand files of HTML, 40 kB each). A file is made
+    # again only when the key of one of its models changed: the model pages' code and shared context, the family
+    # (the experts and floor every score and gap is measured against), and the model's own inputs. Made in a process
+    # per core when many (forked: the workers read what is built here).
     global _PAGES
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
     sim_keys = _row_keys(data.similarity, "merge")
-    _PAGES = {"data": data, "ctx": model_ctx, "keys": keys, "lm_tasks": lm_tasks, "mt_tasks": mt_tasks, "outputs": outs,
-              "page_key": digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")}),
-              "sim_keys": sim_keys, "docs_keys": docs_keys}
-    made_before, reused_before = outs.made, outs.reused
-    todo = []  # the pages whose keys changed: only these are made, in worker processes if many
+    model_key = digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")})
+    members: dict[int, list[int]] = {}
     for i, r in enumerate(data.results):
-        name = r.model.name
-        if not outs.reuse(f"models/{slug(name)}.html", digest(
-                _PAGES["page_key"], keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name))):
-            todo.append(i)
+        members.setdefault(shard_of(slug(r.model.name)), []).append(i)
+    own = lambda i, name: (keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name))
+    todo = [s for s in sorted(members) if not outs.reuse(shard_path(s), digest(
+        model_key, [own(i, data.results[i].model.name) for i in members[s]]))]
+    _PAGES = {"data": data, "outputs": outs, "members": members, "order": {t: j for j, t in enumerate(lm_tasks + mt_tasks)}}
+    made_before, reused_before = outs.made, outs.reused
     in_board = set(board_models)
-    made_names = [data.results[i].model.name for i in todo]
+    made_names = [data.results[i].model.name for s in todo for i in members[s]]
     prepare([m for m in made_names if m in in_board])  # at once: one lookup per model would scan the table each time
     _PAGES["board_of"] = {m: board_row(m) for m in made_names if m in in_board}
-    # the rows the pages to make show (all of them on a first build, one merge's after one new submission)
+    # the rows of the models to write (all of them on a first build, one shard's after one new submission)
     few = len(made_names) < len(data.results) // 2
     rows_for = lambda frame: frame[frame["merge"].isin(made_names).to_numpy()] if few and not frame.empty else frame
-    _PAGES["gaps"] = rows_for(gaps)
-    _PAGES["gap_rows_of"] = _PAGES["gaps"].groupby("merge", sort=False).indices if not _PAGES["gaps"].empty else {}
+    for name, frame in (("gap", gaps), ("paired", paired), ("sim", data.similarity)):
+        frame = rows_for(frame) if frame is not None else pd.DataFrame()
+        _PAGES["gaps" if name == "gap" else name] = frame
+        _PAGES[f"{name}_rows_of"] = frame.groupby("merge", sort=False).indices if not frame.empty else {}
     _PAGES["df"] = df
     ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
     _PAGES["spans"] = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
-    _PAGES["paired_cols"], _PAGES["paired_rows_of"] = _columns_by(rows_for(paired), "merge")
-    _PAGES["sim_cols"], _PAGES["sim_rows_of"] = _columns_by(rows_for(data.similarity), "merge")
     # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
     # is unchanged keeps the time it was built
     page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
     site_key = digest(page_key, key, [r.model_dump(mode="json") for r in data.method_records],
                       data.method_specs)
     data_key = lambda name: digest(site_key, name)
-    # the downloads that need no set-level statistics, written beside the pages (by a page worker on large sites)
+    # the downloads that need no set-level statistics, written beside the model data (by a worker on large sites)
     _PAGES["tables"] = {"board": board, "board_key": data_key("leaderboard.csv"),
                         "grouped": [("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
                                     ("similarity", data.similarity, sim_keys)]}
-    workers = min(os.cpu_count() or 1, 8) if len(todo) >= POOL_MIN else 1
+    workers = min(os.cpu_count() or 1, 8) if len(made_names) >= POOL_MIN else 1
     chunks = [todo[i::4 * workers] for i in range(4 * workers)] if workers > 1 else [todo]
     table_files = None
     if workers > 1:
@@ -1021,18 +977,20 @@ def _build(data: SiteData, out: Path, log) -> Path:
 
         # the workers read this process's objects; frozen, the collector in a worker does not write to every one of
         # them (which would copy the whole heap, page by page, into each worker); build unfreezes them at its end.
-        # The downloads go first, the pages after in small chunks, so both workers end about together.
+        # The downloads go first, the model data after in small chunks, so both workers end about together.
         gc.freeze()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
             tables = pool.submit(_write_tables)
-            for made in pool.map(_render_model_pages, chunks):
+            for made in pool.map(_write_model_shards, chunks):
                 outs.merge(*made)
             table_files = tables.result()
     else:
-        outs.merge(*_render_model_pages(chunks[0]))
-    BUILD_STATS.update(model_pages_made=outs.made - made_before, model_pages_reused=outs.reused - reused_before)
+        outs.merge(*_write_model_shards(chunks[0]))
+    BUILD_STATS.update(model_files_made=outs.made - made_before, model_files_reused=outs.reused - reused_before,
+                       models_written=len(made_names))
     outs.merge(*(table_files or _write_tables()))
     _PAGES = None
+    outs.text(MODEL_VIEW, digest(model_key, "view"), lambda: env.get_template("model.html.j2").render(**model_ctx, shards=MODEL_SHARDS))
     outs.merge(*download())
     _DOWNLOAD = None
 
@@ -1105,11 +1063,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
         + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
     phase("index and analysis pages")
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
-    for static in ("style.css", "site.js"):
+    for static in ("style.css", "site.js", "model.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
     outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
-        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": f"../models/{slug(r.model.name)}.html",
+        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
           "results_key": k} for j, (r, k) in enumerate(zip(data.results, keys))], indent=0))
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
@@ -1129,7 +1087,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")
-    log(f"[site] {len(data.results)} model pages, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}; "
+    log(f"[site] {len(data.results)} models, {pages} leaderboard page(s) in {time.perf_counter() - t0:.1f}s -> {out}; "
         f"statistics {'reused' if hit else 'computed'}, {outs.made} files made, {outs.reused} unchanged")
     log("[site] phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
     BUILD_STATS.update(phases=phases)

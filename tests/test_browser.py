@@ -98,15 +98,39 @@ def test_table_complete_without_javascript(built, browser):
 
 
 def test_submission_page_escapes_and_shows_provenance(built, browser):
-    evil_page = next((built / "models").glob("_script_alert*"))
-    page, log = _open(browser, evil_page.as_uri())
+    """A model's page is model.html drawn from its data file: the submitter's text shown as text, its provenance,
+    scores and similarity plot; a failed model's error; a name of no model says so."""
+    evil = site.slug(EVIL)
+    page, log = _open(browser, (built / "model.html").as_uri() + "?m=" + evil)
+    page.wait_for_selector("#m-body:not([hidden])")
     assert not log["dialogs"] and not [c for c in log["console"] if c[0] in ("error", "pageerror")]
-    assert EVIL in page.locator("h1").inner_text()
-    assert "Provenance" in page.content() and "model sha256" in page.inner_text("body")
+    assert EVIL in page.locator("h1").inner_text() and EVIL in page.title()
+    assert page.locator("script").count() == 4  # ranks.js, model.js, site.js and the model's data file: none from the submitter
+    body = page.inner_text("body")
+    assert "Provenance" in body and "model sha256" in body and "rank " in page.locator("span.rank").inner_text()
+    assert page.locator("#m-scores tbody tr").count() == len(site.model_data(built, EVIL)["scores"])
+    svg = page.locator("#m-sim-plot svg[role=img]")
+    assert svg.count() == 1 and page.locator("#m-sim-plot polyline").count() >= 1
+    assert all(page.locator(f"[id='{x}']").text_content().strip() for x in svg.get_attribute("aria-labelledby").split())
     assert all(u.startswith(built.as_uri()) for u in log["requests"])
     _shot(page, "submission")
-    page, log = _open(browser, (built / "models" / "broken-merge.html").as_uri())
+    page, log = _open(browser, (built / "model.html").as_uri() + "?m=broken-merge")
+    page.wait_for_selector("#m-body:not([hidden])")
     assert "contains NaN or inf" in page.inner_text("body")
+    page, log = _open(browser, (built / "model.html").as_uri() + "?m=no-such-model")
+    page.wait_for_selector("#m-missing:not([hidden])")
+    assert "No model no-such-model" in page.inner_text("#m-missing")
+    # the page finds a model's file as site.shard_of does, for any slug
+    names = ["mono-en", evil, "merge-00001", "ünïcödé-名前", "", "a" * 300]
+    assert page.evaluate("([names, n]) => names.map(s => window.babelShardOf(s, n))", [names, site.MODEL_SHARDS]) == \
+        [site.shard_of(x) for x in names]
+
+
+def test_model_pages_link_from_the_leaderboard(built, browser):
+    page, _ = _open(browser, (built / "index.html").as_uri())
+    page.locator("#overall tbody tr th a").first.click()
+    page.wait_for_selector("#m-body:not([hidden])")
+    assert page.locator("#m-title").inner_text() and page.locator("#m-scores tbody tr").count() > 0
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import schema
+from harness import schema, site
 from harness.submissions import SUBMISSIONS_DIR
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_run_micro_end_to_end(tmp_path, tiny_models, micro_world):
     assert {r.b for r in moved.rows if r.a == "mono-en-s1"} == {"init-s1"}
     assert "ref-ties-mt-all-d0.5" in (out / "index.html").read_text()
     assert "Spearman" in (out / "analysis.html").read_text()
-    assert (out / "models" / "ref-ties-mt-all-d0.5.html").exists()
+    assert site.model_data(out, "ref-ties-mt-all-d0.5")["status"] == "ok"
     docs = schema.DocsFile.model_validate(json.loads((subs / SUBSET[0] / "results" / "babel-mini-v2+micro.docs.json").read_text()))
     assert len(docs.tasks) == 13
 

@@ -55,7 +55,13 @@ def test_site_builds_and_escapes(tmp_path):
               "data/leaderboard.csv", "data/merge_gaps.csv", "data/correlations.json", "data/rank_intervals.json",
               "data/validity.csv"):
         assert (tmp_path / "site" / f).is_file(), f
-    assert len(list((tmp_path / "site" / "models").glob("*.html"))) == len(results)
+    # every model's page is in its data file, drawn by model.html; what the submitter wrote stays plain data
+    assert (tmp_path / "site" / "model.html").is_file() and (tmp_path / "site" / "model.js").is_file()
+    files = sorted((tmp_path / "site" / "data" / "models").glob("*.js"))
+    assert [f.name for f in files] == sorted({site.shard_path(site.shard_of(site.slug(r.model.name)))[12:] for r in results})
+    evil = site.model_data(tmp_path / "site", EVIL)
+    assert evil["id"] == EVIL and evil["method"] == EVIL and evil["sim"] == [["mono-en", "mt-en-de", "constituents", [0.7]]]
+    assert 'href="model.html?m=_script_alert_1___script_"' in html
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +158,7 @@ def test_rebuild_reuses_statistics_and_remakes_only_what_changed(tmp_path):
     out = tmp_path / "site"
     site.build(data(manifests), out, log=lambda *_: None)
     first, files = dict(site.BUILD_STATS), _tree(out)
-    assert not first["stats_hit"] and first["files_reused"] == 0 and first["model_pages_made"] == len(results)
+    assert not first["stats_hit"] and first["files_reused"] == 0 and first["models_written"] == len(results)
     site.build(data(manifests), out, log=lambda *_: None)
     assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 0
     assert _tree(out) == files
@@ -162,8 +168,8 @@ def test_rebuild_reuses_statistics_and_remakes_only_what_changed(tmp_path):
     assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 1
     after = _tree(out)
     changed = {p for p in files if after[p] != files[p]}
-    assert changed == {f"models/{site.slug(name)}.html", ".build-keys.json"}
-    assert b"a better title" in after[f"models/{site.slug(name)}.html"]
+    assert changed == {site.shard_path(site.shard_of(site.slug(name))), ".build-keys.json"}
+    assert site.model_data(out, name)["title"] == "a better title"
 
 
 def test_incremental_build_equals_a_fresh_build(tmp_path):
@@ -201,7 +207,7 @@ def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeyp
     monkeypatch.setattr(site.os, "cpu_count", lambda: 2)
     site.build(data, tmp_path / "forked", log=lambda *_: None)
     assert site.BUILD_STATS["memo_misses"] > 0  # counted in the child, reported back
-    assert site.BUILD_STATS["model_pages_made"] == len(data.results)
+    assert site.BUILD_STATS["models_written"] == len(data.results)
     assert (tmp_path / "forked" / "data" / "merge_gaps.csv").stat().st_size > 1000
     monkeypatch.setattr(site, "BACKGROUND_MIN", 10**9)
     monkeypatch.setattr(site, "POOL_MIN", 10**9)
@@ -288,7 +294,7 @@ def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkey
     seen = []
     for p in pages:
         overall = p.read_text().split('<section id="lm">')[0]
-        rows = re.findall(r'<th scope="row"><a href="models/[^"]+">([^<]+)</a></th>', overall)
+        rows = re.findall(r'<th scope="row"><a href="model\.html\?m=[^"]+">([^<]+)</a></th>', overall)
         assert 1 <= len(rows) <= 4
         seen += rows
     assert sorted(seen) == sorted(scored)
@@ -319,12 +325,12 @@ def test_a_build_that_stops_half_way_is_made_again_in_full(tmp_path, monkeypatch
     out = tmp_path / "inc"
     site.build(data(results), out, log=lambda *_: None)
     changed = [r.model_copy(update={"provenance": r.provenance.model_copy(update={"wall_s": 99.0})}) for r in results]
-    real = site.html_table
-    monkeypatch.setattr(site, "html_table", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    real = site._score_lists
+    monkeypatch.setattr(site, "_score_lists", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError):
         site.build(data(changed), out, log=lambda *_: None)
     assert not (out / site.sitecache.KEYS).exists()
-    monkeypatch.setattr(site, "html_table", real)
+    monkeypatch.setattr(site, "_score_lists", real)
     site.build(data(changed), out, log=lambda *_: None)
     assert site.BUILD_STATS["files_reused"] == 0
     site.build(data(changed), tmp_path / "fresh", log=lambda *_: None)
@@ -342,45 +348,35 @@ def test_the_site_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=site.ROOT).returncode == 0
 
 
-def test_table_cells_formatted_at_once_equal_the_cell_functions():
-    """Model pages format every cell of a table at once (_fmt_all, _heat_all, _score_rows, _gap_rows); each cell must
-    be what the one-cell functions (_fmt, heat, _score_row) make of it, missing, infinite, negative zero and
-    escaped text included, and a model's rows come in the task order of the page."""
-    rng = np.random.default_rng(3)
-    special = [None, float("nan"), float("inf"), -float("inf"), -0.0, 0.0005, -0.0005, 1e9, 40.0, -15.0, 4.9999, -5.0]
-    values = special + (rng.standard_normal(300) * 60).tolist()
-    for digits in (1, 2, 3):
-        assert site._fmt_all(values, digits) == [site._fmt(None if v is None else float(v), digits) for v in values]
-    assert site._heat_all(values) == [site.heat(v) for v in values]
-
-    res = [_result(f"m{i}", "submission", 1.0 + i / 7, 30.0 - i, over=(v, v - 1, v + 1))
-           for i, v in enumerate([0.5, float("nan"), -0.0, 1e6])]
-    res[1].rows.insert(0, schema.ResultRow(task="zz:other", language="xx", metric=EVIL, value=None, n=3, higher_is_better=True,
-                                           signature=EVIL))
-    df = analysis.tidy(res)
-    ends = np.cumsum([len(r.rows) for r in res])
-    spans = [(int(e - len(r.rows)), int(e)) for r, e in zip(res, ends)]
-    order, dead = {"lm:en": 0, "mt:en-de": 1}, {"mt:en-de"}
-    got = site._score_rows(df, spans, order, dead)
-    for r, html in zip(res, got):
-        by_task = {}
-        for x in r.rows:
-            by_task.setdefault(x.task, []).append(x)
-        want = "".join(site._score_row(t, x, " dead" if t in dead else "")
-                       for t in sorted(by_task, key=lambda t: order.get(t, len(order))) for x in by_task[t])
-        assert html == want
-    assert "zz:other" in got[1] and got[1].index("zz:other") > got[1].index("mt:en-de") and EVIL not in got[1]
-
-    gaps = pd.DataFrame({"merge": ["a", "b", "a"], "task": ["lm:en", "lm:de", EVIL], "reference": ["expert"] * 3,
-                         "ref_model": ["mono-en", None, "x"], "merge_value": [1.0, None, 2.5], "ref_value": [0.5, 1.0, float("inf")],
-                         "gap": [-0.5, None, 3.0], "rel_gap_pct": [-41.0, float("nan"), 4.0]})
-    html = site._gap_rows(gaps, [np.array([0, 2]), np.array([1])])
-    cell = lambda g: (f'<tr><th scope="row">{site._esc(g.task)}</th><td class="txt">{site._esc(g.reference)}</td>'
-                      f'<td class="txt">{site._esc(g.ref_model)}</td><td class="num">{site._fmt(g.merge_value)}</td>'
-                      f'<td class="num">{site._fmt(g.ref_value)}</td><td class="num">{site._fmt(g.gap)}</td>'
-                      f'<td class="num {site.heat(g.rel_gap_pct)}">{site._fmt(g.rel_gap_pct, 1)}</td></tr>')
-    rows = list(gaps.itertuples())
-    assert html == [cell(rows[0]) + cell(rows[2]), cell(rows[1])]
+def test_model_data_holds_each_results_file_in_page_order(tmp_path):
+    """A model's data file holds its results file's rows as its page shows them: tasks in the suite's order (a task
+    the suite does not know after them, in the order it first appears), each task's rows as stored; numbers rounded
+    to DATA_DIGITS decimals, missing and infinite ones as null; every signature once per model, each row pointing at
+    its own. Computed here from the results files, not from the site's code."""
+    suite = load_suite()
+    order = [f"lm:{x}" for x in suite["languages"]] + [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
+    results = [_result("init-s0", "family", 8.0, 5.0, over=(0.0, -1.0, 1.0)), _result("mono-en", "family", 2.0, 10.0),
+               _result("mt-en-de", "family", 2.2, 30.0)]
+    results += [_result(f"m{i}", "submission", 1.0 + i / 7, 30.0 - i, over=(v, v - 1, v + 1))
+                for i, v in enumerate([0.5, float("nan"), -0.0, 1e6, 1 / 3])]
+    results[4].rows.insert(0, schema.ResultRow(task="zz:other", language="xx", metric=EVIL, value=float("inf"), n=3,
+                                               higher_is_better=True, signature=EVIL))
+    results[5].rows.append(schema.ResultRow(task="lm:en", language="en", metric="late", value=None, n=1, higher_is_better=False))
+    out = tmp_path / "site"
+    site.build(site.SiteData(suite=suite, results=results), out, log=lambda *_: None)
+    num = lambda v: None if v is None or not np.isfinite(v) else round(v, site.DATA_DIGITS)
+    for r in results:
+        first = list(dict.fromkeys(x.task for x in r.rows))
+        tasks = sorted(first, key=lambda t: (order.index(t) if t in order else len(order) + first.index(t)))
+        rows = [x for t in tasks for x in r.rows if x.task == t]
+        got = site.model_data(out, r.model.name)
+        sigs = list(dict.fromkeys(x.signature for x in rows if x.signature))
+        assert got["sigs"] == sigs
+        assert got["scores"] == [[x.task, x.metric, num(x.value), num(x.ci_low), num(x.ci_high), x.n,
+                                  sigs.index(x.signature) if x.signature else None] for x in rows]
+        assert (got["id"], got["method"], got["status"], got["sha256"]) == (r.model.name, r.model.method, r.status, r.model.sha256)
+    assert [x[0] for x in site.model_data(out, "m1")["scores"]][-1] == "zz:other"
+    assert site.model_data(out, "m1")["scores"][-1][2] is None  # inf
 
 
 def test_digest_writes_plain_lists_as_canonical_json_does():

@@ -33,16 +33,6 @@
     th.addEventListener("click", function () { sortBy(table, th); });
     th.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, th); } });
   });
-  // a model page's rank, from data/ranks.js (window.babelRanks: slug -> [rank, low, high, leaderboard page])
-  document.querySelectorAll("span.rank[data-slug]").forEach(function (span) {
-    var r = window.babelRanks && window.babelRanks[span.getAttribute("data-slug")];
-    if (!r) { return; }
-    var link = document.createElement("a");
-    link.href = "../" + (r[3] === 1 ? "index.html" : "leaderboard-" + r[3] + ".html");
-    link.textContent = "leaderboard page " + r[3];
-    span.textContent = "rank " + r[0] + " of " + window.babelModels + " (95% interval " + r[1] + "–" + r[2] + "), on ";
-    span.appendChild(link);
-  });
   var form = document.getElementById("filters");
   if (form) {
     form.hidden = false;
