@@ -104,9 +104,11 @@ def _esc(v) -> str:
 
 MODEL_VIEW = "model.html"  # draws any model's page in the browser from its data file (site/static/model.js)
 MODEL_SHARDS = 256  # model data files, data/models/00.js to ff.js; a model's is shard_of(its slug)
-SCORE_VIEW = ("task", "metric", "value", "ci_low", "ci_high", "n", "signature")  # a model's data: its rows' columns
+SCORE_VIEW = ("task", "metric", "value", "ci_low", "ci_high", "n")  # a model's data: its tables' columns (and signature)
 GAP_VIEW = ("task", "reference", "ref_model", "merge_value", "ref_value", "gap", "rel_gap_pct")
 PAIRED_VIEW = ("task", "expert", "delta", "ci_low", "ci_high", "p_value")
+SIM_VIEW = ("a", "b", "relation", "layer", "value")
+FIXED_COLUMNS = {"value", "ci_low", "ci_high", "merge_value", "ref_value", "gap", "rel_gap_pct", "delta", "p_value"}
 DATA_DIGITS = 5  # decimals of the numbers in the model data files (pages show 3; the downloads hold every digit)
 
 
@@ -124,27 +126,36 @@ def model_href(slug_: str, root: str = "") -> str:
     return f"{root}{MODEL_VIEW}?m={slug_}"
 
 
-def _json_column(a: np.ndarray) -> list:
-    """A column as JSON values: floats rounded to DATA_DIGITS decimals, missing or not finite values as None."""
-    if a.dtype.kind == "f":
-        out = np.round(a, DATA_DIGITS).astype(object)
-        out[~np.isfinite(a)] = None
-        return out.tolist()
-    if a.dtype == object:
-        return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in a.tolist()]
-    return a.tolist()
+def _json_column(a: np.ndarray, fixed: bool) -> list:
+    """A column as JSON values, a missing one as None. fixed: numbers as integers in units of 10^-DATA_DIGITS (JSON
+    writes integers several times faster than floats; model.js divides), one too large for that as [value], an
+    infinite one as None; else values as they are."""
+    if fixed:
+        a = np.asarray(a, dtype=float) if a.dtype.kind != "f" else a  # None (object columns) becomes NaN
+        ok = np.isfinite(a)
+        big = ok & (np.abs(a) >= 1e9)
+        out = np.rint(np.where(ok & ~big, a, 0.0) * 10 ** DATA_DIGITS).astype(np.int64).tolist()
+        for i in np.flatnonzero(big).tolist():
+            out[i] = [float(a[i])]
+    elif a.dtype.kind in "iub":
+        return a.tolist()
+    else:
+        out, ok = a.tolist(), ~pd.isna(a)
+    for i in np.flatnonzero(~ok).tolist():
+        out[i] = None
+    return out
 
 
-def _rows_by_owner(frame: pd.DataFrame, columns: tuple[str, ...], groups: list[np.ndarray]) -> list[list[tuple]]:
-    """Per owner (its rows of frame at the positions groups[k]): its rows as tuples of the columns' JSON values
-    (_json_column); every owner's cells converted at once."""
+def _columns_by_owner(frame: pd.DataFrame, columns: tuple[str, ...], groups: list[np.ndarray]) -> list[dict[str, list]]:
+    """Per owner (its rows of frame at the positions groups[k]): {column: its values (_json_column, FIXED_COLUMNS
+    fixed)}; every owner's cells converted at once."""
     if not groups:
         return []
     pos = np.concatenate(groups)
-    rows = list(zip(*(_json_column(frame[c].to_numpy()[pos]) for c in columns)))
+    cols = {c: _json_column(frame[c].to_numpy()[pos], c in FIXED_COLUMNS) for c in columns}
     out, at = [], 0
     for g in groups:
-        out.append(rows[at:at + len(g)])
+        out.append({c: v[at:at + len(g)] for c, v in cols.items()})
         at += len(g)
     return out
 
@@ -165,14 +176,6 @@ def _score_groups(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[st
         first = pd.Series(np.arange(len(pos))).groupby([owner, tcode]).transform("min").to_numpy()
     srt = np.lexsort((np.arange(len(pos)), first, known, owner))
     return np.split(pos[srt], np.cumsum(lens)[:-1])
-
-
-def _score_lists(rows: list[tuple]) -> tuple[list[tuple], list[str]]:
-    """A model's score rows (SCORE_VIEW) with each signature replaced by its place in the model's list of
-    signatures (a page repeats a few long signatures on every row), and that list."""
-    sigs: dict[str, int] = {}
-    out = [r[:-1] + (None if r[-1] is None else sigs.setdefault(r[-1], len(sigs)),) for r in rows]
-    return out, list(sigs)
 
 
 def _mean_expert_gap(gaps: pd.DataFrame) -> dict[str, float]:
@@ -386,40 +389,60 @@ BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pa
 
 
 def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
-    """Write the model data files that build found changed (data/models/<shard>.js, from _PAGES, set before forking):
-    each calls window.babelShard with its models by slug, each with what its page shows (site/static/model.js draws
-    it in model.html): its results file's rows and provenance, manifest, gaps, paired tests and similarity rows, all
-    determined by its own inputs and the family (the experts and floor every score and gap is measured against).
-    Its rank, which every new submission can move, comes from data/ranks.js. Returns (keys, reused, made)."""
+    """Write the model data files that build found changed (data/models/<shard>.js, from _PAGES, set before forking).
+    Each calls window.babelShard with {"sigs": the signatures its models' scores carry, "models": {slug: what its page
+    shows}}: the model's results file (its rows in page order as columns, each row's signature as its place in sigs
+    or -1, and its provenance), its manifest, gaps, paired tests and similarity rows, all determined by its own
+    inputs and the family (the experts and floor every score and gap is measured against). site/static/model.js
+    draws it in model.html; its rank, which every new submission can move, comes from data/ranks.js.
+    Returns (keys, reused, made)."""
     job = _PAGES
     outs = job["outputs"].child()
-    data, members = job["data"], job["members"]
+    data, members, spans, df = job["data"], job["members"], job["spans"], job["df"]
     indices = [i for s in shards for i in members[s]]
     names = {i: data.results[i].model.name for i in indices}
-    spans, df = job["spans"], job["df"]
-    tidy_made = [i for i in indices if i in spans]
-    score_rows = dict(zip(tidy_made, _rows_by_owner(df, SCORE_VIEW, _score_groups(df, [spans[i] for i in tidy_made], job["order"]))))
+    # every score row to write, in page order, converted at once: the tidy rows' models', then any other's (a failed
+    # model's rows, from its results file)
+    parts = [(df, _score_groups(df, [spans[i] for i in indices if i in spans], job["order"]), [i for i in indices if i in spans])]
+    for i in indices:
+        if i not in spans and data.results[i].rows:
+            own = analysis.tidy([data.results[i].model_copy(update={"status": "ok"})])
+            parts.append((own, _score_groups(own, [(0, len(own))], job["order"]), [i]))
+    scores, sig_codes, sig_names = {}, {}, {}
+    for frame, groups, owners in parts:
+        if not owners:
+            continue
+        scores.update(zip(owners, _columns_by_owner(frame, SCORE_VIEW, groups)))
+        codes, uniques = pd.factorize(frame["signature"].to_numpy()[np.concatenate(groups)])
+        at = 0
+        for i, g in zip(owners, groups):
+            sig_codes[i], sig_names[i] = codes[at:at + len(g)], uniques
+            at += len(g)
 
-    def by_merge(name: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, list[tuple]]:
+    def by_merge(name: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, dict]:
         rows_of = job[f"{name}_rows_of"]
         have = [m for m in names.values() if m in rows_of]
-        return dict(zip(have, _rows_by_owner(frame, columns, [rows_of[m] for m in have])))
+        return dict(zip(have, _columns_by_owner(frame, columns, [rows_of[m] for m in have])))
 
-    gap_rows = by_merge("gap", job["gaps"], GAP_VIEW)
-    paired_rows = by_merge("paired", job["paired"], PAIRED_VIEW)
-    sim_rows = by_merge("sim", job["sim"], ("a", "b", "relation", "layer", "value"))
+    gap_cols = by_merge("gap", job["gaps"], GAP_VIEW)
+    paired_cols = by_merge("paired", job["paired"], PAIRED_VIEW)
+    sim_cols = by_merge("sim", job["sim"], SIM_VIEW)
     number = lambda v: None if v is None or v != v else v
     for s in shards:
+        sigs: dict[str, int] = {}
         models = {}
         for i in members[s]:
             res, name = data.results[i], names[i]
-            rows = score_rows.get(i)
-            if rows is None:  # a model not in the tidy rows (a failed one): its rows from its results file
-                own = analysis.tidy([res.model_copy(update={"status": "ok"})])
-                rows = _rows_by_owner(own, SCORE_VIEW, _score_groups(own, [(0, len(own))], job["order"]))[0] if len(own) else []
-            scores, sigs = _score_lists(rows)
+            if i in sig_codes:  # the model's signatures, numbered in the shard's list in the order they first appear
+                c = sig_codes[i]
+                used, first = np.unique(c[c >= 0], return_index=True)
+                local = np.full(len(sig_names[i]) + 1, -1, dtype=np.int64)  # the last: no signature (code -1)
+                for u in used[np.argsort(first)].tolist():
+                    local[u] = sigs.setdefault(sig_names[i][u], len(sigs))
+                scores[i]["sig"] = local[c].tolist()
             pairs: dict[tuple, list] = {}
-            for a, b, rel, layer, v in sim_rows.get(name, ()):
+            sim = sim_cols.get(name)
+            for a, b, rel, layer, v in zip(*(sim[c] for c in SIM_VIEW)) if sim else ():
                 pairs.setdefault((a, b, rel), []).append((layer, v))
             man, board, p = data.manifests.get(name, {}), job["board_of"].get(name), res.provenance
             models[slug(name)] = {
@@ -427,15 +450,15 @@ def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
                 "constituents": list(res.model.constituents), "base_model": res.model.base_model, "status": res.status,
                 "error": res.error, "title": man.get("title"), "authors": man.get("authors"), "recipe": man.get("recipe_text"),
                 "score": number(board["score"]) if board else None, "ns": board["ns_tasks"] if board else [],
-                "nc": board["nc_tasks"] if board else [], "scores": scores, "sigs": sigs, "gaps": gap_rows.get(name, []),
-                "paired": paired_rows.get(name, []),
+                "nc": board["nc_tasks"] if board else [], "scores": scores.get(i), "gaps": gap_cols.get(name),
+                "paired": paired_cols.get(name),
                 "sim": [[a, b, rel, [v for _, v in sorted(vals, key=lambda t: t[0])]] for (a, b, rel), vals in pairs.items()],
                 "sha256": res.model.sha256, "suite": res.suite, "suite_sha256": res.suite_sha256, "tasks": res.tasks,
                 "provenance": {"harness": p.harness_version, "git": p.git, "device": p.device, "dtype": p.dtype,
                                "batch": p.batch, "seed": p.seed, "bootstrap": p.bootstrap, "created_utc": p.created_utc,
                                "wall_s": p.wall_s, "limit": p.limit, "packages": p.packages,
                                "merge": {"mergekit": p.merge.get("mergekit"), "seed": p.merge.get("seed")} if p.merge else None}}
-        outs._write(shard_path(s), "window.babelShard(" + json.dumps(models, separators=(",", ":"), default=str) + ");\n")
+        outs._write(shard_path(s), "window.babelShard(" + json.dumps({"sigs": list(sigs), "models": models}, default=str) + ");\n")
         outs.made += 1
     return outs.keys, outs.reused, outs.made
 
@@ -446,7 +469,8 @@ def shard_path(shard: int) -> str:
 
 
 def model_data(out: Path, name: str) -> dict | None:
-    """What a built site (in `out`) holds for one model's page, as model.js reads it; None when it has no such model."""
+    """What a built site (in `out`) holds for one model's page, as model.js reads it (numbers in units of
+    10^-DATA_DIGITS), with its scores' signatures as strings ("signature"); None when it has no such model."""
     path = out / shard_path(shard_of(slug(name)))
     if not path.is_file():
         return None
@@ -454,7 +478,11 @@ def model_data(out: Path, name: str) -> dict | None:
     head, tail = "window.babelShard(", ");\n"
     if not (text.startswith(head) and text.endswith(tail)):
         raise ValueError(f"{path}: not a model data file (it must be {head}...{tail.strip()}); build the site again")
-    return json.loads(text[len(head):-len(tail)]).get(slug(name))
+    shard = json.loads(text[len(head):-len(tail)])
+    model = shard["models"].get(slug(name))
+    if model and model["scores"]:
+        model["scores"]["signature"] = [shard["sigs"][k] if k >= 0 else None for k in model["scores"].pop("sig")]
+    return model
 
 
 def _write_tables() -> tuple[dict, int, int]:

@@ -108,7 +108,7 @@ def test_submission_page_escapes_and_shows_provenance(built, browser):
     assert page.locator("script").count() == 4  # ranks.js, model.js, site.js and the model's data file: none from the submitter
     body = page.inner_text("body")
     assert "Provenance" in body and "model sha256" in body and "rank " in page.locator("span.rank").inner_text()
-    assert page.locator("#m-scores tbody tr").count() == len(site.model_data(built, EVIL)["scores"])
+    assert page.locator("#m-scores tbody tr").count() == len(site.model_data(built, EVIL)["scores"]["task"])
     svg = page.locator("#m-sim-plot svg[role=img]")
     assert svg.count() == 1 and page.locator("#m-sim-plot polyline").count() >= 1
     assert all(page.locator(f"[id='{x}']").text_content().strip() for x in svg.get_attribute("aria-labelledby").split())

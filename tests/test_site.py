@@ -60,7 +60,7 @@ def test_site_builds_and_escapes(tmp_path):
     files = sorted((tmp_path / "site" / "data" / "models").glob("*.js"))
     assert [f.name for f in files] == sorted({site.shard_path(site.shard_of(site.slug(r.model.name)))[12:] for r in results})
     evil = site.model_data(tmp_path / "site", EVIL)
-    assert evil["id"] == EVIL and evil["method"] == EVIL and evil["sim"] == [["mono-en", "mt-en-de", "constituents", [0.7]]]
+    assert evil["id"] == EVIL and evil["method"] == EVIL and evil["sim"] == [["mono-en", "mt-en-de", "constituents", [70000]]]  # 0.7 in units of 10^-5
     assert 'href="model.html?m=_script_alert_1___script_"' in html
 
 
@@ -325,12 +325,12 @@ def test_a_build_that_stops_half_way_is_made_again_in_full(tmp_path, monkeypatch
     out = tmp_path / "inc"
     site.build(data(results), out, log=lambda *_: None)
     changed = [r.model_copy(update={"provenance": r.provenance.model_copy(update={"wall_s": 99.0})}) for r in results]
-    real = site._score_lists
-    monkeypatch.setattr(site, "_score_lists", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    real = site._columns_by_owner
+    monkeypatch.setattr(site, "_columns_by_owner", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError):
         site.build(data(changed), out, log=lambda *_: None)
     assert not (out / site.sitecache.KEYS).exists()
-    monkeypatch.setattr(site, "_score_lists", real)
+    monkeypatch.setattr(site, "_columns_by_owner", real)
     site.build(data(changed), out, log=lambda *_: None)
     assert site.BUILD_STATS["files_reused"] == 0
     site.build(data(changed), tmp_path / "fresh", log=lambda *_: None)
@@ -358,25 +358,26 @@ def test_model_data_holds_each_results_file_in_page_order(tmp_path):
     results = [_result("init-s0", "family", 8.0, 5.0, over=(0.0, -1.0, 1.0)), _result("mono-en", "family", 2.0, 10.0),
                _result("mt-en-de", "family", 2.2, 30.0)]
     results += [_result(f"m{i}", "submission", 1.0 + i / 7, 30.0 - i, over=(v, v - 1, v + 1))
-                for i, v in enumerate([0.5, float("nan"), -0.0, 1e6, 1 / 3])]
+                for i, v in enumerate([0.5, float("nan"), -0.0, 1e12, 1 / 3])]
     results[4].rows.insert(0, schema.ResultRow(task="zz:other", language="xx", metric=EVIL, value=float("inf"), n=3,
                                                higher_is_better=True, signature=EVIL))
     results[5].rows.append(schema.ResultRow(task="lm:en", language="en", metric="late", value=None, n=1, higher_is_better=False))
     out = tmp_path / "site"
     site.build(site.SiteData(suite=suite, results=results), out, log=lambda *_: None)
-    num = lambda v: None if v is None or not np.isfinite(v) else round(v, site.DATA_DIGITS)
+    fixed = lambda v: None if v is None or not np.isfinite(v) else [v] if abs(v) >= 1e9 else round(v * 10 ** site.DATA_DIGITS)
     for r in results:
         first = list(dict.fromkeys(x.task for x in r.rows))
         tasks = sorted(first, key=lambda t: (order.index(t) if t in order else len(order) + first.index(t)))
         rows = [x for t in tasks for x in r.rows if x.task == t]
         got = site.model_data(out, r.model.name)
-        sigs = list(dict.fromkeys(x.signature for x in rows if x.signature))
-        assert got["sigs"] == sigs
-        assert got["scores"] == [[x.task, x.metric, num(x.value), num(x.ci_low), num(x.ci_high), x.n,
-                                  sigs.index(x.signature) if x.signature else None] for x in rows]
+        assert got["scores"] == {"task": [x.task for x in rows], "metric": [x.metric for x in rows],
+                                 "value": [fixed(x.value) for x in rows], "ci_low": [fixed(x.ci_low) for x in rows],
+                                 "ci_high": [fixed(x.ci_high) for x in rows], "n": [x.n for x in rows],
+                                 "signature": [x.signature for x in rows]}
         assert (got["id"], got["method"], got["status"], got["sha256"]) == (r.model.name, r.model.method, r.status, r.model.sha256)
-    assert [x[0] for x in site.model_data(out, "m1")["scores"]][-1] == "zz:other"
-    assert site.model_data(out, "m1")["scores"][-1][2] is None  # inf
+    m1 = site.model_data(out, "m1")["scores"]
+    assert m1["task"][-1] == "zz:other" and m1["value"][-1] is None  # a task the suite does not know; inf
+    assert site.model_data(out, "m3")["scores"]["value"][-1] == [1e12]  # too large for the units: as itself
 
 
 def test_digest_writes_plain_lists_as_canonical_json_does():

@@ -17,6 +17,13 @@
   }
   window.babelShardOf = shardOf;  // for the browser test that checks it against site.shard_of
 
+  // numbers in a data file are integers in units of 10^-5 (site.DATA_DIGITS), a very large one as [value]
+  function num(x) { return x === null || x === undefined ? null : Array.isArray(x) ? x[0] : x / 1e5; }
+  // a table's columns (name -> values) as rows of the named columns
+  function rows(cols, names) {
+    if (!cols) { return []; }
+    return cols[names[0]].map(function (_, i) { return names.map(function (c) { return cols[c][i]; }); });
+  }
   function fmt(v, digits) { return v === null || v === undefined || !isFinite(v) ? "–" : Number(v).toFixed(digits); }
   function pval(v) { return v === null || v === undefined || !isFinite(v) ? "–" : v < 0.001 ? "< 0.001" : v.toFixed(3); }
   function heat(v) {  // site.heat: the class of a relative gap in percent
@@ -111,7 +118,7 @@
     p.hidden = false;
   }
 
-  function render(d) {
+  function render(d, sigs) {
     document.title = d.id + " · babelmerge " + root.getAttribute("data-suite");
     byId("m-title").textContent = d.title || d.id;
     var facts = byId("m-facts");
@@ -140,29 +147,31 @@
     [["m-ns", d.ns], ["m-nc", d.nc]].forEach(function (x) {
       if (x[1].length) { byId(x[0]).querySelector("span").textContent = x[1].join(", "); show(x[0]); }
     });
-    var box = byId("m-scores");
-    if (d.scores.length) {
+    var box = byId("m-scores"), scores = rows(d.scores, ["task", "metric", "value", "ci_low", "ci_high", "n", "sig"]);
+    if (scores.length) {
       box.appendChild(table("Every metric of every task (greyed: not live on this preset); n is the number of documents",
-        ["task", "metric", "value", "95% interval", "n", "signature"], d.scores.map(function (s) {
+        ["task", "metric", "value", "95% interval", "n", "signature"], scores.map(function (s) {
           var cls = dead.indexOf(s[0]) >= 0 ? " dead" : "";
-          return [s[0], [s[1], "txt" + cls], [fmt(s[2], 3), "num" + cls], [fmt(s[3], 3) + " – " + fmt(s[4], 3), "num" + cls],
-                  [s[5], "num" + cls], [s[6] === null ? "" : d.sigs[s[6]], "num sig" + cls]];
+          return [s[0], [s[1], "txt" + cls], [fmt(num(s[2]), 3), "num" + cls], [fmt(num(s[3]), 3) + " – " + fmt(num(s[4]), 3), "num" + cls],
+                  [s[5] === null ? "" : s[5], "num" + cls], [s[6] >= 0 ? sigs[s[6]] : "", "num sig" + cls]];
         })));
     } else {
       box.appendChild(el("p", "No scores: " + (d.error || "this model has not been evaluated.")));
     }
-    if (d.gaps.length || d.paired.length) {
-      if (d.gaps.length) {
+    var gaps = rows(d.gaps, ["task", "reference", "ref_model", "merge_value", "ref_value", "gap", "rel_gap_pct"]);
+    var paired = rows(d.paired, ["task", "expert", "delta", "ci_low", "ci_high", "p_value"]);
+    if (gaps.length || paired.length) {
+      if (gaps.length) {
         byId("m-gaps").appendChild(table("Primary metric; gap = merge minus reference, oriented so that negative means the merge is worse",
-          ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"], d.gaps.map(function (g) {
-            return [g[0], [g[1], "txt"], [g[2] === null ? "–" : g[2], "txt"], [fmt(g[3], 3), "num"], [fmt(g[4], 3), "num"],
-                    [fmt(g[5], 3), "num"], [fmt(g[6], 1), "num " + heat(g[6])]];
+          ["task", "reference", "model", "merge", "reference score", "gap", "gap (%)"], gaps.map(function (g) {
+            return [g[0], [g[1], "txt"], [g[2] === null ? "–" : g[2], "txt"], [fmt(num(g[3]), 3), "num"], [fmt(num(g[4]), 3), "num"],
+                    [fmt(num(g[5]), 3), "num"], [fmt(num(g[6]), 1), "num " + heat(num(g[6]))]];
           })));
       }
-      if (d.paired.length) {
+      if (paired.length) {
         byId("m-paired").appendChild(table("Paired bootstrap against the constituent expert (same resampled documents for both)",
-          ["task", "expert", "difference", "95% interval", "p"], d.paired.map(function (p) {
-            return [p[0], [p[1], "txt"], [fmt(p[2], 3), "num"], [fmt(p[3], 3) + " – " + fmt(p[4], 3), "num"], [pval(p[5]), "num"]];
+          ["task", "expert", "difference", "95% interval", "p"], paired.map(function (p) {
+            return [p[0], [p[1], "txt"], [fmt(num(p[2]), 3), "num"], [fmt(num(p[3]), 3) + " – " + fmt(num(p[4]), 3), "num"], [pval(num(p[5])), "num"]];
           })));
       }
       show("m-gap-section");
@@ -171,8 +180,8 @@
       var series = {};
       byId("m-sim").appendChild(table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
         d.sim.map(function (s) {
-          var vals = s[3].filter(function (v) { return v !== null; });
-          series[s[0] + " ~ " + s[1]] = s[3];
+          var byLayer = s[3].map(num), vals = byLayer.filter(function (v) { return v !== null; });
+          series[s[0] + " ~ " + s[1]] = byLayer;
           return [s[0], [s[1], "txt"], [s[2], "txt"], [fmt(vals.reduce(function (a, b) { return a + b; }, 0) / vals.length, 3), "num"]];
         })));
       byId("m-sim-plot").appendChild(lines(series, "Layer-wise CKA, " + d.id, "layer (0 = embeddings)", "linear CKA"));
@@ -198,8 +207,8 @@
   if (!slug) { missing("No model named: open a model from the leaderboard (model.html?m=<model>)."); return; }
   var shards = parseInt(root.getAttribute("data-shards"), 10);
   var file = "data/models/" + ("0" + shardOf(slug, shards).toString(16)).slice(-2) + ".js";
-  window.babelShard = function (models) {
-    if (Object.prototype.hasOwnProperty.call(models, slug)) { render(models[slug]); }
+  window.babelShard = function (shard) {
+    if (Object.prototype.hasOwnProperty.call(shard.models, slug)) { render(shard.models[slug], shard.sigs); }
     else { missing("No model " + slug + " on this site."); }
   };
   var script = document.createElement("script");
