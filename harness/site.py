@@ -490,7 +490,7 @@ def _write_tables() -> tuple[dict, int, int]:
     again only when its merge's key changed), from _PAGES['tables']; returns (keys, reused, made) for Outputs.merge."""
     job = _PAGES["tables"]
     outs = _PAGES["outputs"].child()
-    outs.file("data/leaderboard.csv", job["board_key"], lambda p: job["board"].to_csv(p))
+    outs.file("data/leaderboard.csv", job["board_key"], lambda p: p.write_bytes(sitecache.csv_bytes(job["board"].reset_index())))
     for name, frame, key_of in job["grouped"]:
         outs.grouped_csv(f"data/{name}.csv", frame, "merge", key_of)
     return outs.keys, outs.reused, outs.made
