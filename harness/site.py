@@ -146,30 +146,16 @@ def _json_column(a: np.ndarray, fixed: bool) -> list:
     return out
 
 
-def _columns_by_owner(frame: pd.DataFrame, columns: tuple[str, ...], groups: list[np.ndarray]) -> list[dict[str, list]]:
-    """Per owner (its rows of frame at the positions groups[k]): {column: its values (_json_column, FIXED_COLUMNS
-    fixed)}; every owner's cells converted at once."""
-    if not groups:
-        return []
-    pos = np.concatenate(groups)
-    cols = {c: _json_column(frame[c].to_numpy()[pos], c in FIXED_COLUMNS) for c in columns}
-    out, at = [], 0
-    for g in groups:
-        out.append({c: v[at:at + len(g)] for c, v in cols.items()})
-        at += len(g)
-    return out
-
-
-def _score_groups(df: pd.DataFrame, spans: list[tuple[int, int]], order: dict[str, int]) -> list[np.ndarray]:
-    """Per model (its rows of df at spans[k] = [start, end), as tidy_block made them from its results file): the
-    positions of its rows in the order its page shows them: tasks in `order` (tasks it does not know after, in the
-    order they first appear), each task's rows as stored."""
+def _score_groups(task: np.ndarray, spans: list[tuple[int, int]], order: dict[str, int]) -> list[np.ndarray]:
+    """Per model (its rows of the tidy rows at spans[k] = [start, end), as tidy_block made them from its results file;
+    task: the rows' task column): the positions of its rows in the order its page shows them: tasks in `order`
+    (tasks it does not know after, in the order they first appear), each task's rows as stored."""
     if not spans:
         return []
     lens = [b - a for a, b in spans]
     pos = np.concatenate([np.arange(a, b) for a, b in spans])
     owner = np.repeat(np.arange(len(spans)), lens)
-    tcode, tnames = pd.factorize(df["task"].to_numpy()[pos])
+    tcode, tnames = pd.factorize(task[pos])
     known = np.array([order.get(t, len(order)) for t in tnames], dtype=np.int64)[tcode]
     first = np.zeros(len(pos), dtype=np.int64)
     if (known == len(order)).any():  # a task of no known order: by its first row in the model's rows
@@ -390,77 +376,90 @@ BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pa
 
 def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
     """Write the model data files that build found changed (data/models/<shard>.js, from _PAGES, set before forking).
-    Each calls window.babelShard with {"sigs": the signatures its models' scores carry, "models": {slug: what its page
-    shows}}: the model's results file (its rows in page order as columns, each row's signature as its place in sigs
-    or -1, and its provenance), its manifest, gaps, paired tests and similarity rows, all determined by its own
-    inputs and the family (the experts and floor every score and gap is measured against). site/static/model.js
-    draws it in model.html; its rank, which every new submission can move, comes from data/ranks.js.
-    Returns (keys, reused, made)."""
+    Each calls window.babelShard with {"models": {slug: a model}, "scores", "gaps", "paired", "sim": tables of all
+    its models' rows as columns, "sigs": the signatures the scores carry}. A model holds its results file's
+    provenance, its manifest, and for each table [first row, rows] of its own rows (null without any): its results
+    rows in page order (each row's signature as its place in sigs, -1 without), gaps, paired tests and similarity
+    rows; all determined by its own inputs and the family (the experts and floor every score and gap is measured
+    against). site/static/model.js draws it in model.html; its rank, which every new submission can move, comes
+    from data/ranks.js. Returns (keys, reused, made)."""
     job = _PAGES
     outs = job["outputs"].child()
-    data, members, spans, df = job["data"], job["members"], job["spans"], job["df"]
-    indices = [i for s in shards for i in members[s]]
+    data, members, df = job["data"], job["members"], job["df"]
+    indices = [i for s in shards for i in members[s]]  # by shard: each shard's rows of a table are consecutive
     names = {i: data.results[i].model.name for i in indices}
-    # every score row to write, in page order, converted at once: the tidy rows' models', then any other's (a failed
-    # model's rows, from its results file)
-    parts = [(df, _score_groups(df, [spans[i] for i in indices if i in spans], job["order"]), [i for i in indices if i in spans])]
-    for i in indices:
-        if i not in spans and data.results[i].rows:
-            own = analysis.tidy([data.results[i].model_copy(update={"status": "ok"})])
-            parts.append((own, _score_groups(own, [(0, len(own))], job["order"]), [i]))
-    scores, sig_codes, sig_names = {}, {}, {}
-    for frame, groups, owners in parts:
-        if not owners:
-            continue
-        scores.update(zip(owners, _columns_by_owner(frame, SCORE_VIEW, groups)))
-        codes, uniques = pd.factorize(frame["signature"].to_numpy()[np.concatenate(groups)])
-        at = 0
-        for i, g in zip(owners, groups):
-            sig_codes[i], sig_names[i] = codes[at:at + len(g)], uniques
-            at += len(g)
-
-    def by_merge(name: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, dict]:
-        rows_of = job[f"{name}_rows_of"]
-        have = [m for m in names.values() if m in rows_of]
-        return dict(zip(have, _columns_by_owner(frame, columns, [rows_of[m] for m in have])))
-
-    gap_cols = by_merge("gap", job["gaps"], GAP_VIEW)
-    paired_cols = by_merge("paired", job["paired"], PAIRED_VIEW)
-    sim_cols = by_merge("sim", job["sim"], SIM_VIEW)
+    shard_of_ = {i: s for s in shards for i in members[s]}
+    # the score rows: the tidy rows, and any other model's (a failed one's, from its results file) after them
+    source = {c: df[c].to_numpy() for c in SCORE_VIEW + ("signature",)} if not df.empty else {}
+    span = dict(job["spans"])
+    extra = [i for i in indices if i not in span and data.results[i].rows]
+    if extra:
+        more = analysis.tidy([data.results[i].model_copy(update={"status": "ok"}) for i in extra])
+        at = len(df) if not df.empty else 0
+        source = {c: np.concatenate([source[c], more[c].to_numpy()]) if source else more[c].to_numpy()
+                  for c in SCORE_VIEW + ("signature",)}
+        for i in extra:
+            span[i] = (at, at + len(data.results[i].rows))
+            at += len(data.results[i].rows)
+    scored = [i for i in indices if i in span]
+    groups = _score_groups(source["task"], [span[i] for i in scored], job["order"]) if scored else []
+    tables = {"scores": _table_of(source, SCORE_VIEW, groups, [shard_of_[i] for i in scored], scored)}
+    for table, name, columns in (("gaps", "gap", GAP_VIEW), ("paired", "paired", PAIRED_VIEW), ("sim", "sim", SIM_VIEW)):
+        rows_of, frame = job[f"{name}_rows_of"], job["gaps" if name == "gap" else name]
+        have = [i for i in indices if names[i] in rows_of]
+        tables[table] = _table_of({c: frame[c].to_numpy() for c in columns} if have else {}, columns,
+                                  [rows_of[names[i]] for i in have], [shard_of_[i] for i in have], have)
+    sig = pd.factorize(source["signature"][np.concatenate(groups)]) if scored else (np.zeros(0, dtype=np.int64), [])
     number = lambda v: None if v is None or v != v else v
     for s in shards:
-        sigs: dict[str, int] = {}
-        models = {}
+        out = {"models": {}}
+        for t, (cols, at, ranges) in tables.items():
+            a, b = ranges.get(s, (0, 0))
+            out[t] = {c: v[a:b] for c, v in cols.items()}
+            if t == "scores":  # the shard's signatures, numbered in the order they first appear
+                codes = sig[0][a:b]
+                used, first = np.unique(codes[codes >= 0], return_index=True)
+                local = np.full(len(sig[1]) + 1, -1, dtype=np.int64)  # the last: no signature (code -1)
+                out["sigs"] = [sig[1][u] for u in used[np.argsort(first)].tolist()]
+                local[used[np.argsort(first)]] = np.arange(len(used))
+                out[t]["sig"] = local[codes].tolist()
         for i in members[s]:
             res, name = data.results[i], names[i]
-            if i in sig_codes:  # the model's signatures, numbered in the shard's list in the order they first appear
-                c = sig_codes[i]
-                used, first = np.unique(c[c >= 0], return_index=True)
-                local = np.full(len(sig_names[i]) + 1, -1, dtype=np.int64)  # the last: no signature (code -1)
-                for u in used[np.argsort(first)].tolist():
-                    local[u] = sigs.setdefault(sig_names[i][u], len(sigs))
-                scores[i]["sig"] = local[c].tolist()
-            pairs: dict[tuple, list] = {}
-            sim = sim_cols.get(name)
-            for a, b, rel, layer, v in zip(*(sim[c] for c in SIM_VIEW)) if sim else ():
-                pairs.setdefault((a, b, rel), []).append((layer, v))
             man, board, p = data.manifests.get(name, {}), job["board_of"].get(name), res.provenance
-            models[slug(name)] = {
+            out["models"][slug(name)] = {
                 "id": name, "kind": res.model.kind, "method": res.model.method, "arm": res.model.arm,
                 "constituents": list(res.model.constituents), "base_model": res.model.base_model, "status": res.status,
                 "error": res.error, "title": man.get("title"), "authors": man.get("authors"), "recipe": man.get("recipe_text"),
                 "score": number(board["score"]) if board else None, "ns": board["ns_tasks"] if board else [],
-                "nc": board["nc_tasks"] if board else [], "scores": scores.get(i), "gaps": gap_cols.get(name),
-                "paired": paired_cols.get(name),
-                "sim": [[a, b, rel, [v for _, v in sorted(vals, key=lambda t: t[0])]] for (a, b, rel), vals in pairs.items()],
+                "nc": board["nc_tasks"] if board else [],
+                **{t: at.get(i) for t, (_, at, _) in tables.items()},
                 "sha256": res.model.sha256, "suite": res.suite, "suite_sha256": res.suite_sha256, "tasks": res.tasks,
                 "provenance": {"harness": p.harness_version, "git": p.git, "device": p.device, "dtype": p.dtype,
                                "batch": p.batch, "seed": p.seed, "bootstrap": p.bootstrap, "created_utc": p.created_utc,
                                "wall_s": p.wall_s, "limit": p.limit, "packages": p.packages,
                                "merge": {"mergekit": p.merge.get("mergekit"), "seed": p.merge.get("seed")} if p.merge else None}}
-        outs._write(shard_path(s), "window.babelShard(" + json.dumps({"sigs": list(sigs), "models": models}, default=str) + ");\n")
+        outs._write(shard_path(s), "window.babelShard(" + json.dumps(out, default=str) + ");\n")
         outs.made += 1
     return outs.keys, outs.reused, outs.made
+
+
+def _table_of(source: dict[str, np.ndarray], columns: tuple[str, ...], groups: list[np.ndarray], shard: list[int],
+              owner: list[int]) -> tuple[dict[str, list], dict[int, list[int]], dict[int, tuple[int, int]]]:
+    """The rows of owners (owner[k]'s at positions groups[k] of the source columns, owners in shard order, shard[k]
+    owner[k]'s shard) as one table: (columns as JSON values (_json_column, FIXED_COLUMNS fixed), each owner's
+    [first row, rows] in its shard's part, each shard's [start, end) of the columns)."""
+    if not groups:
+        return {c: [] for c in columns}, {}, {}
+    pos = np.concatenate(groups)
+    cols = {c: _json_column(source[c][pos], c in FIXED_COLUMNS) for c in columns}
+    ends = np.cumsum([len(g) for g in groups]).tolist()
+    at, ranges = {}, {}
+    for k, (o, s) in enumerate(zip(owner, shard)):
+        start = ends[k - 1] if k else 0
+        first = ranges.setdefault(s, [start, ends[k]])
+        first[1] = ends[k]
+        at[o] = [start - first[0], ends[k] - start]
+    return cols, at, {s: tuple(r) for s, r in ranges.items()}
 
 
 def shard_path(shard: int) -> str:
@@ -480,6 +479,10 @@ def model_data(out: Path, name: str) -> dict | None:
         raise ValueError(f"{path}: not a model data file (it must be {head}...{tail.strip()}); build the site again")
     shard = json.loads(text[len(head):-len(tail)])
     model = shard["models"].get(slug(name))
+    for table in ("scores", "gaps", "paired", "sim") if model else ():
+        if model[table] is not None:
+            a, n = model[table]
+            model[table] = {c: v[a:a + n] for c, v in shard[table].items()}
     if model and model["scores"]:
         model["scores"]["signature"] = [shard["sigs"][k] if k >= 0 else None for k in model["scores"].pop("sig")]
     return model

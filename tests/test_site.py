@@ -60,7 +60,7 @@ def test_site_builds_and_escapes(tmp_path):
     files = sorted((tmp_path / "site" / "data" / "models").glob("*.js"))
     assert [f.name for f in files] == sorted({site.shard_path(site.shard_of(site.slug(r.model.name)))[12:] for r in results})
     evil = site.model_data(tmp_path / "site", EVIL)
-    assert evil["id"] == EVIL and evil["method"] == EVIL and evil["sim"] == [["mono-en", "mt-en-de", "constituents", [70000]]]  # 0.7 in units of 10^-5
+    assert evil["id"] == EVIL and evil["method"] == EVIL and evil["sim"] == {"a": ["mono-en"], "b": ["mt-en-de"], "relation": ["constituents"], "layer": [0], "value": [70000]}  # 0.7 in units of 10^-5
     assert 'href="model.html?m=_script_alert_1___script_"' in html
 
 
@@ -325,12 +325,12 @@ def test_a_build_that_stops_half_way_is_made_again_in_full(tmp_path, monkeypatch
     out = tmp_path / "inc"
     site.build(data(results), out, log=lambda *_: None)
     changed = [r.model_copy(update={"provenance": r.provenance.model_copy(update={"wall_s": 99.0})}) for r in results]
-    real = site._columns_by_owner
-    monkeypatch.setattr(site, "_columns_by_owner", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    real = site._table_of
+    monkeypatch.setattr(site, "_table_of", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError):
         site.build(data(changed), out, log=lambda *_: None)
     assert not (out / site.sitecache.KEYS).exists()
-    monkeypatch.setattr(site, "_columns_by_owner", real)
+    monkeypatch.setattr(site, "_table_of", real)
     site.build(data(changed), out, log=lambda *_: None)
     assert site.BUILD_STATS["files_reused"] == 0
     site.build(data(changed), tmp_path / "fresh", log=lambda *_: None)
@@ -362,6 +362,7 @@ def test_model_data_holds_each_results_file_in_page_order(tmp_path):
     results[4].rows.insert(0, schema.ResultRow(task="zz:other", language="xx", metric=EVIL, value=float("inf"), n=3,
                                                higher_is_better=True, signature=EVIL))
     results[5].rows.append(schema.ResultRow(task="lm:en", language="en", metric="late", value=None, n=1, higher_is_better=False))
+    results[6] = results[6].model_copy(update={"status": "failed", "error": "boom"})  # its rows are not in the tidy rows
     out = tmp_path / "site"
     site.build(site.SiteData(suite=suite, results=results), out, log=lambda *_: None)
     fixed = lambda v: None if v is None or not np.isfinite(v) else [v] if abs(v) >= 1e9 else round(v * 10 ** site.DATA_DIGITS)

@@ -176,13 +176,20 @@
       }
       show("m-gap-section");
     }
-    if (d.sim.length) {
+    var sim = [], simOf = {};  // each pair's values by layer, pairs in the order they first appear
+    rows(d.sim, ["a", "b", "relation", "layer", "value"]).forEach(function (r) {
+      var k = JSON.stringify(r.slice(0, 3));
+      if (!simOf[k]) { simOf[k] = { pair: r.slice(0, 3), layers: [] }; sim.push(simOf[k]); }
+      simOf[k].layers.push([r[3], num(r[4])]);
+    });
+    if (sim.length) {
       var series = {};
       byId("m-sim").appendChild(table("Linear CKA on the probe set, mean over layers", ["model a", "model b", "relation", "mean CKA"],
-        d.sim.map(function (s) {
-          var byLayer = s[3].map(num), vals = byLayer.filter(function (v) { return v !== null; });
-          series[s[0] + " ~ " + s[1]] = byLayer;
-          return [s[0], [s[1], "txt"], [s[2], "txt"], [fmt(vals.reduce(function (a, b) { return a + b; }, 0) / vals.length, 3), "num"]];
+        sim.map(function (s) {
+          var byLayer = s.layers.sort(function (x, y) { return x[0] - y[0]; }).map(function (x) { return x[1]; });
+          var vals = byLayer.filter(function (v) { return v !== null; }), p = s.pair;
+          series[p[0] + " ~ " + p[1]] = byLayer;
+          return [p[0], [p[1], "txt"], [p[2], "txt"], [fmt(vals.reduce(function (a, b) { return a + b; }, 0) / vals.length, 3), "num"]];
         })));
       byId("m-sim-plot").appendChild(lines(series, "Layer-wise CKA, " + d.id, "layer (0 = embeddings)", "linear CKA"));
       show("m-sim-section");
@@ -207,8 +214,19 @@
   if (!slug) { missing("No model named: open a model from the leaderboard (model.html?m=<model>)."); return; }
   var shards = parseInt(root.getAttribute("data-shards"), 10);
   var file = "data/models/" + ("0" + shardOf(slug, shards).toString(16)).slice(-2) + ".js";
+  // the shard's tables hold all its models' rows as columns; a model holds [first row, rows] of each
+  function part(table, at) {
+    if (!at) { return null; }
+    var out = {};
+    Object.keys(table).forEach(function (c) { out[c] = table[c].slice(at[0], at[0] + at[1]); });
+    return out;
+  }
   window.babelShard = function (shard) {
-    if (Object.prototype.hasOwnProperty.call(shard.models, slug)) { render(shard.models[slug], shard.sigs); }
+    if (Object.prototype.hasOwnProperty.call(shard.models, slug)) {
+      var d = shard.models[slug];
+      ["scores", "gaps", "paired", "sim"].forEach(function (t) { d[t] = part(shard[t], d[t]); });
+      render(d, shard.sigs);
+    }
     else { missing("No model " + slug + " on this site."); }
   };
   var script = document.createElement("script");
