@@ -25,16 +25,22 @@ FLOAT_FIELDS = ("value", "stderr", "ci_low", "ci_high")
 _ROW_GETTER = operator.attrgetter(*ROW_FIELDS)
 
 
-def tidy_block(r: schema.ResultsFile) -> dict[str, np.ndarray]:
-    """One results file's tidy rows as columns (MODEL_FIELDS + ROW_FIELDS, each an array of len(r.rows)): strings
-    as object arrays, None as NaN in the float columns."""
-    k = len(r.rows)
+def tidy_rows(results: list[schema.ResultsFile]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The tidy rows of results files, all at once: (columns MODEL_FIELDS + ROW_FIELDS, each file's rows consecutive
+    and in its order; each file's number of rows). Strings as object arrays, None as NaN in the float columns; n is
+    int and higher_is_better bool unless a row lacks them."""
+    lens = [len(r.rows) for r in results]
     out = {}
-    for f, v in zip(MODEL_FIELDS, (r.model.name, r.model.kind, r.model.arm, r.model.method, r.status)):
-        a = np.empty(k, dtype=object)
-        a[:] = v
-        out[f] = a
-    columns = list(zip(*map(_ROW_GETTER, r.rows))) if k else [()] * len(ROW_FIELDS)
+    for f in MODEL_FIELDS:
+        a = np.empty(len(results), dtype=object)
+        a[:] = [r.status if f == "status" else getattr(r.model, "name" if f == "model" else f) for r in results]
+        out[f] = np.repeat(a, lens)
+    k = sum(lens)
+    columns = [[] for _ in ROW_FIELDS]  # each file's rows transposed apart (one transpose of all rows is slower)
+    for r in results:
+        if r.rows:
+            for col, vals in zip(columns, zip(*map(_ROW_GETTER, r.rows))):
+                col.extend(vals)
     for f, vals in zip(ROW_FIELDS, columns):
         if f in FLOAT_FIELDS:
             out[f] = np.array([np.nan if v is None else v for v in vals] if None in vals else vals, dtype=float)
@@ -44,11 +50,11 @@ def tidy_block(r: schema.ResultsFile) -> dict[str, np.ndarray]:
             a = np.empty(k, dtype=object)
             a[:] = vals
             out[f] = a
-    return out
+    return out, lens
 
 
 def tidy_frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
-    """The tidy frame of tidy_block's columns, concatenated in order; string columns stay object arrays (fast to
+    """The tidy frame of tidy_rows' columns (blocks of them), concatenated in order; string columns stay object arrays (fast to
     iterate; pandas' Arrow strings cost a microsecond per element in Python loops), n is int and higher_is_better
     bool unless a row lacks them, task_kind is the task's part before ':'."""
     if not blocks:
@@ -66,7 +72,7 @@ def tidy_frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
 
 def tidy(results: list[schema.ResultsFile]) -> pd.DataFrame:
     """One row per (model, task, metric) with the model's metadata."""
-    return tidy_frame([tidy_block(r) for r in results])
+    return tidy_frame([tidy_rows(results)[0]])
 
 
 def primary(df: pd.DataFrame) -> pd.DataFrame:

@@ -147,7 +147,7 @@ def _json_column(a: np.ndarray, fixed: bool) -> list:
 
 
 def _score_groups(task: np.ndarray, spans: list[tuple[int, int]], order: dict[str, int]) -> list[np.ndarray]:
-    """Per model (its rows of the tidy rows at spans[k] = [start, end), as tidy_block made them from its results file;
+    """Per model (its rows of the tidy rows at spans[k] = [start, end), as tidy_rows made them from its results file;
     task: the rows' task column): the positions of its rows in the order its page shows them: tasks in `order`
     (tasks it does not know after, in the order they first appear), each task's rows as stored."""
     if not spans:
@@ -841,7 +841,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     download = _in_background(len(_DOWNLOAD["need"]) >= POOL_MIN and (os.cpu_count() or 1) > 1, _results_download)
     phase("input hashes")
     ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
-    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda j: analysis.tidy_block(data.results[ok[j]]),
+    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda js: analysis.tidy_rows([data.results[ok[j]] for j in js]),
                                               TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
     phase("tidy rows")
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the

@@ -336,14 +336,15 @@ class Outputs:
         (self.out / (KEYS + ".building")).unlink(missing_ok=True)
 
 
-def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict], strings: tuple[str, ...],
-           version: str = "") -> list[dict]:
-    """Column blocks, one per key (make(i) builds the block of keys[i]: equal-length numpy arrays by column name),
-    the blocks of keys seen in the previous call taken back instead of made again. The previous call's blocks are
-    kept as one table in folder/name.npz (read without pickle): the `strings` columns as int32 codes into a
-    vocabulary, the others as numeric arrays, and each key's row range. Returns blocks in keys' order (consecutive
-    reused keys come back as one block); string cells come back as str or None in object arrays. version: the
-    digest of the code that makes blocks (a table of another version is not reused)."""
+def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], tuple[dict, list[int]]],
+           strings: tuple[str, ...], version: str = "") -> list[dict]:
+    """Column blocks of keys' rows: make(indices) builds the rows of keys[indices] at once (one call, for the keys
+    the previous call did not see): equal-length numpy arrays by column name, each key's rows consecutive and in
+    order, and each key's number of rows. The rows of keys seen in the previous call are taken back instead: it kept
+    them as one table in folder/name.npz (read without pickle): the `strings` columns as int32 codes into a
+    vocabulary, the others as numeric arrays, and each key's row range. Returns blocks in keys' order, each run of
+    consecutive keys made now or taken back as one block; string cells come back as str or None in object arrays.
+    version: the digest of the code that makes blocks (a table of another version is not reused)."""
     path = folder / f"{name}.npz"
     old = _load_npz(path, version, {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings})
     if old is not None and not all(f"col_{c}" in old for c in old["columns"].tolist()):
@@ -351,49 +352,46 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[int], dict]
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
     vocab = {c: old["vocab_" + c].tolist() for c in strings} if old else {c: [] for c in strings}
     code_of = {c: {s: i for i, s in enumerate(v)} for c, v in vocab.items()}
-    out, coded, lens, run = [], [], [], []
-
-    def flush():
-        if run:
-            idx = np.concatenate([np.arange(old["starts"][i], old["starts"][i] + old["lens"][i]) for i in run])
+    need = [i for i, k in enumerate(keys) if k not in pos]
+    made, made_lens = make(need) if need else ({}, [])
+    made_coded = {}  # the rows made now, coded for the table (one factorize per column)
+    for c, col in made.items():
+        if c in strings:
+            local, uniques = pd.factorize(col, use_na_sentinel=True)
+            table = code_of[c]
+            for u in uniques:
+                if u not in table:
+                    table[u] = len(vocab[c])
+                    vocab[c].append(u)
+            col = np.append(np.array([table[u] for u in uniques], dtype=np.int32), np.int32(-1))[local]
+        elif col.dtype == object:
+            col = np.array([np.nan if v is None else v for v in col], dtype=float)
+        made_coded[c] = col
+    made_start = dict(zip(need, np.concatenate([[0], np.cumsum(made_lens)]).tolist()))
+    made_len = dict(zip(need, made_lens))
+    out, coded, lens = [], [], []
+    i = 0
+    while i < len(keys):
+        j = i + 1
+        if keys[i] in pos:
+            while j < len(keys) and keys[j] in pos:
+                j += 1
+            run = np.array([pos[k] for k in keys[i:j]], dtype=np.int64)
+            n = old["lens"][run]
+            first = np.concatenate([[0], np.cumsum(n)[:-1]])
+            idx = np.repeat(old["starts"][run] - first, n) + np.arange(int(n.sum()))  # the run's rows of the table
             part = {c: old["col_" + c][idx] for c in old["columns"].tolist()}
             coded.append(part)
             out.append({c: _decode(v, vocab[c]) if c in strings else v for c, v in part.items()})
-            run.clear()
-
-    fresh = []  # (index in coded, block) of the blocks made now: coded together at the end (one factorize per column)
-    for i, k in enumerate(keys):
-        if k in pos:
-            run.append(pos[k])
-            lens.append(int(old["lens"][pos[k]]))
-            continue
-        flush()
-        b = make(i)
-        out.append(b)
-        fresh.append((len(coded), b))
-        coded.append(None)
-        lens.append(len(next(iter(b.values()), [])))
-    flush()
-    if fresh:
-        for c in fresh[0][1]:
-            col = np.concatenate([b[c] for _, b in fresh])
-            if c in strings:
-                local, uniques = pd.factorize(col, use_na_sentinel=True)
-                table = code_of[c]
-                for u in uniques:
-                    if u not in table:
-                        table[u] = len(vocab[c])
-                        vocab[c].append(u)
-                col = np.append(np.array([table[u] for u in uniques], dtype=np.int32), np.int32(-1))[local]
-            elif col.dtype == object:
-                col = np.array([np.nan if v is None else v for v in col], dtype=float)
-            start = 0
-            for j, b in fresh:
-                n = len(b[c])
-                if coded[j] is None:
-                    coded[j] = {}
-                coded[j][c] = col[start:start + n]
-                start += n
+            lens += n.tolist()
+        else:
+            while j < len(keys) and keys[j] not in pos:
+                j += 1
+            a, b = made_start[i], made_start[j - 1] + made_len[j - 1]
+            out.append({c: v[a:b] for c, v in made.items()})
+            coded.append({c: v[a:b] for c, v in made_coded.items()})
+            lens += [made_len[x] for x in range(i, j)]
+        i = j
     if old is None or old["keys"].tolist() != list(keys):
         cols = list(coded[0]) if coded else []
         _save_npz(path, version, keys=np.array(keys, dtype=str), lens=np.array(lens, dtype=np.int64),
