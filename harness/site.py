@@ -88,7 +88,7 @@ def heat(v: float | None) -> str:
 
 
 def slug(name: str) -> str:
-    """A file name for a model page (ids are already restricted; family names too)."""
+    """A model's name as it stands in addresses and data files (ids are already restricted; family names too)."""
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
 
 
@@ -97,7 +97,7 @@ _SPECIAL = re.compile(r"[&<>\"']").search
 
 def _esc(v) -> str:
     """v as HTML text: escaped (markupsafe) when it holds a character that needs it; most cells (numbers, task
-    names) do not, and skipping the escape for them halves the cost of a model page."""
+    names) do not, and skipping the escape for them halves the cost of a leaderboard row."""
     s = v if isinstance(v, str) else str(v)
     return str(escape(s)) if _SPECIAL(s) else s
 
@@ -371,7 +371,7 @@ def _diagnostics_view(tables: dict) -> tuple[list[dict], dict, list, list[dict]]
 
 
 _PAGES: dict | None = None
-BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, pages_made, pages_reused): for the benchmark and tests
+BUILD_STATS: dict = {}  # what the last build computed and reused (stats_hit, models_written, files_made, phases): for the benchmark and tests
 
 
 def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
@@ -747,7 +747,7 @@ def _set_job() -> tuple[dict, bool, int, int]:
 
 def _in_background(fork: bool, job=_set_job):
     """Start job() (in a forked process when fork, else now); returns a function that waits for its value. The
-    build goes on meanwhile (beside the set-level statistics: the leaderboard cells, heatmap and model pages; beside
+    build goes on meanwhile (beside the set-level statistics: the leaderboard cells, heatmap and model data; beside
     the results download: the tidy rows and per-model statistics), so both cores work."""
     if not fork:
         got = job()
@@ -890,7 +890,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
 
     def board_row(model: str) -> dict:
         """A model's leaderboard row without its rank (plain dicts: per-cell pandas lookups are too slow at scale);
-        made once per build (the row's cells and its model page both use it)."""
+        made once per build (the row's cells and its model's data both use it)."""
         if model not in memo["rows"]:
             memo["rows"][model] = _board_row(model)
         return memo["rows"][model]
@@ -959,7 +959,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     env = _env(folder / "templates")
     # every model's page is drawn in the browser by model.html from its data file: MODEL_SHARDS files of models by
     # the hash of their slug (ten thousand pages would be ten thousand files of HTML, 40 kB each). A file is made
-    # again only when the key of one of its models changed: the model pages' code and shared context, the family
+    # again only when the key of one of its models changed: the model view's code and shared context, the family
     # (the experts and floor every score and gap is measured against), and the model's own inputs. Made in a process
     # per core when many (forked: the workers read what is built here).
     global _PAGES
@@ -1025,7 +1025,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.merge(*download())
     _DOWNLOAD = None
 
-    phase("model pages")
+    phase("model data")
     outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,

@@ -113,6 +113,8 @@ def test_submission_page_escapes_and_shows_provenance(built, browser):
     assert svg.count() == 1 and page.locator("#m-sim-plot polyline").count() >= 1
     assert all(page.locator(f"[id='{x}']").text_content().strip() for x in svg.get_attribute("aria-labelledby").split())
     assert all(u.startswith(built.as_uri()) for u in log["requests"])
+    assert page.locator("table caption").count() == page.locator("table").count() >= 3  # scores, gaps, similarity
+    assert page.locator("#m-body thead th[scope=col]").count() > 0 and page.locator("#m-body tbody th[scope=row]").count() > 0
     _shot(page, "submission")
     page, log = _open(browser, (built / "model.html").as_uri() + "?m=broken-merge")
     page.wait_for_selector("#m-body:not([hidden])")

@@ -199,7 +199,7 @@ def test_statistics_kept_by_their_own_inputs_give_a_fresh_build(tmp_path):
 
 
 def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeypatch):
-    """Large sites compute the set-level statistics in a forked process, and make the model pages and per-merge
+    """Large sites compute the set-level statistics in a forked process, and make the model data files and per-merge
     downloads in worker processes: the site is the same as when all is done in the build's own process."""
     data = site.SiteData(suite=load_suite(), **dict(zip(("results", "similarity", "merges"), family_and_merges(30, seed=6))))
     monkeypatch.setattr(site, "BACKGROUND_MIN", 1)
