@@ -328,10 +328,16 @@ class Outputs:
         self.made += made
 
     def save(self) -> None:
-        """Record the keys of this build and remove the files of the previous one that it did not produce."""
+        """Record the keys of this build and remove the files of the previous one that it did not produce, and the
+        folders that leaves empty (a site of the previous layout: models/ once held a page per model)."""
+        folders = set()
         for rel in self.old_keys:
             if rel not in self.keys and "#" not in rel:
                 (self.out / rel).unlink(missing_ok=True)
+                folders.update(p for p in (self.out / rel).parents if p != self.out and self.out in p.parents)
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         (self.out / KEYS).write_text(json.dumps(self.keys, sort_keys=True), encoding="utf-8")
         (self.out / (KEYS + ".building")).unlink(missing_ok=True)
 

@@ -389,3 +389,19 @@ def test_digest_writes_plain_lists_as_canonical_json_does():
     for part in ([], ["mono-en", "family:babel-mini/mt-en-de"], ['a"b', "c"], ["a\\b"], ["é", "x"], ["\x01"], ["\u2028", "\x7f"],
                  [1, "a"], {}, {"a": [1, 2]}, ("a", "b"), [["a"]]):
         assert sitecache._json_bytes(part) == store.canonical_json(part).encode("utf-8"), part
+
+
+def test_files_no_longer_made_are_removed_with_the_folders_they_leave_empty(tmp_path):
+    """A build removes the previous build's files it did not make again, and folders left empty (models/, which held
+    a page per model before the model data files), not a folder that still holds a file."""
+    from harness import sitecache
+
+    out = tmp_path / "site"
+    outs = sitecache.Outputs(out)
+    for rel in ("models/a.html", "models/deep/b.html", "data/kept.csv", "data/gone.csv"):
+        outs.text(rel, rel, lambda rel=rel: rel)
+    outs.save()
+    outs = sitecache.Outputs(out)
+    outs.text("data/kept.csv", "data/kept.csv", lambda: "never called: unchanged")
+    outs.save()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [".build-keys.json", "data", "data/kept.csv"]
