@@ -388,7 +388,7 @@ def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
     data, members, df = job["data"], job["members"], job["df"]
     indices = [i for s in shards for i in members[s]]  # by shard: each shard's rows of a table are consecutive
     names = {i: data.results[i].model.name for i in indices}
-    shard_of_ = {i: s for s in shards for i in members[s]}
+    shard_at = {i: s for s in shards for i in members[s]}
     # the score rows: the tidy rows, and any other model's (a failed one's, from its results file) after them
     source = {c: df[c].to_numpy() for c in SCORE_VIEW + ("signature",)} if not df.empty else {}
     span = dict(job["spans"])
@@ -403,12 +403,12 @@ def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
             at += len(data.results[i].rows)
     scored = [i for i in indices if i in span]
     groups = _score_groups(source["task"], [span[i] for i in scored], job["order"]) if scored else []
-    tables = {"scores": _table_of(source, SCORE_VIEW, groups, [shard_of_[i] for i in scored], scored)}
+    tables = {"scores": _table_of(source, SCORE_VIEW, groups, [shard_at[i] for i in scored], scored)}
     for table, name, columns in (("gaps", "gap", GAP_VIEW), ("paired", "paired", PAIRED_VIEW), ("sim", "sim", SIM_VIEW)):
-        rows_of, frame = job[f"{name}_rows_of"], job["gaps" if name == "gap" else name]
+        rows_of, frame = job[f"{name}_rows_of"], job[name]
         have = [i for i in indices if names[i] in rows_of]
         tables[table] = _table_of({c: frame[c].to_numpy() for c in columns} if have else {}, columns,
-                                  [rows_of[names[i]] for i in have], [shard_of_[i] for i in have], have)
+                                  [rows_of[names[i]] for i in have], [shard_at[i] for i in have], have)
     sig = pd.factorize(source["signature"][np.concatenate(groups)]) if scored else (np.zeros(0, dtype=np.int64), [])
     number = lambda v: None if v is None or v != v else v
     for s in shards:
@@ -419,9 +419,10 @@ def _write_model_shards(shards: list[int]) -> tuple[dict, int, int]:
             if t == "scores":  # the shard's signatures, numbered in the order they first appear
                 codes = sig[0][a:b]
                 used, first = np.unique(codes[codes >= 0], return_index=True)
+                used = used[np.argsort(first)]
                 local = np.full(len(sig[1]) + 1, -1, dtype=np.int64)  # the last: no signature (code -1)
-                out["sigs"] = [sig[1][u] for u in used[np.argsort(first)].tolist()]
-                local[used[np.argsort(first)]] = np.arange(len(used))
+                local[used] = np.arange(len(used))
+                out["sigs"] = [sig[1][u] for u in used.tolist()]
                 out[t]["sig"] = local[codes].tolist()
         for i in members[s]:
             res, name = data.results[i], names[i]
@@ -983,7 +984,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     rows_for = lambda frame: frame[frame["merge"].isin(made_names).to_numpy()] if few and not frame.empty else frame
     for name, frame in (("gap", gaps), ("paired", paired), ("sim", data.similarity)):
         frame = rows_for(frame) if frame is not None else pd.DataFrame()
-        _PAGES["gaps" if name == "gap" else name] = frame
+        _PAGES[name] = frame
         _PAGES[f"{name}_rows_of"] = frame.groupby("merge", sort=False).indices if not frame.empty else {}
     _PAGES["df"] = df
     ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
