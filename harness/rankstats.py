@@ -260,27 +260,68 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     return out
 
 
+def _centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a minus its mean along the last axis, the sum of squares of that along the last axis): _pearson's halves."""
+    a = a - a.mean(-1, keepdims=True)
+    return a, (a * a).sum(-1)
+
+
+def _pearson_centred(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """_pearson of two arrays given as _centred's pairs (the same operations in the same order: the same bits)."""
+    den = np.sqrt(a[1] * b[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a[0] * b[0]).sum(-1) / np.where(den > 0, den, 1), np.nan)
+
+
+@lru_cache(maxsize=4)
+def _strata_draws(n: int, seed: int, n_boot: int, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """stratified_spearman's resamples (n_boot, n) and permutations (n_perm, n) of n sets, read-only."""
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, n, size=(n_boot, n))
+    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    boot.flags.writeable = perm.flags.writeable = False
+    return boot, perm
+
+
+_STRATA: dict = {}  # the ys side of the last stratified_spearman calls: one arm's gaps serve every diagnostic
+
+
+def _strata_side(ys: np.ndarray, seed: int, n_boot: int, n_perm: int) -> tuple:
+    """For stratified_spearman: ys's resampled ranks and its ranks broadcast over the permutations, each centred
+    (_centred), kept for the next call with the same ys (a set-level table correlates one arm's gaps with every
+    diagnostic in turn)."""
+    key = (ys.shape, ys.tobytes(), seed, n_boot, n_perm)
+    if key not in _STRATA:
+        boot, _ = _strata_draws(ys.shape[1], seed, n_boot, n_perm)
+        rys = _rank(ys)
+        if len(_STRATA) >= 2:
+            _STRATA.pop(next(iter(_STRATA)))
+        _STRATA[key] = (_centred(_resample_ranks(ys, boot)),
+                        _centred(np.broadcast_to(rys[:, None, :], (len(ys), n_perm, ys.shape[1]))))
+    return _STRATA[key]
+
+
 def stratified_spearman(x: np.ndarray, ys: np.ndarray, seed: int, n_boot: int = N_BOOT, n_perm: int = N_PERM) -> dict:
     """Set-level pooled rank correlation across strata (merge methods) that share their units (constituent sets).
 
     x (n,): one diagnostic value per set; ys (m, n): the gap of each of m methods on the same n sets (one point
     per set and method). rho = mean over methods of Spearman(x, ys[j]). The 95% interval is a cluster bootstrap
     that resamples sets, each drawn set bringing every method's value with it; the p-value permutes x over sets
-    (the same permutation for every method). n is the number of sets, whatever the number of merges behind them."""
+    (the same permutation for every method). n is the number of sets, whatever the number of merges behind them.
+    What depends on ys alone (its resampled ranks) is computed once for every x it is correlated with."""
     x, ys = np.asarray(x, float), np.atleast_2d(np.asarray(ys, float))
     n = len(x)
     out = {"n": n, "strata": int(ys.shape[0]), "rho": None, "rho_lo": None, "rho_hi": None, "rho_p": None}
     if n < 4 or np.ptp(x) == 0 or any(np.ptp(y) == 0 for y in ys):
         return out
-    rng = np.random.default_rng(seed)
-    boot = rng.integers(0, n, size=(n_boot, n))
-    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    boot, perm = _strata_draws(n, seed, n_boot, n_perm)
+    y_boot, y_perm = _strata_side(ys, seed, n_boot, n_perm)
     obs = float(np.mean([spearman(x, y) for y in ys]))
-    per = _pearson(_resample_ranks(x, boot)[None], _resample_ranks(ys, boot))  # (m, B): a resample with a constant
+    per = _pearson_centred(_centred(_resample_ranks(x, boot)[None]), y_boot)  # (m, B): a resample with a constant
     ok = np.isfinite(per)                                                        # column gives NaN for that method
     b = np.where(ok.any(0), np.where(ok, per, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
-    rx, rys = _rank(x), _rank(ys)  # ranks of a permutation are the permuted ranks: rank once, not per permutation
-    p = np.mean(_pearson(rx[perm][None], np.broadcast_to(rys[:, None, :], (len(ys), n_perm, n))), axis=0)
+    rx = _rank(x)  # ranks of a permutation are the permuted ranks: rank once, not per permutation
+    p = np.mean(_pearson_centred(_centred(rx[perm][None]), y_perm), axis=0)
     out.update(rho=obs, rho_lo=float(np.nanpercentile(b, 2.5)), rho_hi=float(np.nanpercentile(b, 97.5)),
                rho_p=float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
