@@ -510,11 +510,12 @@ def neuron_movement(neurons: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
 
 
 def diagnostics_tables(gaps: pd.DataFrame, sim: pd.DataFrame, merges: dict[str, list[str]], neurons: pd.DataFrame,
-                       suite: dict) -> dict:
+                       suite: dict, diag: pd.DataFrame | None = None) -> dict:
     """The tidy tables of the diagnostics analysis, derived from stored rows (the site shows them, `analyze`
     prints them): per-merge diagnostics, gaps by reference, covariates, the leave-one-language-out predictor per
-    arm, neuron counts by layer and the mixed -> mt-en-<x> movement. Correlations are set-level: inference.py."""
-    diag = merge_diagnostics(sim)
+    arm, neuron counts by layer and the mixed -> mt-en-<x> movement. Correlations are set-level: inference.py.
+    diag: merge_diagnostics(sim), where the caller has it."""
+    diag = merge_diagnostics(sim) if diag is None else diag
     gapref = gap_by_reference(gaps)
     cov = merge_covariates(merges) if merges else pd.DataFrame(columns=["uriel_distance", "script_mismatch"])
     lolo = {arm: leave_one_language_out(gaps, diag, sim, arm) if not gaps.empty else {"rows": [], "mae": None, "n": 0, "arm": arm}

@@ -66,17 +66,19 @@ def init_summary(rep_rows: list[dict], explain: dict) -> str:
 
 def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, list[str]], sim: pd.DataFrame,
           neurons: pd.DataFrame, movement: pd.DataFrame, suite: dict, tasks: dict | None = None,
-          gaps: pd.DataFrame | None = None, scored: pd.DataFrame | None = None, memo=inference._call) -> dict:
+          gaps: pd.DataFrame | None = None, scored: pd.DataFrame | None = None, memo=inference._call,
+          diag: pd.DataFrame | None = None, set_diag: pd.DataFrame | None = None) -> dict:
     """All analysis tables. tasks: validity.assess's task table, gaps: analysis.merge_gaps(df, merges), scored:
-    analysis.scored(df, tasks); each computed here when not given (a caller that has them passes them). memo(fn, *args)
+    analysis.scored(df, tasks), diag: analysis.merge_diagnostics(sim), set_diag: inference.set_diagnostics(diag,
+    merges); each computed here when not given (a caller that has them passes them). memo(fn, *args)
     calls each set-level correlation and power simulation (a site build passes sitecache.Memo, keeping those whose
     inputs are unchanged)."""
     if tasks is None:
         tasks = validity.assess(df, suite, docs)[0] if not df.empty else {}
     if gaps is None:
         gaps = analysis.merge_gaps(df, merges) if not df.empty else pd.DataFrame()
-    tables = analysis.diagnostics_tables(gaps, sim, merges, neurons, suite)
-    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored, tables["covariates"], memo)
+    tables = analysis.diagnostics_tables(gaps, sim, merges, neurons, suite, diag)
+    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored, tables["covariates"], memo, set_diag)
     rep = replication.table(docs, merges, inf, tables, suite)
     explain = init_explanation(movement, inf["set_diagnostics"])
     explain["summary"] = init_summary(rep, explain)

@@ -678,9 +678,10 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
                           "merge", list(data.merges), changed)
     board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
-    set_diag = inference.set_diagnostics(analysis.merge_diagnostics(data.similarity), data.merges) if not df.empty else pd.DataFrame()
+    merge_diag = analysis.merge_diagnostics(data.similarity) if not df.empty else pd.DataFrame()
+    set_diag = inference.set_diagnostics(merge_diag, data.merges) if not df.empty else pd.DataFrame()
     return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "paired": paired,
-            "scored": scored, "set_diag": set_diag,
+            "scored": scored, "merge_diag": merge_diag, "set_diag": set_diag,
             "recomputed": None if changed is None else sorted(changed)}  # None: every model
 
 
@@ -720,7 +721,8 @@ def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
     ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
-                       gaps=ms["merge_gaps"], scored=scored, memo=memo) if not df.empty else None
+                       gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"]) \
+        if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
