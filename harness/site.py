@@ -237,10 +237,11 @@ def ranks_of(models: list[str], samples: np.ndarray) -> dict:
     ties ranked in the order of models)."""
     if not models:
         return {}
-    order = (-samples).argsort(0, kind="stable")  # models best first, per resample
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, len(models) + 1)[:, None], order.shape), axis=0)
-    lo, hi = np.percentile(ranks, [2.5, 97.5], axis=1).astype(int)
+    by_boot = np.ascontiguousarray(-samples.T)  # (n_boot, models): each resample's scores in a row, sorted in place
+    order = by_boot.argsort(1, kind="stable")   # models best first, per resample
+    ranks = np.empty(order.shape, np.int64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, len(models) + 1), order.shape), axis=1)
+    lo, hi = np.percentile(ranks, [2.5, 97.5], axis=0).astype(int)
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
 
 

@@ -145,6 +145,21 @@ def test_rank_intervals_ignore_dead_tasks():
     assert ranks("lm:en", "bits_per_byte", 0.0)[1] < ranks("lm:en", "bits_per_byte", 50.0)[0]  # a live one does
 
 
+def test_ranks_of_counts_better_models_per_resample():
+    """Each model's rank interval against a count, per resample, of the models scoring higher (and of tied models
+    listed earlier): 2.5th and 97.5th percentiles over resamples, truncated to whole ranks."""
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(120, 60))
+    s[:8] = -np.inf          # no live task: tied last
+    s[40:45] = s[39]         # tied scores: the earlier model ranks first
+    rank = np.array([[1 + np.sum(s[:, b] > s[i, b]) + np.sum(s[:i, b] == s[i, b]) for b in range(s.shape[1])]
+                     for i in range(len(s))])
+    lo, hi = np.percentile(rank, [2.5, 97.5], axis=1).astype(int)
+    got = site.ranks_of([f"m{i:03d}" for i in range(len(s))], s)
+    assert [got[f"m{i:03d}"] for i in range(len(s))] == list(zip(lo.tolist(), hi.tolist()))
+    assert got["m000"] == (113, 113) and got["m007"] == (120, 120)  # tied last: in the order of the models
+
+
 def _tree(out):
     """Every file of a build, the build time and git hash in page footers blanked."""
     return {str(p.relative_to(out)): re.sub(rb"Built [^ ]+ from git <code>[^<]*</code>", b"Built - from git -", p.read_bytes())
