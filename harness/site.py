@@ -864,7 +864,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     global _SETS
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
-    set_stats = _in_background(fork=len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file())
+    sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
+    set_stats = _in_background(fork=sets_forked)
     phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
@@ -1002,7 +1003,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _PAGES["tables"] = {"board": board, "board_key": data_key("leaderboard.csv"),
                         "grouped": [("merge_gaps", gaps, own_key), ("paired_vs_expert", paired, own_key),
                                     ("similarity", data.similarity, sim_keys)]}
-    workers = min(os.cpu_count() or 1, 8) if len(made_names) >= POOL_MIN else 1
+    # a core per worker, less the one the set-level statistics hold while they run in the background: on two cores
+    # the model data are written here (forked workers beside the forked statistics cost more in copied pages than
+    # they save)
+    workers = min(os.cpu_count() or 1, 8) - (1 if sets_forked else 0) if len(made_names) >= POOL_MIN else 1
     chunks = [todo[i::4 * workers] for i in range(4 * workers)] if workers > 1 else [todo]
     table_files = None
     if workers > 1:
@@ -1022,7 +1026,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     else:
         outs.merge(*_write_model_shards(chunks[0]))
     BUILD_STATS.update(model_files_made=outs.made - made_before, model_files_reused=outs.reused - reused_before,
-                       models_written=len(made_names))
+                       models_written=len(made_names), model_workers=workers)
     outs.merge(*(table_files or _write_tables()))
     _PAGES = None
     outs.text(MODEL_VIEW, digest(model_key, "view"), lambda: env.get_template("model.html.j2").render(**model_ctx, shards=MODEL_SHARDS))
