@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -505,6 +506,23 @@ RESULTS_DOWNLOAD = "data/results.jsonl.gz"
 _DOWNLOAD: dict | None = None  # the results download's job, set before forking (as _PAGES)
 
 
+_TIDY: dict | None = None  # the results files whose tidy rows the background process makes, set before forking
+
+
+def _tidy_part() -> tuple[dict, list[int]]:
+    """analysis.tidy_rows of _TIDY's results files, each string column as (int32 codes, its values; -1: None), which
+    pickle in a fraction of the time that ten thousand strings take."""
+    cols, lens = analysis.tidy_rows(_TIDY["results"])
+    out = {}
+    for c, v in cols.items():
+        if c in TIDY_STRINGS:
+            codes, uniques = pd.factorize(v, use_na_sentinel=True)
+            out[c] = (codes.astype(np.int32), list(uniques))
+        else:
+            out[c] = v
+    return out, lens
+
+
 def _results_download() -> tuple[dict, int, int]:
     """RESULTS_DOWNLOAD (Outputs.concat of results_member of every results file; only the lines whose results file
     changed are made, the others are the last build's bytes) by a child of _DOWNLOAD['outputs']: (keys, reused,
@@ -749,28 +767,24 @@ def _set_job() -> tuple[dict, bool, int, int]:
     return value, hit, memo.hits, memo.misses
 
 
-def _in_background(fork: bool, job=_set_job):
-    """Start job() (in a forked process when fork, else now); returns a function that waits for its value. The
-    build goes on meanwhile (beside the set-level statistics: the leaderboard cells, heatmap and model data; beside
-    the results download: the tidy rows and per-model statistics), so both cores work."""
+def _in_background(fork: bool, *jobs: Callable) -> list[Callable]:
+    """Start the jobs, one after another (in one forked process when fork, else now); returns for each a function
+    that waits for its value. The build goes on meanwhile (beside the set-level statistics: the leaderboard cells,
+    heatmap and model data; beside the results download: the tidy rows and per-model statistics), so both cores
+    work."""
     if not fork:
-        got = job()
-        return lambda: got
+        got = [job() for job in jobs]
+        return [lambda g=g: g for g in got]
     import gc
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
     gc.freeze()  # the child's collector then leaves this process's objects alone (no copy of the heap); build unfreezes
-    fut = pool.submit(job)
+    futures = [pool.submit(job) for job in jobs]
+    pool.shutdown(wait=False)  # the process ends when its last job has; each waiter collects one
 
-    def wait():
-        try:
-            return fut.result()
-        finally:
-            pool.shutdown()
-
-    return wait
+    return [fut.result for fut in futures]
 
 
 _SHOWN_TABLES = ("set_correlations", "lolo", "neuron_layers", "neuron_movement", "set_points", "set_diagnostics", "power",
@@ -842,11 +856,30 @@ def _build(data: SiteData, out: Path, log) -> Path:
     global _DOWNLOAD
     items = [(r.model.name, k) for r, k in zip(data.results, keys)]
     _DOWNLOAD = {"outputs": outs, "results": data.results, "items": items, "need": outs.concat_need(RESULTS_DOWNLOAD, items)}
-    download = _in_background(len(_DOWNLOAD["need"]) >= POOL_MIN and (os.cpu_count() or 1) > 1, _results_download)
-    phase("input hashes")
+    # the tidy rows of results files not seen before: on a large build the background process makes the later half
+    # of them first (then the results download), this one the earlier half
     ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
-    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", [keys[i] for i in ok], lambda js: analysis.tidy_rows([data.results[ok[j]] for j in js]),
-                                              TIDY_STRINGS, version=code_digest("analysis.py", "schema.py", "sitecache.py")))
+    ok_keys, tidy_version = [keys[i] for i in ok], code_digest("analysis.py", "schema.py", "sitecache.py")
+    tidy_need = sitecache.missing(folder, "tidy", ok_keys, tidy_version)
+    background = (os.cpu_count() or 1) > 1 and max(len(_DOWNLOAD["need"]), len(tidy_need)) >= POOL_MIN
+    theirs = tidy_need[len(tidy_need) // 2:] if background and len(tidy_need) >= POOL_MIN else []
+    global _TIDY
+    _TIDY = {"results": [data.results[ok[j]] for j in theirs]}
+    tidy_part, download = _in_background(background, _tidy_part, _results_download) if theirs else \
+        (None, _in_background(background, _results_download)[0])
+    BUILD_STATS.update(tidy_made_beside=len(theirs))
+    phase("input hashes")
+
+    def make_tidy(js: list[int]) -> tuple[dict, list[int]]:
+        if not theirs or js != tidy_need:
+            return analysis.tidy_rows([data.results[ok[j]] for j in js])
+        mine, mine_lens = analysis.tidy_rows([data.results[ok[j]] for j in js[:len(js) - len(theirs)]])
+        part, part_lens = tidy_part()
+        return {c: np.concatenate([v, sitecache._decode(*part[c]) if c in TIDY_STRINGS else part[c]]) for c, v in mine.items()}, \
+            mine_lens + part_lens
+
+    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", ok_keys, make_tidy, TIDY_STRINGS, version=tidy_version))
+    _TIDY = None
     phase("tidy rows")
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
@@ -865,7 +898,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
     sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
-    set_stats = _in_background(fork=sets_forked)
+    set_stats = _in_background(sets_forked, _set_job)[0]
     phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]

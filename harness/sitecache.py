@@ -402,6 +402,17 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
     return out
 
 
+def missing(folder: Path, name: str, keys: list[str], version: str = "") -> list[int]:
+    """The indices of keys whose rows blocks(folder, name, keys, ..., version) will make (not in its table), read
+    from the table's keys alone."""
+    try:
+        with np.load(folder / f"{name}.npz", allow_pickle=False) as z:
+            have = set(z["keys"].tolist()) if str(z["version"]) == version else set()
+    except (OSError, ValueError, KeyError, EOFError):
+        have = set()
+    return [i for i, k in enumerate(keys) if k not in have]
+
+
 def rows(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], np.ndarray], version: str = "") -> np.ndarray:
     """A float matrix with one row per key: make(indices) computes the rows of keys[indices] (one call, for all the
     keys the previous call did not see), the others are taken back from folder/name.npz (read without pickle),

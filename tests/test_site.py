@@ -224,6 +224,7 @@ def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeyp
     site.build(data, tmp_path / "forked", log=lambda *_: None)
     assert site.BUILD_STATS["memo_misses"] > 0  # counted in the child, reported back
     assert site.BUILD_STATS["models_written"] == len(data.results) and site.BUILD_STATS["model_workers"] == 2
+    assert 0 < site.BUILD_STATS["tidy_made_beside"] < len(data.results)  # the later half of the tidy rows, by the child
     assert (tmp_path / "forked" / "data" / "merge_gaps.csv").stat().st_size > 1000
     monkeypatch.setattr(site, "BACKGROUND_MIN", 10**9)
     monkeypatch.setattr(site, "POOL_MIN", 10**9)
