@@ -59,12 +59,22 @@ def _resample_ranks(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out.reshape(v.shape[:-1] + (rows, k))
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a minus its mean along the last axis, the sum of squares of that along the last axis): _pearson's halves."""
     a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    return a, (a * a).sum(-1)
+
+
+def _pearson_centred(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Pearson's r along the last axis of two arrays given as _centred's pairs (a caller correlating one array with
+    many centres it once)."""
+    den = np.sqrt(a[1] * b[1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1), np.nan)
+        return np.where(den > 0, (a[0] * b[0]).sum(-1) / np.where(den > 0, den, 1), np.nan)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _pearson_centred(_centred(a), _centred(b))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -260,19 +270,6 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     out.update(partial_rho=obs, partial_lo=float(np.nanpercentile(bs, 2.5)), partial_hi=float(np.nanpercentile(bs, 97.5)),
                partial_p=float((1 + np.sum(np.abs(ps) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
-
-
-def _centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(a minus its mean along the last axis, the sum of squares of that along the last axis): _pearson's halves."""
-    a = a - a.mean(-1, keepdims=True)
-    return a, (a * a).sum(-1)
-
-
-def _pearson_centred(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """_pearson of two arrays given as _centred's pairs (the same operations in the same order: the same bits)."""
-    den = np.sqrt(a[1] * b[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a[0] * b[0]).sum(-1) / np.where(den > 0, den, 1), np.nan)
 
 
 @lru_cache(maxsize=4)

@@ -865,8 +865,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     theirs = tidy_need[len(tidy_need) // 2:] if background and len(tidy_need) >= POOL_MIN else []
     global _TIDY
     _TIDY = {"results": [data.results[ok[j]] for j in theirs]}
-    tidy_part, download = _in_background(background, _tidy_part, _results_download) if theirs else \
-        (None, _in_background(background, _results_download)[0])
+    waits = _in_background(background, *([_tidy_part] if theirs else []), _results_download)
+    tidy_part, download = waits[0], waits[-1]  # tidy_part is called only when there are `theirs`
     BUILD_STATS.update(tidy_made_beside=len(theirs))
     phase("input hashes")
 
