@@ -653,17 +653,18 @@ PAGE_CODE = STATS_CODE + ("../site/templates", "../site/static")
 
 
 def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Path | None,
-                  model_keys: dict[str, str] | None) -> tuple[list[str], np.ndarray]:
+                  model_keys: dict[str, str] | None, later: list | None = None) -> tuple[list[str], np.ndarray]:
     """score_samples of every scored model; with a folder, each model's row is kept there (sitecache.rows) by the
     key of its inputs (model_keys: its results and per-document statistics), the task table and the seed, so a
-    new submission draws only its own row."""
+    new submission draws only its own row (later: sitecache._now_or_later)."""
     if folder is None or model_keys is None:
         return score_samples(scored, data.docs, data.suite, tasks)
     models = sorted(scored["model"].unique())
     table = digest([dataclasses.asdict(tv) for tv in tasks.values()], data.suite["seed"], RANK_BOOT)
     keys = [digest(table, m, model_keys.get(m)) for m in models]
     make = lambda idx: score_samples(scored[scored["model"].isin([models[i] for i in idx])], data.docs, data.suite, tasks)[1]
-    return models, sitecache.rows(folder, "rank-samples", keys, make, version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
+    return models, sitecache.rows(folder, "rank-samples", keys, make, later=later,
+                                  version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
 
 
 def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None, prev_keys: dict[str, str] | None = None,
@@ -732,13 +733,13 @@ def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str],
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
-                    model_keys: dict[str, str] | None = None) -> dict:
+                    model_keys: dict[str, str] | None = None, later: list | None = None) -> dict:
     """What the site derives over all models at once (ms: _model_statistics): rank intervals, the set-level tables of
     report.build and the fitted scatters. Each set-level correlation and fitted scatter goes through memo(fn, *args),
     by the content hash of its own inputs; each model's bootstrap scores are kept in folder by model_keys
-    (_rank_samples)."""
+    (_rank_samples; later: sitecache._now_or_later)."""
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
-    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys)) if not df.empty else {}
+    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
                        gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"]) \
         if not df.empty else None
@@ -752,19 +753,28 @@ def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._
 _SETS: dict | None = None  # the set-level job, set before forking (as _PAGES)
 
 
+_SET_WRITES: list[Callable[[], None]] = []  # the set-level job's cache writes, made after its value is handed back
+
+
 def _set_job() -> tuple[dict, bool, int, int]:
     """_set_statistics for build (in a forked process on large sites), cached by the inputs key: (value, hit,
-    memo hits, memo misses)."""
+    memo hits, memo misses). Its cache files are written by _set_writes, the job after it (the build has the value
+    meanwhile)."""
     job = _SETS
     memo = sitecache.Memo(job["folder"] / "memo.pkl", code_digest(*STATS_CODE))
-
-    def compute():
-        value = _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"])
-        memo.save()
-        return value
-
-    value, hit = cached(job["folder"], "stats-sets", job["key"], compute)
+    _SET_WRITES.clear()
+    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES)
+    value, hit = cached(job["folder"], "stats-sets", job["key"], compute, later=_SET_WRITES)
+    if not hit:
+        _SET_WRITES.append(memo.save)
     return value, hit, memo.hits, memo.misses
+
+
+def _set_writes() -> None:
+    """The cache writes of the last _set_job (in the process that ran it)."""
+    for write in _SET_WRITES:
+        write()
+    _SET_WRITES.clear()
 
 
 def _in_background(fork: bool, *jobs: Callable) -> list[Callable]:
@@ -878,7 +888,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
         return {c: np.concatenate([v, sitecache._decode(*part[c]) if c in TIDY_STRINGS else part[c]]) for c, v in mine.items()}, \
             mine_lens + part_lens
 
-    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", ok_keys, make_tidy, TIDY_STRINGS, version=tidy_version))
+    # the cache writes of the tidy rows and per-model statistics wait until the set-level statistics have started
+    writes: list[Callable[[], None]] = []
+    df = analysis.tidy_frame(sitecache.blocks(folder, "tidy", ok_keys, make_tidy, TIDY_STRINGS, version=tidy_version,
+                                              later=writes))
     _TIDY = None
     phase("tidy rows")
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
@@ -887,9 +900,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
     own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
                for r, k in zip(data.results, keys)}
-    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key))
+    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key),
+                     later=writes)
     if not hit:
-        store.write_json(folder / LAST_MODELS, {"key": key, "own": own_key})
+        writes.append(lambda: store.write_json(folder / LAST_MODELS, {"key": key, "own": own_key}))
     tasks, vtable, board, paired, scored = (ms[k] for k in ("tasks", "vtable", "board", "paired", "scored"))
     merge_gaps = ms["merge_gaps"]
     gaps = (merge_gaps if list(merge_gaps.columns) == GAP_COLUMNS else merge_gaps.reindex(columns=GAP_COLUMNS)) \
@@ -898,7 +912,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
     sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
-    set_stats = _in_background(sets_forked, _set_job)[0]
+    set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
+    for write in writes:
+        write()
     phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
@@ -1156,6 +1172,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
     outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
     outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
+    set_writes()  # the set-level job's cache files, written in its process while these pages were made
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")

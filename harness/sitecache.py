@@ -23,6 +23,8 @@ from . import store
 ROOT = Path(__file__).resolve().parent
 KEYS = ".build-keys.json"   # in the build folder: relative output path -> the key it was produced from
 KEEP = 4                    # statistics pickles kept per name (newest first); older ones are removed
+SEGMENTS = 8                # files a cache table of per-key rows may grow to (name.npz, then name+1.npz, ...) before
+                            # it is written again as one
 
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*\Z').match  # printable ASCII but quote and backslash: JSON writes it as it is
@@ -79,14 +81,28 @@ def cached_value(folder: Path, name: str, key: str):
         return None
 
 
-def cached(folder: Path, name: str, key: str, compute: Callable[[], object]):
+def _now_or_later(later: list[Callable[[], None]] | None, write: Callable[[], None]) -> None:
+    """write() now, or appended to later (the caller runs it once the value is no longer on its critical path)."""
+    if later is None:
+        write()
+    else:
+        later.append(write)
+
+
+def cached(folder: Path, name: str, key: str, compute: Callable[[], object], later: list | None = None):
     """compute() once per key: its value is pickled at folder/name-key.pkl and read back when the key recurs.
-    Returns (value, hit)."""
+    Returns (value, hit). later: see _now_or_later (the value must not change before the write runs)."""
     path = folder / f"{name}-{key}.pkl"
     if path.is_file():
         with open(path, "rb") as f:
             return pickle.load(f), True
     value = compute()
+    _now_or_later(later, lambda: _store(folder, name, path, value))
+    return value, False
+
+
+def _store(folder: Path, name: str, path: Path, value) -> None:
+    """cached()'s file: value pickled to a temporary file and renamed; only the KEEP newest of name are kept."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -95,7 +111,6 @@ def cached(folder: Path, name: str, key: str, compute: Callable[[], object]):
     old = sorted(folder.glob(f"{name}-*.pkl"), key=lambda q: q.stat().st_mtime, reverse=True)[KEEP:]
     for q in old:
         q.unlink(missing_ok=True)
-    return value, False
 
 
 def _arg_part(a):
@@ -338,20 +353,17 @@ class Outputs:
 
 
 def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], tuple[dict, list[int]]],
-           strings: tuple[str, ...], version: str = "") -> list[dict]:
+           strings: tuple[str, ...], version: str = "", later: list | None = None) -> list[dict]:
     """Column blocks of keys' rows: make(indices) builds the rows of keys[indices] at once (one call, for the keys
     the previous call did not see): equal-length numpy arrays by column name, each key's rows consecutive and in
-    order, and each key's number of rows. The rows of keys seen in the previous call are taken back instead: it kept
-    them as one table in folder/name.npz (read without pickle): the `strings` columns as int32 codes into a
+    order, and each key's number of rows. The rows of keys seen in earlier calls are taken back instead: they are kept
+    as a table in folder (_store_table; read without pickle): the `strings` columns as int32 codes into a
     vocabulary, the others as numeric arrays, and each key's row range. Returns blocks in keys' order, each run of
     consecutive keys made now or taken back as one block; string cells come back as str or None in object arrays.
-    version: the digest of the code that makes blocks (a table of another version is not reused)."""
-    path = folder / f"{name}.npz"
-    old = _load_npz(path, version, {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings})
-    if old is not None and not all(f"col_{c}" in old for c in old["columns"].tolist()):
-        old = None
+    version: the digest of the code that makes blocks (a table of another version is not reused); later: see _now_or_later."""
+    files = _load_table(folder, name, version, {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings})
+    old, vocab = _joined_blocks(files, strings)
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
-    vocab = {c: old["vocab_" + c].tolist() for c in strings} if old else {c: [] for c in strings}
     code_of = {c: {s: i for i, s in enumerate(v)} for c, v in vocab.items()}
     need = [i for i, k in enumerate(keys) if k not in pos]
     made, made_lens = make(need) if need else ({}, [])
@@ -393,32 +405,133 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
             coded.append({c: v[a:b] for c, v in made_coded.items()})
             lens += [made_len[x] for x in range(i, j)]
         i = j
-    if old is None or old["keys"].tolist() != list(keys):
-        cols = list(coded[0]) if coded else []
-        _save_npz(path, version, keys=np.array(keys, dtype=str), lens=np.array(lens, dtype=np.int64),
-                  starts=np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens else np.zeros(0, np.int64),
-                  columns=np.array(cols, dtype=str), **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
-                  **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings})
+
+    def whole() -> dict:
+        cols = list(coded[0]) if coded else list(made)
+        return dict(keys=np.array(keys, dtype=str), lens=np.array(lens, dtype=np.int64), starts=_starts(lens),
+                    columns=np.array(cols, dtype=str), **{f"col_{c}": np.concatenate([p[c] for p in coded]) for c in cols},
+                    **{f"vocab_{c}": np.array(vocab[c], dtype=str) for c in strings})
+
+    def added() -> dict:  # the new rows with a vocabulary of their own strings only
+        arrays = {}
+        for c, col in made_coded.items():
+            if c in strings:
+                used, col = np.unique(col, return_inverse=True)
+                col = np.where(used[col] < 0, -1, col - int((used < 0).sum())).astype(np.int32)
+                arrays[f"vocab_{c}"] = np.array([vocab[c][u] for u in used if u >= 0], dtype=str)
+            arrays[f"col_{c}"] = col
+        for c in strings:
+            arrays.setdefault(f"vocab_{c}", np.zeros(0, dtype=str))
+        return dict(keys=np.array([keys[i] for i in need], dtype=str), lens=np.array(made_lens, dtype=np.int64),
+                    starts=_starts(made_lens), columns=np.array(list(made_coded), dtype=str), **arrays)
+
+    _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)), whole, added, later)
     return out
+
+
+def _starts(lens: list[int]) -> np.ndarray:
+    """Each key's first row, from the keys' numbers of rows."""
+    return np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if len(lens) else np.zeros(0, np.int64)
+
+
+def _joined_blocks(files: list[dict], strings: tuple[str, ...]) -> tuple[dict | None, dict[str, list]]:
+    """The files of a blocks table as one (each file's string codes mapped into one vocabulary, the first file's
+    extended by the later files' new strings), and that vocabulary."""
+    files = [f for f in files if all(f"col_{c}" in f for c in files[0]["columns"].tolist())
+             and f["columns"].tolist() == files[0]["columns"].tolist()] if files else []
+    if not files:
+        return None, {c: [] for c in strings}
+    vocab = {c: files[0]["vocab_" + c].tolist() for c in strings}
+    if len(files) == 1:
+        return files[0], vocab
+    code_of = {c: {s: i for i, s in enumerate(v)} for c, v in vocab.items()}
+    cols = files[0]["columns"].tolist()
+    parts: dict[str, list] = {c: [] for c in cols}
+    for f in files:
+        for c in cols:
+            col = f["col_" + c]
+            if c in strings:
+                table = code_of[c]
+                for u in f["vocab_" + c].tolist():
+                    if u not in table:
+                        table[u] = len(vocab[c])
+                        vocab[c].append(u)
+                col = np.append(np.array([table[u] for u in f["vocab_" + c].tolist()], dtype=np.int32), np.int32(-1))[col]
+            parts[c].append(col)
+    rows_before = np.cumsum([0] + [int(f["lens"].sum()) for f in files[:-1]])
+    return {"keys": np.concatenate([f["keys"] for f in files]), "lens": np.concatenate([f["lens"] for f in files]),
+            "starts": np.concatenate([f["starts"] + r for f, r in zip(files, rows_before)]), "columns": files[0]["columns"],
+            **{f"col_{c}": np.concatenate(v) for c, v in parts.items()}}, vocab
+
+
+def _segment_paths(folder: Path, name: str) -> list[Path]:
+    """The additions to the table name in folder (name+1.npz, name+2.npz, ...), oldest first."""
+    found = []
+    for p in folder.glob(f"{name}+*.npz"):
+        n = p.name[len(name) + 1:-len(".npz")]
+        if n.isdigit():
+            found.append((int(n), p))
+    return [p for _, p in sorted(found)]
+
+
+def _load_table(folder: Path, name: str, version: str, need: set[str]) -> list[dict]:
+    """The files of the cache table name of this version that hold `need` (read without pickle): the whole table of
+    an earlier build (name.npz), then what each later build added (name+1.npz, ...). [] without a usable name.npz."""
+    base = _load_npz(folder / f"{name}.npz", version, need)
+    if base is None:
+        return []
+    return [base] + [t for t in (_load_npz(p, version, need) for p in _segment_paths(folder, name)) if t is not None]
+
+
+def _store_table(folder: Path, name: str, version: str, files: list[dict], n_keys: int, n_new: int, n_stale: int,
+                 whole: Callable[[], dict], added: Callable[[], dict], later: list | None) -> None:
+    """Keep a cache table after a call over n_keys keys that made n_new and left n_stale of the table's unused: the
+    new keys' rows as one more file (added()) when they are few, and the table has a base, fewer than SEGMENTS
+    files and few stale rows; else the whole table of this call (whole()) as the base, its additions removed. A
+    rebuild after one submission so writes its rows only, not the table again."""
+    if files and len(files) < SEGMENTS and n_new * 8 <= n_keys and n_stale * 4 <= n_keys:
+        if n_new:
+            segs = _segment_paths(folder, name)
+            n = int(segs[-1].name[len(name) + 1:-len(".npz")]) + 1 if segs else 1
+            _now_or_later(later, lambda: _save_npz(folder / f"{name}+{n}.npz", version, **added()))
+        return
+    if files and not n_new and not n_stale and len(files) == 1:
+        return  # the table is this call's already
+
+    def write() -> None:
+        _save_npz(folder / f"{name}.npz", version, **whole())
+        for q in _segment_paths(folder, name):
+            q.unlink(missing_ok=True)
+
+    _now_or_later(later, write)
 
 
 def missing(folder: Path, name: str, keys: list[str], version: str = "") -> list[int]:
     """The indices of keys whose rows blocks(folder, name, keys, ..., version) will make (not in its table), read
     from the table's keys alone."""
-    try:
-        with np.load(folder / f"{name}.npz", allow_pickle=False) as z:
-            have = set(z["keys"].tolist()) if str(z["version"]) == version else set()
-    except (OSError, ValueError, KeyError, EOFError):
-        have = set()
+    have: set[str] = set()
+    for path in [folder / f"{name}.npz"] + _segment_paths(folder, name):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["version"]) == version:
+                    have.update(z["keys"].tolist())
+                elif path.name == f"{name}.npz":
+                    break  # no table of this version: its additions are not read either (_load_table)
+        except (OSError, ValueError, KeyError, EOFError):
+            if path.name == f"{name}.npz":
+                break
     return [i for i, k in enumerate(keys) if k not in have]
 
 
-def rows(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], np.ndarray], version: str = "") -> np.ndarray:
+def rows(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], np.ndarray], version: str = "",
+         later: list | None = None) -> np.ndarray:
     """A float matrix with one row per key: make(indices) computes the rows of keys[indices] (one call, for all the
-    keys the previous call did not see), the others are taken back from folder/name.npz (read without pickle),
-    where this call's rows are kept. For per-model statistics such as each model's bootstrap scores."""
-    path = folder / f"{name}.npz"
-    old = _load_npz(path, version, {"keys", "rows"})
+    keys earlier calls did not see), the others are taken back from the table kept in folder (_store_table; read
+    without pickle; later: see _now_or_later). For per-model statistics such as each model's bootstrap scores."""
+    files = _load_table(folder, name, version, {"keys", "rows"})
+    files = [f for f in files if f["rows"].shape[1:] == files[0]["rows"].shape[1:]]
+    old = {"keys": np.concatenate([f["keys"] for f in files]), "rows": np.concatenate([f["rows"] for f in files])} \
+        if len(files) > 1 else files[0] if files else None
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
     have = np.array([pos.get(k, -1) for k in keys], dtype=np.intp)
     need = np.flatnonzero(have < 0).tolist()
@@ -429,8 +542,9 @@ def rows(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], n
         out[need] = made
     if len(need) < len(keys):
         out[have >= 0] = old["rows"][have[have >= 0]]
-    if old is None or need or len(keys) != len(pos):
-        _save_npz(path, version, keys=np.array(keys, dtype=str), rows=out)
+    _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)),
+                 lambda: dict(keys=np.array(keys, dtype=str), rows=out),
+                 lambda: dict(keys=np.array([keys[i] for i in need], dtype=str), rows=made), later)
     return out
 
 
@@ -459,15 +573,18 @@ def _save_npz(path: Path, version: str, **arrays: np.ndarray) -> None:
 
 
 def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]], list[list[str]]],
-            version: str = "") -> list[list[str]]:
-    """A list of strings per key (make(indices) gives those of keys[indices], in one call for every key the
-    previous call did not see; always the same number of strings per key), the others taken back: kept in
-    folder/name.npz as UTF-8 bytes with offsets (read without pickle). For pieces of HTML that depend on one model
-    only (a leaderboard row without its rank)."""
-    path = folder / f"{name}.npz"
-    old = _load_npz(path, version, {"keys", "offsets", "data"})
+            version: str = "", later: list | None = None) -> list[list[str]]:
+    """A list of strings per key (make(indices) gives those of keys[indices], in one call for every key earlier
+    calls did not see; always the same number of strings per key), the others taken back: kept as a table in
+    folder (_store_table) of UTF-8 bytes with offsets (read without pickle; later: see _now_or_later). For pieces of
+    HTML that depend on one model only (a leaderboard row without its rank)."""
+    files = _load_table(folder, name, version, {"keys", "offsets", "data"})
+    files = [f for f in files if f["offsets"].shape[1:] == files[0]["offsets"].shape[1:]]
+    shift = np.cumsum([0] + [len(f["data"]) for f in files[:-1]])
+    old = {"keys": np.concatenate([f["keys"] for f in files]),
+           "offsets": np.concatenate([f["offsets"] + d for f, d in zip(files, shift)])} if files else None
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
-    blob = old["data"].tobytes() if old else b""
+    blob = b"".join(f["data"].tobytes() for f in files)
     need = [i for i, k in enumerate(keys) if k not in pos]
     made = dict(zip(need, make(need))) if need else {}
     out = []
@@ -477,12 +594,15 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]]
         else:
             o = old["offsets"][pos[k]]
             out.append([blob[o[j]:o[j + 1]].decode("utf-8") for j in range(len(o) - 1)])
-    if old is None or old["keys"].tolist() != list(keys):
-        encoded = [[s.encode("utf-8") for s in parts] for parts in out]
+    def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets
+        encoded = [[s.encode("utf-8") for s in out[i]] for i in idx]
         width = max((len(p) for p in encoded), default=0)
         lens = np.array([[len(b) for b in p] for p in encoded], dtype=np.int64).reshape(len(encoded), width)
         offsets = np.concatenate([np.zeros((len(encoded), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
         offsets += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(encoded) else 0
-        _save_npz(path, version, keys=np.array(keys, dtype=str), offsets=offsets,
-                  data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
+        return dict(keys=np.array([keys[i] for i in idx], dtype=str), offsets=offsets,
+                    data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
+
+    _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)),
+                 lambda: table(list(range(len(keys)))), lambda: table(need), later)
     return out

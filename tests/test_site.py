@@ -422,3 +422,55 @@ def test_files_no_longer_made_are_removed_with_the_folders_they_leave_empty(tmp_
     outs.text("data/kept.csv", "data/kept.csv", lambda: "never called: unchanged")
     outs.save()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [".build-keys.json", "data", "data/kept.csv"]
+
+
+def test_cache_tables_grow_by_additions_and_are_compacted_with_the_same_rows(tmp_path):
+    """sitecache's per-key tables (blocks, rows, strings): a call with one new key writes that key's rows as one more
+    file, not the table again; after SEGMENTS files, or when many keys are new or no longer asked for, the table is
+    written again as one. Every call returns what computing every key's rows from nothing gives, and computes only
+    the keys the table lacks (those sitecache.missing names)."""
+    import random
+
+    from harness import sitecache
+
+    def content(k):  # a key's rows: 0 to 4 rows of a string (or None) and a number, by the key alone
+        r = random.Random(k)
+        n = r.randint(0, 4)
+        return n, [f"s{r.randint(0, 30)}" if r.random() > 0.2 else None for _ in range(n)], [r.random() for _ in range(n)]
+
+    def rows_of(keys):
+        lens, s, x = [], [], []
+        for k in keys:
+            n, a, b = content(k)
+            lens.append(n)
+            s += a
+            x += b
+        return {"s": np.array(s, dtype=object), "x": np.array(x)}, lens
+
+    def files(name):
+        return sorted(p.name for p in tmp_path.glob(f"{name}*.npz"))
+
+    runs = [range(40)] + [range(40 + j) for j in range(1, sitecache.SEGMENTS + 2)] + [range(15, 60), range(60, 0, -1), range(3, 200)]
+    for run in runs:
+        keys = [str(k) for k in run]
+        asked = []
+        missing = sitecache.missing(tmp_path, "t", keys, "v")
+
+        def make(idx, keys=keys):
+            asked.append(idx)
+            return rows_of([keys[i] for i in idx])
+
+        got = sitecache.blocks(tmp_path, "t", keys, make, ("s",), version="v")
+        want = rows_of(keys)[0]
+        assert list(np.concatenate([b["s"] for b in got])) == list(want["s"])
+        assert np.concatenate([b["x"] for b in got]).tolist() == want["x"].tolist()
+        assert asked == ([missing] if missing else [])
+        r = sitecache.rows(tmp_path, "r", keys, lambda idx, keys=keys: np.array([[float(keys[i]), -float(keys[i])] for i in idx]), "v")
+        assert r.tolist() == [[float(k), -float(k)] for k in keys]
+        st = sitecache.strings(tmp_path, "s", keys, lambda idx, keys=keys: [[f"<{keys[i]}>", "é" * int(keys[i])] for i in idx], "v")
+        assert st == [[f"<{k}>", "é" * int(k)] for k in keys]
+        if len(run) == 41:
+            assert missing == [40] and files("t") == ["t+1.npz", "t.npz"]  # one key more: one file more
+        for name in ("t", "r", "s"):
+            assert len(files(name)) <= sitecache.SEGMENTS
+    assert files("t") == ["t.npz"] and files("r") == ["r.npz"]  # many new keys: written again as one
