@@ -6,6 +6,7 @@ at build time, never stored. The build writes in place, only the files whose inp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -88,8 +89,10 @@ def heat(v: float | None) -> str:
     return "h-0"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def slug(name: str) -> str:
-    """A model's name as it stands in addresses and data files (ids are already restricted; family names too)."""
+    """A model's name as it stands in addresses and data files (ids are already restricted; family names too); kept
+    per name, as a build asks for every model's several times."""
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
 
 
@@ -1154,9 +1157,10 @@ def _build(data: SiteData, out: Path, log) -> Path:
     for static in ("style.css", "site.js", "model.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
-    outs.text("data/models.json", data_key("models.json"), lambda: json.dumps(
-        [{"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
-          "results_key": k} for j, (r, k) in enumerate(zip(data.results, keys))], indent=0))
+    # a model a line (json's C encoder: with an indent, json writes through its Python encoder, ten times slower)
+    outs.text("data/models.json", data_key("models.json"), lambda: "[\n" + ",\n".join(json.dumps(
+        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
+         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n")
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
           **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
