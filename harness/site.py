@@ -930,18 +930,28 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
     memo: dict = {"cell": {}, "signal": {}, "board": {}, "rows": {}}
+    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
+    spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
+    span_of = {data.results[i].model.name: span for i, span in spans.items()}
 
     def prepare(models: list[str]) -> None:
-        """Look up the cells of these models' rows (only theirs: a rebuild after one submission needs one row)."""
+        """Look up the cells of these models' rows (only theirs, by their row ranges: a rebuild after one submission
+        needs one row, and a scan of every row per lookup would cost more than the row)."""
         new = [m for m in dict.fromkeys(models) if m not in memo["board"]]
         if not new:
             return
-        s_ = scored[scored["model"].isin(new).to_numpy()]
+        if "scored_of" not in memo:
+            memo["scored_of"] = scored.groupby("model", sort=False).indices if not scored.empty else {}
+        at = [memo["scored_of"][m] for m in new if m in memo["scored_of"]]
+        s_ = scored.iloc[np.concatenate(at)] if at else scored.iloc[:0]
         pairs = list(zip(s_["model"].tolist(), s_["task"].tolist()))
         memo["cell"].update(zip(pairs, s_["value"].tolist()))
         memo["signal"].update(zip(pairs, s_["signal"].tolist()))
-        if not df.empty:
-            rates = df[df["metric"].isin(["empty_rate", "off_target_rate"]).to_numpy() & df["model"].isin(new).to_numpy()]
+        at = [np.arange(*span_of[m]) for m in new if m in span_of]
+        if at:
+            rows = np.concatenate(at)
+            metric = df["metric"].to_numpy()[rows]
+            rates = df.iloc[rows[(metric == "empty_rate") | (metric == "off_target_rate")]]
             memo["cell"].update(zip(zip(rates["model"].tolist(), rates["task"].tolist(), rates["metric"].tolist()), rates["value"].tolist()))
         memo["board"].update(board.loc[new, ["babel_score", "n_live", "mean_bpb", "mean_chrf"]].to_dict("index"))
 
@@ -1043,8 +1053,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
         _PAGES[name] = frame
         _PAGES[f"{name}_rows_of"] = frame.groupby("merge", sort=False).indices if not frame.empty else {}
     _PAGES["df"] = df
-    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
-    _PAGES["spans"] = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
+    _PAGES["spans"] = spans
     # what a page shows beyond its own rows; the build time and git hash are left out, so a page whose content
     # is unchanged keeps the time it was built
     page_key = digest(page_code, {k: v for k, v in ctx.items() if k not in ("built", "git")})
