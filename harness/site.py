@@ -308,12 +308,28 @@ def _board_parts(r: dict) -> list[str]:
             f'<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>', f'<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>']
 
 
-def _board_html(parts: list[str], rank: int, rank_ci: tuple[int, int]) -> dict[str, Markup]:
-    """A leaderboard row of the three tables of a leaderboard page (overall, lm, mt) from _board_parts and its rank."""
+RANK_CI_MARK = "\x00rank-ci\x00"  # where a drafted leaderboard page's row shows its rank interval (no page text holds \x00)
+
+
+def _board_html(parts: list[str], rank: int, rank_ci: str = RANK_CI_MARK) -> dict[str, Markup]:
+    """A leaderboard row of the three tables of a leaderboard page (overall, lm, mt) from _board_parts, its rank and
+    the text of its rank interval (by default RANK_CI_MARK, filled in by _fill_rank_cis)."""
     attrs, lead, score, overall, lm, mt = parts
     head = f'{attrs}<td class="num">{rank}</td>{lead}'
-    return {"overall": Markup(f'{head}{score}<td class="num">{rank_ci[0]}–{rank_ci[1]}</td>{overall}'),
+    return {"overall": Markup(f'{head}{score}<td class="num">{rank_ci}</td>{overall}'),
             "lm": Markup(head + lm), "mt": Markup(head + mt)}
+
+
+def _fill_rank_cis(draft: str, cis: list[tuple[int, int]]) -> str:
+    """A leaderboard page drafted before the rank intervals were known, with its rows' intervals in (in row order:
+    the overall table, the only one that shows them, comes first)."""
+    pieces = draft.split(RANK_CI_MARK)
+    if len(pieces) != len(cis) + 1:
+        raise ValueError(f"a drafted leaderboard page holds {len(pieces) - 1} rank interval marks for {len(cis)} rows")
+    out = [pieces[0]]
+    for (lo, hi), piece in zip(cis, pieces[1:]):
+        out += [f"{lo}–{hi}", piece]
+    return "".join(out)
 
 
 def validity_view(vtable: list[dict]) -> list[dict]:
@@ -1102,6 +1118,30 @@ def _build(data: SiteData, out: Path, log) -> Path:
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
     _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, ms["set_diag"], scored)
     phase("methods pages")
+    # the leaderboard pages need the rank intervals, which the set-level statistics give: the pages to make are
+    # rendered now with a mark where each interval goes (filled in once they are in), as are the downloads that need
+    # no set-level statistics
+    pages = max(1, math.ceil(len(board_models) / PAGE_ROWS))
+    page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
+    shown = [by_name[m].model for m in board_models]
+    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
+               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
+    index_tpl = env.get_template("index.html.j2")
+    drafts = {k: index_tpl.render(**ctx, rows=[_board_html(p, i) for i, p in enumerate(
+                  parts[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], k * PAGE_ROWS + 1)], page=k + 1, pages=pages, filters=filters,
+                  page_name=page_name)
+              for k in range(pages) if not outs.reuse(page_name(k + 1), site_key)}
+    # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
+    for static in ("style.css", "site.js", "model.js"):
+        outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
+    csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
+    # a model a line (json's C encoder: with an indent, json writes through its Python encoder, ten times slower)
+    outs.text("data/models.json", data_key("models.json"), lambda: "[\n" + ",\n".join(json.dumps(
+        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
+         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n")
+    outs.file("data/neurons.csv", data_key("neurons"), csv(data.neurons, index=False))
+    outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
+    phase("leaderboard pages drafted")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
     sets, set_hit, memo_hits, memo_misses = set_stats()
     _SETS = None  # nothing holds the inputs after the build
@@ -1142,16 +1182,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
                                          if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
                    for r in tables["replication"]]
     phase("analysis")
-    pages = max(1, math.ceil(len(board_rows) / PAGE_ROWS))
-    page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
-    shown = [by_name[m].model for m in board_models]
-    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
-               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
-    index_tpl = env.get_template("index.html.j2")
-    for k in range(pages):
-        outs.text(page_name(k + 1), site_key, lambda k=k: index_tpl.render(
-            **ctx, rows=[_board_html(r["parts"], r["rank"], r["rank_ci"]) for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]], page=k + 1, pages=pages,
-            filters=filters, page_name=page_name))
+    for k, draft in drafts.items():
+        outs.put_text(page_name(k + 1), _fill_rank_cis(draft, [r["rank_ci"] for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]]))
     outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
         **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
@@ -1162,14 +1194,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
         {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
         + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
     phase("index and analysis pages")
-    # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
-    for static in ("style.css", "site.js", "model.js"):
-        outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
-    csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
-    # a model a line (json's C encoder: with an indent, json writes through its Python encoder, ten times slower)
-    outs.text("data/models.json", data_key("models.json"), lambda: "[\n" + ",\n".join(json.dumps(
-        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
-         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n")
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
           **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
@@ -1180,9 +1204,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     if not tables["diagnostics"].empty:
         outs.file("data/merge_diagnostics.csv", data_key("merge_diagnostics"),
                   csv(tables["diagnostics"].join(tables["gap_by_reference"]).join(tables["covariates"])))
-    outs.file("data/neurons.csv", data_key("neurons"), csv(data.neurons, index=False))
     outs.file("data/replication.csv", data_key("replication"), csv(pd.DataFrame(replication), index=False))
-    outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
     outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
     outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
     set_writes()  # the set-level job's cache files, written in its process while these pages were made

@@ -240,6 +240,11 @@ class Outputs:
         """rel holds data (text as UTF-8), written by _put."""
         self._put(rel, lambda p: p.write_text(data, encoding="utf-8") if isinstance(data, str) else p.write_bytes(data))
 
+    def put_text(self, rel: str, text: str) -> None:
+        """rel holds text: for a file whose key reuse() found new, made later than the check."""
+        self._write(rel, text)
+        self.made += 1
+
     def text(self, rel: str, key: str, produce: Callable[[], str]) -> None:
         """rel holds produce()'s text, made only when key is new."""
         if not self.reuse(rel, key):
