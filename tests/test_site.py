@@ -308,13 +308,17 @@ def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkey
     pages = [out / "index.html"] + sorted(out.glob("leaderboard-*.html"), key=lambda p: int(p.stem.split("-")[1]))
     scored = [r.model.name for r in results if r.status == "ok"]
     assert len(pages) == -(-len(scored) // 4)
-    seen = []
+    seen, shown_ci = [], {}
     for p in pages:
         overall = p.read_text().split('<section id="lm">')[0]
         rows = re.findall(r'<th scope="row"><a href="model\.html\?m=[^"]+">([^<]+)</a></th>', overall)
-        assert 1 <= len(rows) <= 4
+        assert 1 <= len(rows) <= 4 and "\x00" not in p.read_text()
         seen += rows
+        # each row's rank interval, drafted as a mark while the statistics ran and filled in after
+        shown_ci.update((m, [int(lo), int(hi)]) for m, lo, hi in re.findall(
+            r'">([^<]+)</a></th>(?:(?!</tr>).)*?<td class="num">(\d+)–(\d+)</td>', overall, flags=re.S))
     assert sorted(seen) == sorted(scored)
+    assert shown_ci == json.loads((out / "data" / "rank_intervals.json").read_text())
     assert max(p.stat().st_size for p in pages) / 4 * real_rows < 2_000_000
 
 
