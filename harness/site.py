@@ -741,13 +741,17 @@ def _previous_models(folder: Path) -> tuple[dict | None, dict]:
 def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str], changed: set[str]) -> pd.DataFrame:
     """prev's rows of the names in order that are not changed, and fresh's rows (the changed ones'), grouped by
     `by` in the order of `order` (each group's rows as they came: a stable sort), indexed 0..n-1."""
-    keep = [m for m in order if m not in changed]
-    parts = [p for p in (prev[prev[by].isin(keep).to_numpy()] if not prev.empty else prev, fresh) if not p.empty]
+    pos = {m: i for i, m in enumerate(order)}
+    if not prev.empty:  # per distinct name, not per row (a row is looked up by its name's code)
+        codes, names = pd.factorize(prev[by], use_na_sentinel=False)
+        keep = np.array([m in pos and m not in changed for m in names], dtype=bool)[codes]
+        prev = prev if keep.all() else prev[keep]
+    parts = [p for p in (prev, fresh) if not p.empty]
     if not parts:
         return fresh if prev.empty else prev.iloc[:0].reset_index(drop=True)
     out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    pos = {m: i for i, m in enumerate(order)}
-    sort = np.argsort(np.fromiter((pos[m] for m in out[by].tolist()), np.int64, len(out)), kind="stable")
+    codes, names = pd.factorize(out[by], use_na_sentinel=False)
+    sort = np.argsort(np.array([pos[m] for m in names], dtype=np.int64)[codes], kind="stable")
     return out.iloc[sort].reset_index(drop=True)
 
 

@@ -187,6 +187,27 @@ def csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
     return buf.getvalue()
 
 
+def _write_pieces(path: Path, src: Path, pieces: list) -> None:
+    """path holds the pieces in order: bytes as they are, [offset, length] as that range of src."""
+    with open(path, "wb") as out, open(src, "rb") if any(type(p) is list for p in pieces) else open(os.devnull, "rb") as f:
+        for p in pieces:
+            if type(p) is not list:
+                out.write(p)
+                continue
+            out.flush()
+            o, n = p
+            try:
+                while n:
+                    k = os.copy_file_range(f.fileno(), out.fileno(), n, o)
+                    if not k:
+                        raise OSError("copy_file_range copied nothing")
+                    o, n = o + k, n - k
+                out.seek(0, os.SEEK_END)
+            except (AttributeError, OSError):  # no copy_file_range here (not Linux, another file system): read and write
+                f.seek(o)
+                out.write(f.read(n))
+
+
 class Outputs:
     """Writes the files of a build folder in place, each atomically (a temporary file renamed over it): a file
     whose key matches the key it was last produced from is left as it is, any other is produced. The keys are
@@ -279,9 +300,8 @@ class Outputs:
             self.keys[rel + "#groups"] = old
             return
         path = self.out / rel
-        old_groups = old["groups"] if isinstance(old, dict) and old.get("header") == header.decode("utf-8") else {}
-        old_bytes = path.read_bytes() if old_groups and path.is_file() else b""
-        need = [i for i, (n, k) in enumerate(zip(names, keys)) if old_groups.get(n, [None])[0] != k or not old_bytes]
+        old_groups = old["groups"] if isinstance(old, dict) and old.get("header") == header.decode("utf-8") and path.is_file() else {}
+        need = [i for i, (n, k) in enumerate(zip(names, keys)) if old_groups.get(n, [None])[0] != k]
         chunks: dict[int, bytes] = {}
         if need:
             idx = np.concatenate([np.arange(starts[i], ends[i]) for i in need])
@@ -297,7 +317,7 @@ class Outputs:
             else:
                 for i in need:
                     chunks[i] = csv_bytes(frame.iloc[starts[i]:ends[i]], header=False)
-        rec = self._splice(rel, list(zip(names, keys)), chunks, old_groups, old_bytes, header)
+        rec = self._splice(rel, list(zip(names, keys)), chunks, old_groups, header)
         self.keys[rel + "#groups"] = {"header": header.decode("utf-8"), "groups": rec}
 
     def concat_need(self, rel: str, items: list[tuple[str, str]]) -> list[int]:
@@ -316,23 +336,31 @@ class Outputs:
             self.keys[rel + "#parts"] = old
             return
         parts = old if isinstance(old, dict) and os.path.isfile(self.out / rel) else {}
-        self.keys[rel + "#parts"] = self._splice(rel, items, made, parts, (self.out / rel).read_bytes() if parts else b"")
+        self.keys[rel + "#parts"] = self._splice(rel, items, made, parts)
 
-    def _splice(self, rel: str, items: list[tuple[str, str]], made: dict[int, bytes], old: dict, blob: bytes,
-                head: bytes = b"") -> dict:
+    def _splice(self, rel: str, items: list[tuple[str, str]], made: dict[int, bytes], old: dict, head: bytes = b"") -> dict:
         """Write rel as head and the parts of items ((name, key), in order): made[j] where given, else the bytes of
-        the old file (blob) at the range old[name] = [key, offset, length]. Returns the new ranges by name."""
-        out, rec, off = [head], {}, len(head)
+        the old rel at the range old[name] = [key, offset, length], copied file to file (consecutive ranges at once;
+        by the kernel where it can, os.copy_file_range). Returns the new ranges by name."""
+        pieces: list = [head] if head else []  # bytes, or [offset, length] of the old file
+        rec, off = {}, len(head)
         for j, (name, key) in enumerate(items):
             if j in made:
-                b = made[j]
+                n = len(made[j])
+                pieces.append(made[j])
             else:
                 _, o, n = old[name]
-                b = blob[o:o + n]
-            rec[name] = [key, off, len(b)]
-            off += len(b)
-            out.append(b)
-        self._write(rel, b"".join(out))
+                if pieces and type(pieces[-1]) is list and sum(pieces[-1]) == o:
+                    pieces[-1][1] += n
+                else:
+                    pieces.append([o, n])
+            rec[name] = [key, off, n]
+            off += n
+        src = self.out / rel
+        if rel not in self.old_keys and any(type(p) is list for p in pieces):  # _put would write over it in place
+            blob = src.read_bytes()
+            pieces = [blob[p[0]:p[0] + p[1]] if type(p) is list else p for p in pieces]
+        self._put(rel, lambda p: _write_pieces(p, src, pieces))
         self.made += 1
         return rec
 

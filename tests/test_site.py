@@ -478,3 +478,24 @@ def test_cache_tables_grow_by_additions_and_are_compacted_with_the_same_rows(tmp
         for name in ("t", "r", "s"):
             assert len(files(name)) <= sitecache.SEGMENTS
     assert files("t") == ["t.npz"] and files("r") == ["r.npz"]  # many new keys: written again as one
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_a_spliced_file_holds_its_old_ranges_and_new_parts(tmp_path, monkeypatch, kernel_copy):
+    """Outputs._splice writes a file of new parts and ranges of the file it replaces (copied by the kernel where it
+    can, else read and written): the bytes are those of the parts themselves, whichever way they were copied."""
+    from harness import sitecache
+
+    if not kernel_copy:
+        monkeypatch.delattr(sitecache.os, "copy_file_range", raising=False)
+    parts = {f"p{j}": (f"part {j} " * (j * 3000 + 1)).encode() for j in range(6)}
+    outs = sitecache.Outputs(tmp_path / "site")
+    outs.concat("data/x.txt", [(n, "k0") for n in parts], dict(enumerate(parts.values())))
+    outs.save()
+    changed = {**parts, "p2": b"a new second part", "p9": b"a part at the end"}
+    del changed["p4"]
+    outs = sitecache.Outputs(tmp_path / "site")
+    items = [(n, "k1" if n in ("p2", "p9") else "k0") for n in changed]
+    outs.concat("data/x.txt", items, {j: changed[n] for j, (n, _) in enumerate(items) if n in ("p2", "p9")})
+    outs.save()
+    assert (tmp_path / "site" / "data" / "x.txt").read_bytes() == b"".join(changed.values())
