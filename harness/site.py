@@ -863,9 +863,15 @@ def build(data: SiteData, out: Path = DEFAULT_OUT, log=print) -> Path:
     reference counting still frees what the build drops."""
     import gc
 
+    from threadpoolctl import threadpool_limits
+
     gc.freeze()
     try:
-        return _build(data, out, log)
+        # on large sites the build is two processes at once (this one and the forked set-level statistics): each
+        # gets half the cores' BLAS threads (on two cores one each: OpenBLAS's waiting threads spin, and took from
+        # the other process a third of a second of a core; measured)
+        with threadpool_limits(max(1, (os.cpu_count() or 1) // 2), user_api="blas"):
+            return _build(data, out, log)
     finally:
         gc.unfreeze()
 
