@@ -943,12 +943,33 @@ def _build(data: SiteData, out: Path, log) -> Path:
              "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
     sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
+    # what the pages read of every results file, in one pass: beside the forked statistics, the first write to a
+    # page of memory the two processes share copies it, and reading an object writes its reference count (a pass
+    # over ten thousand results files' objects cost 0.05-0.1 s; the pages each made cost less than the first)
+    by_name = {r.model.name: r for r in data.results}
+    names = list(by_name) if len(by_name) == len(data.results) else [r.model.name for r in data.results]
+    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
+    spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
+    span_of = {names[i]: span for i, span in spans.items()}
+    failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
+              for r in data.results if r.status == "failed"]
+    lid_models = sorted({r.provenance.lid_model for r in data.results if r.provenance.lid_model})
+    bootstraps = sorted({r.provenance.bootstrap for r in data.results})
+    members: dict[int, list[int]] = {}
+    for i, name in enumerate(names):
+        members.setdefault(shard_of(slug(name)), []).append(i)
+    board_models = list(board.index)
+    shown = [by_name[m].model for m in board_models]
+    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
+               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
+    models_json = "[\n" + ",\n".join(json.dumps(  # a model a line (json's C encoder: an indent takes its Python one)
+        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
+         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n"
     for write in writes:
         write()
     phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]
     mt_tasks = [f"mt:{suite['pivot']}-{x}" for x in suite["languages"] if x != suite["pivot"]]
-    by_name = {r.model.name: r for r in data.results}
 
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
@@ -957,9 +978,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # leaderboard rows: each model's cells as HTML, kept by own_key (sitecache.strings); ranks are added per build
     task_cols = {t: _task_column(tasks[t]) for t in lm_tasks + mt_tasks}
     memo: dict = {"cell": {}, "signal": {}, "board": {}, "rows": {}}
-    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
-    spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
-    span_of = {data.results[i].model.name: span for i, span in spans.items()}
 
     def prepare(models: list[str]) -> None:
         """Look up the cells of these models' rows (only theirs, by their row ranges: a rebuild after one submission
@@ -1002,15 +1020,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
                 "empty": [nan_none(cell.get((model, t, "empty_rate"))) for t in mt_tasks],
                 "off": [nan_none(cell.get((model, t, "off_target_rate"))) for t in mt_tasks]}
 
-    board_models = list(board.index)
     def board_parts(idx: list[int]) -> list[list[str]]:
         prepare([board_models[j] for j in idx])
         return [_board_parts(board_row(board_models[j])) for j in idx]
 
     parts = sitecache.strings(folder, "rows", [own_key[m] for m in board_models], board_parts, version=page_code)
-    failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
-              for r in data.results if r.status == "failed"]
-
     phase("leaderboard rows")
     # merge-gap heatmap
     sig = {(r.merge, r.task) for r in paired.itertuples() if r.ci_low > 0 or r.ci_high < 0} if not paired.empty else set()
@@ -1041,9 +1055,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # methods
     signatures = {}
     if not df.empty:
-        for r in df.dropna(subset=["signature"]).drop_duplicates(["metric", "signature"]).itertuples():
+        for r in df[["metric", "signature"]].dropna(subset=["signature"]).drop_duplicates().itertuples():
             signatures.setdefault(r.metric, set()).add(r.signature)
-    provs = [r.provenance for r in data.results]
     dead_cols = [c for c in (task_cols[t] for t in lm_tasks + mt_tasks) if not c["live"]]
     ctx = dict(suite=suite, built=now_utc(), git=git_hash(), lm_tasks=lm_tasks, mt_tasks=mt_tasks,
                n_models=len(data.results), n_merges=len(data.merges), failed=failed,
@@ -1060,16 +1073,13 @@ def _build(data: SiteData, out: Path, log) -> Path:
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
     sim_keys = _row_keys(data.similarity, "merge")
     model_key = digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")})
-    members: dict[int, list[int]] = {}
-    for i, r in enumerate(data.results):
-        members.setdefault(shard_of(slug(r.model.name)), []).append(i)
     own = lambda i, name: (keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name))
     todo = [s for s in sorted(members) if not outs.reuse(shard_path(s), digest(
-        model_key, [own(i, data.results[i].model.name) for i in members[s]]))]
+        model_key, [own(i, names[i]) for i in members[s]]))]
     _PAGES = {"data": data, "outputs": outs, "members": members, "order": {t: j for j, t in enumerate(lm_tasks + mt_tasks)}}
     made_before, reused_before = outs.made, outs.reused
     in_board = set(board_models)
-    made_names = [data.results[i].model.name for s in todo for i in members[s]]
+    made_names = [names[i] for s in todo for i in members[s]]
     prepare([m for m in made_names if m in in_board])  # at once: one lookup per model would scan the table each time
     _PAGES["board_of"] = {m: board_row(m) for m in made_names if m in in_board}
     # the rows of the models to write (all of them on a first build, one shard's after one new submission)
@@ -1125,7 +1135,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.text("methods.html", site_key, lambda: env.get_template("methods.html.j2").render(
         **ctx, signatures={k: sorted(v) for k, v in signatures.items()}, validity=validity_view(vtable),
         floor=validity.rule(suite).floor,
-        lid_models=sorted({p.lid_model for p in provs if p.lid_model}), bootstrap=sorted({p.bootstrap for p in provs}),
+        lid_models=lid_models, bootstrap=bootstraps,
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
     _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, ms["set_diag"], scored)
     phase("methods pages")
@@ -1134,9 +1144,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # no set-level statistics
     pages = max(1, math.ceil(len(board_models) / PAGE_ROWS))
     page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
-    shown = [by_name[m].model for m in board_models]
-    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
-               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
     index_tpl = env.get_template("index.html.j2")
     drafts = {k: index_tpl.render(**ctx, rows=[_board_html(p, i) for i, p in enumerate(
                   parts[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], k * PAGE_ROWS + 1)], page=k + 1, pages=pages, filters=filters,
@@ -1146,10 +1153,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     for static in ("style.css", "site.js", "model.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
     csv = lambda frame, **kw: lambda p: frame.to_csv(p, **kw)
-    # a model a line (json's C encoder: with an indent, json writes through its Python encoder, ten times slower)
-    outs.text("data/models.json", data_key("models.json"), lambda: "[\n" + ",\n".join(json.dumps(
-        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
-         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n")
+    outs.text("data/models.json", data_key("models.json"), lambda: models_json)
     outs.file("data/neurons.csv", data_key("neurons"), csv(data.neurons, index=False))
     outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
     phase("leaderboard pages drafted")
