@@ -6,6 +6,7 @@ computed from)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -189,7 +190,8 @@ def csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
 
 def _write_pieces(path: Path, src: Path, pieces: list) -> None:
     """path holds the pieces in order: bytes as they are, [offset, length] as that range of src."""
-    with open(path, "wb") as out, open(src, "rb") if any(type(p) is list for p in pieces) else open(os.devnull, "rb") as f:
+    copies = any(type(p) is list for p in pieces)
+    with open(path, "wb") as out, (open(src, "rb") if copies else contextlib.nullcontext()) as f:
         for p in pieces:
             if type(p) is not list:
                 out.write(p)
@@ -627,6 +629,7 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]]
         else:
             o = old["offsets"][pos[k]]
             out.append([blob[o[j]:o[j + 1]].decode("utf-8") for j in range(len(o) - 1)])
+
     def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets
         encoded = [[s.encode("utf-8") for s in out[i]] for i in idx]
         width = max((len(p) for p in encoded), default=0)
