@@ -288,15 +288,17 @@ def headline(corr: pd.DataFrame, diagnostic: str = "cka_linear:all") -> list[dic
 
 def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd.DataFrame, seed: int,
            scored_rows: pd.DataFrame | None = None, merge_cov: pd.DataFrame | None = None, memo=_call,
-           set_diag: pd.DataFrame | None = None) -> dict:
+           set_diag: pd.DataFrame | None = None, task_gaps: pd.DataFrame | None = None,
+           shares: pd.Series | None = None) -> dict:
     """Everything set-level in one call: merge gaps per arm, set points, set diagnostics, correlations, power.
     scored_rows: analysis.scored(df, tasks), merge_cov: analysis.merge_covariates(merges), set_diag:
-    set_diagnostics(diag, merges), where the caller has them; memo: see correlations."""
-    tg = merge_task_gaps(df, merges, tasks)
+    set_diagnostics(diag, merges), task_gaps: merge_task_gaps(df, merges, tasks), shares: own_share(df, merges,
+    tasks), where the caller has them; memo: see correlations."""
+    tg = merge_task_gaps(df, merges, tasks) if task_gaps is None else task_gaps
     mg = merge_arm_gaps(tg)
     pts = set_points(mg)
     sd = set_diagnostics(diag, merges) if set_diag is None else set_diag
     cov = set_covariates(merges, merge_cov) if merges else None
     corr = correlations(pts, sd, seed, cov, memo)
-    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows), "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
+    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows) if shares is None else shares, "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
             "power": power_table(pts, seed, memo), "headline": headline(corr)}

@@ -67,10 +67,11 @@ def init_summary(rep_rows: list[dict], explain: dict) -> str:
 def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, list[str]], sim: pd.DataFrame,
           neurons: pd.DataFrame, movement: pd.DataFrame, suite: dict, tasks: dict | None = None,
           gaps: pd.DataFrame | None = None, scored: pd.DataFrame | None = None, memo=inference._call,
-          diag: pd.DataFrame | None = None, set_diag: pd.DataFrame | None = None) -> dict:
+          diag: pd.DataFrame | None = None, set_diag: pd.DataFrame | None = None, task_gaps: pd.DataFrame | None = None,
+          shares: pd.Series | None = None) -> dict:
     """All analysis tables. tasks: validity.assess's task table, gaps: analysis.merge_gaps(df, merges), scored:
     analysis.scored(df, tasks), diag: analysis.merge_diagnostics(sim), set_diag: inference.set_diagnostics(diag,
-    merges); each computed here when not given (a caller that has them passes them). memo(fn, *args)
+    merges), task_gaps: inference.merge_task_gaps(df, merges, tasks), shares: inference.own_share(df, merges, tasks); each computed here when not given (a caller that has them passes them). memo(fn, *args)
     calls each set-level correlation and power simulation (a site build passes sitecache.Memo, keeping those whose
     inputs are unchanged)."""
     if tasks is None:
@@ -78,7 +79,8 @@ def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, 
     if gaps is None:
         gaps = analysis.merge_gaps(df, merges) if not df.empty else pd.DataFrame()
     tables = analysis.diagnostics_tables(gaps, sim, merges, neurons, suite, diag)
-    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored, tables["covariates"], memo, set_diag)
+    inf = inference.tables(df, merges, tasks, tables["diagnostics"], suite["seed"], scored, tables["covariates"], memo, set_diag,
+                           task_gaps, shares)
     rep = replication.table(docs, merges, inf, tables, suite)
     explain = init_explanation(movement, inf["set_diagnostics"])
     explain["summary"] = init_summary(rep, explain)

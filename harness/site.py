@@ -706,6 +706,8 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
         scored = analysis.scored(df, tasks)
         merge_gaps = analysis.merge_gaps(df, data.merges) if not df.empty else pd.DataFrame()
         paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
+        task_gaps = inference.merge_task_gaps(df, data.merges, tasks)
+        shares = inference.own_share(df, data.merges, tasks, scored) if not df.empty else pd.Series(dtype=float)
     else:
         new_merges = {m: c for m, c in data.merges.items() if m in changed}
         scored = _spliced(prev["scored"], analysis.scored(df[df["model"].isin(changed).to_numpy()], tasks), "model", models, changed)
@@ -715,12 +717,16 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
                               "merge", list(data.merges), changed)
         paired = _spliced(prev["paired"], analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
                           "merge", list(data.merges), changed)
+        task_gaps = _spliced(prev["task_gaps"], inference.merge_task_gaps(refs, new_merges, tasks), "merge", list(data.merges), changed)
+        fresh = scored[scored["model"].isin(changed).to_numpy()] if not scored.empty else scored
+        shares = _spliced_series(prev["shares"], inference.own_share(refs, new_merges, tasks, fresh) if not df.empty
+                                 else pd.Series(dtype=float), set(data.merges), changed)
     board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
     merge_diag = analysis.merge_diagnostics(data.similarity) if not df.empty else pd.DataFrame()
     set_diag = inference.set_diagnostics(merge_diag, data.merges) if not df.empty else pd.DataFrame()
     return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "paired": paired,
-            "scored": scored, "merge_diag": merge_diag, "set_diag": set_diag,
+            "scored": scored, "merge_diag": merge_diag, "set_diag": set_diag, "task_gaps": task_gaps, "shares": shares,
             "recomputed": None if changed is None else sorted(changed)}  # None: every model
 
 
@@ -736,6 +742,16 @@ def _previous_models(folder: Path) -> tuple[dict | None, dict]:
         return (prev, dict(last["own"])) if isinstance(prev, dict) else (None, {})
     except (OSError, ValueError, KeyError, TypeError):
         return None, {}
+
+
+def _spliced_series(prev: pd.Series, fresh: pd.Series, names: set[str], changed: set[str]) -> pd.Series:
+    """prev's values of the names that are kept (in names, not changed) and fresh's, in the order of their names
+    (a groupby's order, as inference.own_share gives them)."""
+    keep = [m in names and m not in changed for m in prev.index] if not prev.empty else []
+    parts = [p for p in (prev[keep] if len(keep) else prev, fresh) if not p.empty]
+    if not parts:
+        return fresh
+    return pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
 
 
 def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str], changed: set[str]) -> pd.DataFrame:
@@ -764,7 +780,8 @@ def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
     ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
-                       gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"]) \
+                       gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"],
+                       task_gaps=ms["task_gaps"], shares=ms["shares"]) \
         if not df.empty else None
     tables = rep or {"set_correlations": pd.DataFrame(), "lolo": {}, "neuron_layers": pd.DataFrame(), "neuron_movement": pd.DataFrame(),
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
