@@ -210,9 +210,25 @@ def _write_pieces(path: Path, src: Path, pieces: list) -> None:
                 out.write(f.read(n))
 
 
+def _rewrite_tail(path: Path, keep: int, pieces: list) -> None:
+    """path keeps its first `keep` bytes, followed by the pieces: bytes as they are, [offset, length] as that range
+    of path before it is cut (read first)."""
+    with open(path, "r+b") as f:
+        tail = []
+        for p in pieces:
+            if type(p) is list:
+                f.seek(p[0])
+                p = f.read(p[1])
+            tail.append(p)
+        f.truncate(keep)
+        f.seek(keep)
+        f.write(b"".join(tail))
+
+
 class Outputs:
-    """Writes the files of a build folder in place, each atomically (a temporary file renamed over it): a file
-    whose key matches the key it was last produced from is left as it is, any other is produced. The keys are
+    """Writes the files of a build folder in place, each atomically (a temporary file renamed over it) but for a
+    spliced file whose start is kept (_splice: cut and appended to, so a reader during the build can see it
+    short): a file whose key matches the key it was last produced from is left as it is, any other is produced. The keys are
     out/.build-keys.json; a build moves them aside while it runs, so one that stops half-way vouches for no file
     and the next makes every file again. save() records the new keys and removes the files this build did not
     produce. Nothing is linked or copied: a rebuild after one new submission touches only what changed."""
@@ -343,8 +359,11 @@ class Outputs:
     def _splice(self, rel: str, items: list[tuple[str, str]], made: dict[int, bytes], old: dict, head: bytes = b"") -> dict:
         """Write rel as head and the parts of items ((name, key), in order): made[j] where given, else the bytes of
         the old rel at the range old[name] = [key, offset, length], copied file to file (consecutive ranges at once;
-        by the kernel where it can, os.copy_file_range). Returns the new ranges by name."""
-        pieces: list = [head] if head else []  # bytes, or [offset, length] of the old file
+        by the kernel where it can, os.copy_file_range). Where the new file starts as the old one does and most of
+        it is that start (a submission added at the end), the old file is cut after it and the rest written in
+        place (_rewrite_tail), not copied whole. Returns the new ranges by name."""
+        # bytes, or [offset, length] of the old file (which starts with head wherever old ranges are given)
+        pieces: list = ([[0, len(head)]] if old else [head]) if head else []
         rec, off = {}, len(head)
         for j, (name, key) in enumerate(items):
             if j in made:
@@ -359,6 +378,11 @@ class Outputs:
             rec[name] = [key, off, n]
             off += n
         src = self.out / rel
+        if rel in self.old_keys and pieces and type(pieces[0]) is list and pieces[0][0] == 0 and \
+                sum(p[1] if type(p) is list else len(p) for p in pieces[1:]) < pieces[0][1]:
+            _rewrite_tail(src, pieces[0][1], pieces[1:])
+            self.made += 1
+            return rec
         if rel not in self.old_keys and any(type(p) is list for p in pieces):  # _put would write over it in place
             blob = src.read_bytes()
             pieces = [blob[p[0]:p[0] + p[1]] if type(p) is list else p for p in pieces]

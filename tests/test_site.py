@@ -499,4 +499,16 @@ def test_a_spliced_file_holds_its_old_ranges_and_new_parts(tmp_path, monkeypatch
     items = [(n, "k1" if n in ("p2", "p9") else "k0") for n in changed]
     outs.concat("data/x.txt", items, {j: changed[n] for j, (n, _) in enumerate(items) if n in ("p2", "p9")})
     outs.save()
-    assert (tmp_path / "site" / "data" / "x.txt").read_bytes() == b"".join(changed.values())
+    path = tmp_path / "site" / "data" / "x.txt"
+    assert path.read_bytes() == b"".join(changed.values())
+    # a part added at the end and the last one changed: the file is cut after the parts it keeps, the rest written
+    # in place (the same file), reading the range it moves before it cuts
+    inode = path.stat().st_ino
+    last = {**changed, "p5": b"the fifth, shorter", "p10": b"one more"}
+    items = [(n, "k2" if n in ("p5", "p10") else k) for n, k in items] + [("p10", "k2")]
+    items = [items[j] for j in (0, 1, 2, 3, 6, 4, 5)]  # p9 after the changed p5 and the new p10: read from its old place
+    last = {n: last[n] for n, _ in items}
+    outs = sitecache.Outputs(tmp_path / "site")
+    outs.concat("data/x.txt", items, {j: last[n] for j, (n, _) in enumerate(items) if n in ("p5", "p10")})
+    outs.save()
+    assert path.read_bytes() == b"".join(last.values()) and path.stat().st_ino == inode
