@@ -680,7 +680,7 @@ def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Pat
         return score_samples(scored, data.docs, data.suite, tasks)
     models = sorted(scored["model"].unique())
     table = digest([dataclasses.asdict(tv) for tv in tasks.values()], data.suite["seed"], RANK_BOOT)
-    keys = [digest(table, m, model_keys.get(m)) for m in models]
+    keys = sitecache.digests(table, [(m, model_keys.get(m)) for m in models])
     make = lambda idx: score_samples(scored[scored["model"].isin([models[i] for i in idx])], data.docs, data.suite, tasks)[1]
     return models, sitecache.rows(folder, "rank-samples", keys, make, later=later,
                                   version=code_digest("site.py", "analysis.py", "scoring.py", "validity.py", "schema.py"))
@@ -944,8 +944,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
     family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
-    own_key = {r.model.name: digest(family_key, k, docs_keys.get(r.model.name), data.merges.get(r.model.name))
-               for r, k in zip(data.results, keys)}
+    names = [r.model.name for r in data.results]
+    own_key = dict(zip(names, sitecache.digests(family_key, [
+        (k, docs_keys.get(m), json.dumps(data.merges[m]) if m in data.merges else None) for m, k in zip(names, keys)])))
     ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key),
                      later=writes)
     if not hit:
@@ -957,14 +958,13 @@ def _build(data: SiteData, out: Path, log) -> Path:
         if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     global _SETS
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
-             "model_keys": {r.model.name: digest(k, docs_keys.get(r.model.name)) for r, k in zip(data.results, keys)}}
+             "model_keys": dict(zip(names, sitecache.digests("", [(k, docs_keys.get(m)) for m, k in zip(names, keys)])))}
     sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
     # what the pages read of every results file, in one pass: beside the forked statistics, the first write to a
     # page of memory the two processes share copies it, and reading an object writes its reference count, so the
     # first pass over ten thousand results files' objects costs 0.05-0.1 s (measured), and the passes after it little
-    by_name = {r.model.name: r for r in data.results}
-    names = list(by_name) if len(by_name) == len(data.results) else [r.model.name for r in data.results]
+    by_name = dict(zip(names, data.results))
     ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
     spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
     span_of = {names[i]: span for i, span in spans.items()}

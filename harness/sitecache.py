@@ -52,6 +52,19 @@ def digest(*parts) -> str:
     return h.hexdigest()
 
 
+def digests(prefix: str, rows) -> list[str]:
+    """For each row (a sequence of str or None): the sha256 of the prefix and the row's parts, each part
+    delimited by its length (None apart from ''): the per-model keys of ten thousand models at a third of
+    digest's cost per call (one update per row)."""
+    base = hashlib.sha256(f"{len(prefix)}:{prefix}".encode("utf-8"))
+    out = []
+    for row in rows:
+        h = base.copy()
+        h.update("".join("-" if p is None else f"{len(p)}:{p}" for p in row).encode("utf-8"))
+        out.append(h.hexdigest())
+    return out
+
+
 def frame_digest(df: pd.DataFrame) -> str:
     """Content hash of a frame: its columns, dtypes and pandas' per-row hash of values and index."""
     if df.empty:
@@ -304,10 +317,10 @@ class Outputs:
         header = csv_bytes(frame.iloc[:0])  # only the rows to write are converted: most groups are copied
         if frame.empty:
             return self.file(rel, digest("empty", header.decode("utf-8")), lambda p: p.write_bytes(header))
-        g = frame[by].to_numpy(dtype=object)
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        ends = np.r_[starts[1:], len(g)]
-        names = [str(x) for x in g[starts]]
+        codes, uniques = pd.factorize(frame[by], use_na_sentinel=False)  # not an object array of every row's value
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        ends = np.r_[starts[1:], len(codes)]
+        names = [str(x) for x in np.asarray(uniques, dtype=object)[codes[starts]]]
         keys = [key_of.get(n) for n in names]
         if len(set(names)) < len(names) or any(k is None for k in keys):
             return self.file(rel, digest(header.decode("utf-8"), frame_digest(frame)),
@@ -647,12 +660,13 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]]
     need = [i for i, k in enumerate(keys) if k not in pos]
     made = dict(zip(need, make(need))) if need else {}
     out = []
+    offsets = old["offsets"].tolist() if old else []  # Python ints: a slice by numpy integers costs several times more
     for i, k in enumerate(keys):
         if i in made:
             out.append(list(made[i]))
         else:
-            o = old["offsets"][pos[k]]
-            out.append([blob[o[j]:o[j + 1]].decode("utf-8") for j in range(len(o) - 1)])
+            o = offsets[pos[k]]
+            out.append([blob[a:b].decode("utf-8") for a, b in zip(o, o[1:])])
 
     def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets
         encoded = [[s.encode("utf-8") for s in out[i]] for i in idx]

@@ -512,3 +512,19 @@ def test_a_spliced_file_holds_its_old_ranges_and_new_parts(tmp_path, monkeypatch
     outs.concat("data/x.txt", items, {j: last[n] for j, (n, _) in enumerate(items) if n in ("p5", "p10")})
     outs.save()
     assert path.read_bytes() == b"".join(last.values()) and path.stat().st_ino == inode
+
+
+def test_per_model_keys_tell_apart_what_digest_tells_apart():
+    """sitecache.digests: one sha256 per row over the prefix and the row's parts, each delimited by its length (so
+    a part's boundary, an empty part and a missing one all change the key); checked against hashlib by hand."""
+    import hashlib
+
+    from harness import sitecache
+
+    rows = [("ab", "c"), ("a", "bc"), ("", None), (None, ""), ("-", None), (None, None), ("é", "x")]
+    got = sitecache.digests("fam", rows)
+    assert len(set(got)) == len(rows)
+    assert got[0] == hashlib.sha256(b"3:fam2:ab1:c").hexdigest()
+    assert got[2] == hashlib.sha256(b"3:fam0:-").hexdigest()
+    assert got[6] == hashlib.sha256("3:fam1:é1:x".encode()).hexdigest()
+    assert sitecache.digests("fam2:ab", [("c",)]) != sitecache.digests("fam", [("ab", "c")])
