@@ -688,11 +688,11 @@ def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Pat
 
 def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None, prev_keys: dict[str, str] | None = None,
                       own_key: dict[str, str] | None = None) -> dict:
-    """What the site derives per model and per merge: the task table, validity rows, scored rows, leaderboard,
-    merge gaps and paired tests against the experts. prev: the previous build's value, with prev_keys and own_key
-    the key of each model's inputs then and now (its results, per-document statistics, constituents, and the
-    family's): the scored rows, merge gaps and paired tests of models whose key is unchanged are taken from prev,
-    only the others are computed (a rebuild after one submission computes one model's), and every frame is in the
+    """What the site derives per model and per merge: the task table, validity rows, scored rows, merge gaps, task
+    gaps and own shares, and paired tests against the experts (the leaderboard is _board). prev: the previous
+    build's value, with prev_keys and own_key the key of each model's inputs then and now (its results,
+    per-document statistics, constituents, and the family's): the frames' rows of models whose key is unchanged
+    are taken from prev, only the others are computed (a rebuild after one submission computes one model's), and every frame is in the
     order a computation over all models gives (tested equal)."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
@@ -721,13 +721,17 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
         fresh = scored[scored["model"].isin(changed).to_numpy()] if not scored.empty else scored
         shares = _spliced_series(prev["shares"], inference.own_share(refs, new_merges, tasks, fresh) if not df.empty
                                  else pd.Series(dtype=float), set(data.merges), changed)
-    board = analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame()
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
     merge_diag = analysis.merge_diagnostics(data.similarity) if not df.empty else pd.DataFrame()
     set_diag = inference.set_diagnostics(merge_diag, data.merges) if not df.empty else pd.DataFrame()
-    return {"tasks": tasks, "vtable": vtable, "board": board, "merge_gaps": merge_gaps, "paired": paired,
+    return {"tasks": tasks, "vtable": vtable, "merge_gaps": merge_gaps, "paired": paired,
             "scored": scored, "merge_diag": merge_diag, "set_diag": set_diag, "task_gaps": task_gaps, "shares": shares,
             "recomputed": None if changed is None else sorted(changed)}  # None: every model
+
+
+def _board(folder: Path, key: str, df: pd.DataFrame, tasks: dict, scored: pd.DataFrame) -> pd.DataFrame:
+    """analysis.leaderboard of the tidy rows, cached in folder by the inputs key (beside the per-model statistics)."""
+    return cached(folder, "stats-board", key, lambda: analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame())[0]
 
 
 LAST_MODELS = "stats-models-last.json"  # in the statistics folder: the last computed per-model statistics' key, and each model's key
@@ -811,8 +815,9 @@ def _set_job() -> tuple[dict, bool, int, int]:
 
 
 def _set_writes() -> None:
-    """The cache writes of the last _set_job (in the process that ran it)."""
-    for write in _SET_WRITES:
+    """The cache writes of the last _set_job (in the process that ran it), and those the build handed to that
+    process (_SETS['writes']: the tidy rows' and per-model statistics', when it is forked)."""
+    for write in _SET_WRITES + _SETS.get("writes", []):
         write()
     _SET_WRITES.clear()
 
@@ -952,7 +957,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     if not hit:
         # compact (json's C encoder; write_json's indent takes its Python one, 0.06 s for ten thousand keys)
         writes.append(lambda: store.atomic_write_text(folder / LAST_MODELS, json.dumps({"key": key, "own": own_key})))
-    tasks, vtable, board, paired, scored = (ms[k] for k in ("tasks", "vtable", "board", "paired", "scored"))
+    tasks, vtable, paired, scored = (ms[k] for k in ("tasks", "vtable", "paired", "scored"))
     merge_gaps = ms["merge_gaps"]
     gaps = (merge_gaps if list(merge_gaps.columns) == GAP_COLUMNS else merge_gaps.reindex(columns=GAP_COLUMNS)) \
         if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
@@ -960,10 +965,15 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": dict(zip(names, sitecache.digests("", [(k, docs_keys.get(m)) for m, k in zip(names, keys)])))}
     sets_forked = len(data.results) >= BACKGROUND_MIN and not (folder / f"stats-sets-{key}.pkl").is_file()
+    # a forked set-level job also makes this build's cache writes, once its value is handed back (beside the pages
+    # made after the wait for it: the per-model statistics alone are 45 MB at ten thousand, 0.14 s to write)
+    _SETS["writes"] = writes if sets_forked else []
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
     # what the pages read of every results file, in one pass: beside the forked statistics, the first write to a
     # page of memory the two processes share copies it, and reading an object writes its reference count, so the
     # first pass over ten thousand results files' objects costs 0.05-0.1 s (measured), and the passes after it little
+    # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
+    board = _board(folder, key, df, tasks, scored)
     by_name = dict(zip(names, data.results))
     ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
     spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
@@ -982,7 +992,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     models_json = "[\n" + ",\n".join(json.dumps(  # a model a line (json's C encoder: an indent takes its Python one)
         {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
          "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n"
-    for write in writes:
+    for write in writes if not sets_forked else []:
         write()
     phase("statistics (models)" if not hit else "statistics (models, cached)")
     lm_tasks = [f"lm:{l}" for l in suite["languages"]]

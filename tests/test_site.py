@@ -273,8 +273,10 @@ def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path):
     assert ms["recomputed"] == ["merge-00003", "merge-00040"]
     full = site._model_statistics(data, analysis.tidy(changed))
     assert full["recomputed"] is None and not full["paired"].empty
-    for k in ("scored", "merge_gaps", "paired", "board", "set_diag", "task_gaps"):
+    for k in ("scored", "merge_gaps", "paired", "set_diag", "task_gaps"):
         pd.testing.assert_frame_equal(ms[k], full[k], obj=k)
+    board = sitecache.cached_value(site.stats_folder(out), "stats-board", site.BUILD_STATS["stats_key"])
+    pd.testing.assert_frame_equal(board, analysis.leaderboard(analysis.tidy(changed), full["tasks"], full["scored"]))
     pd.testing.assert_series_equal(ms["shares"], full["shares"])
     assert ms["vtable"] == full["vtable"]
 
