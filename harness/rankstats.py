@@ -297,8 +297,9 @@ def _strata_side(ys: np.ndarray, seed: int, n_boot: int, n_perm: int) -> tuple:
         rys = _rank(ys)
         if len(_STRATA) >= 2:
             _STRATA.pop(next(iter(_STRATA)))
+        c, ss = _centred(rys)  # every permutation row holds the same ranks: centred once, broadcast (not copied)
         _STRATA[key] = (_centred(_resample_ranks(ys, boot)),
-                        _centred(np.broadcast_to(rys[:, None, :], (len(ys), n_perm, ys.shape[1]))))
+                        (np.broadcast_to(c[:, None, :], (len(ys), n_perm, ys.shape[1])), np.broadcast_to(ss[:, None], (len(ys), n_perm))))
     return _STRATA[key]
 
 
