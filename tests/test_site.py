@@ -530,3 +530,14 @@ def test_per_model_keys_tell_apart_what_digest_tells_apart():
     assert got[2] == hashlib.sha256(b"3:fam0:-").hexdigest()
     assert got[6] == hashlib.sha256("3:fam1:é1:x".encode()).hexdigest()
     assert sitecache.digests("fam2:ab", [("c",)]) != sitecache.digests("fam", [("ab", "c")])
+
+
+def test_the_rank_order_is_numpys_stable_sort():
+    """site._stable_order: each row's order as numpy's stable argsort gives it (ties and NaN in column order), on
+    rows with many ties, NaN, infinities and none of them."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 6, (50, 300)).astype(float)
+    a[rng.random(a.shape) < 0.1] = np.nan
+    a[rng.random(a.shape) < 0.05] = -np.inf
+    for rows in (a, rng.random((20, 1000)), np.zeros((3, 7)), np.full((2, 5), np.nan), a[:, :1]):
+        assert (site._stable_order(rows) == rows.argsort(1, kind="stable")).all()
