@@ -300,5 +300,6 @@ def tables(df: pd.DataFrame, merges: dict[str, list[str]], tasks: dict, diag: pd
     sd = set_diagnostics(diag, merges) if set_diag is None else set_diag
     cov = set_covariates(merges, merge_cov) if merges else None
     corr = correlations(pts, sd, seed, cov, memo)
-    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own_share(df, merges, tasks, scored_rows) if shares is None else shares, "set_points": pts, "set_diagnostics": sd, "set_correlations": corr,
-            "power": power_table(pts, seed, memo), "headline": headline(corr)}
+    own = own_share(df, merges, tasks, scored_rows) if shares is None else shares
+    return {"merge_task_gaps": tg, "merge_arm_gaps": mg, "own_share": own, "set_points": pts, "set_diagnostics": sd,
+            "set_correlations": corr, "power": power_table(pts, seed, memo), "headline": headline(corr)}

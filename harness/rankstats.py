@@ -91,8 +91,8 @@ def _inversions(v: np.ndarray) -> np.ndarray:
     """Per row of v (R, n): the number of pairs i < j with v_i > v_j (strictly), by bottom-up merge sort over all
     rows at once. At each level the two sorted halves of a block are merged by a stable sort; a right-half element
     at index q within its half that lands at position p has p - q left-half elements at or below it, so the block
-    contributes sum over the right half of (h - p + q) pairs (blocks of up to 16 compare every pair). O(n log n) per row.
-    The row is padded to base * 2^levels with base <= 16 (266 values: 17 * 16 = 272, not the next power of two, 512)."""
+    contributes sum over the right half of (h - p + q) pairs (blocks of up to 16 compare every pair). O(n log n) per
+    row. Rows are padded to base * 2^levels with base <= 16 (266 values: 9 * 32 = 288, not the next power of two)."""
     rows, n = v.shape
     levels = max(0, (max(n, 1) - 1) // 16).bit_length()  # the fewest halvings that leave blocks of 16 or fewer
     base = -(-max(n, 1) // (1 << levels))                 # blocks this small: count their pairs directly, then merge

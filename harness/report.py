@@ -71,9 +71,10 @@ def build(df: pd.DataFrame, docs: dict[str, schema.DocsFile], merges: dict[str, 
           shares: pd.Series | None = None) -> dict:
     """All analysis tables. tasks: validity.assess's task table, gaps: analysis.merge_gaps(df, merges), scored:
     analysis.scored(df, tasks), diag: analysis.merge_diagnostics(sim), set_diag: inference.set_diagnostics(diag,
-    merges), task_gaps: inference.merge_task_gaps(df, merges, tasks), shares: inference.own_share(df, merges, tasks); each computed here when not given (a caller that has them passes them). memo(fn, *args)
-    calls each set-level correlation and power simulation (a site build passes sitecache.Memo, keeping those whose
-    inputs are unchanged)."""
+    merges), task_gaps: inference.merge_task_gaps(df, merges, tasks), shares: inference.own_share(df, merges,
+    tasks); each computed here when not given (a caller that has them passes them). memo(fn, *args) calls each
+    set-level correlation and power simulation (a site build passes sitecache.Memo, keeping those whose inputs
+    are unchanged)."""
     if tasks is None:
         tasks = validity.assess(df, suite, docs)[0] if not df.empty else {}
     if gaps is None:

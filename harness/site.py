@@ -708,8 +708,8 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
     gaps and own shares, and paired tests against the experts (the leaderboard is _board). prev: the previous
     build's value, with prev_keys and own_key the key of each model's inputs then and now (its results,
     per-document statistics, constituents, and the family's): the frames' rows of models whose key is unchanged
-    are taken from prev, only the others are computed (a rebuild after one submission computes one model's), and every frame is in the
-    order a computation over all models gives (tested equal)."""
+    are taken from prev, only the others are computed (a rebuild after one submission computes one model's), and
+    every frame is in the order a computation over all models gives (tested equal)."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
     models = list(dict.fromkeys(df["model"].tolist())) if not df.empty else []
@@ -985,11 +985,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # made after the wait for it: the per-model statistics alone are 45 MB at ten thousand, 0.14 s to write)
     _SETS["writes"] = writes if sets_forked else []
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
+    # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
+    board = _board(folder, key, df, tasks, scored)
     # what the pages read of every results file, in one pass: beside the forked statistics, the first write to a
     # page of memory the two processes share copies it, and reading an object writes its reference count, so the
     # first pass over ten thousand results files' objects costs 0.05-0.1 s (measured), and the passes after it little
-    # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
-    board = _board(folder, key, df, tasks, scored)
     by_name = dict(zip(names, data.results))
     ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
     spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}

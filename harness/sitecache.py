@@ -241,8 +241,8 @@ def _rewrite_tail(path: Path, keep: int, pieces: list) -> None:
 class Outputs:
     """Writes the files of a build folder in place, each atomically (a temporary file renamed over it) but for a
     spliced file whose start is kept (_splice: cut and appended to, so a reader during the build can see it
-    short): a file whose key matches the key it was last produced from is left as it is, any other is produced. The keys are
-    out/.build-keys.json; a build moves them aside while it runs, so one that stops half-way vouches for no file
+    short): a file whose key matches the key it was last produced from is left as it is, any other is produced.
+    The keys are out/.build-keys.json; a build moves them aside while it runs, so one that stops half-way vouches for no file
     and the next makes every file again. save() records the new keys and removes the files this build did not
     produce. Nothing is linked or copied: a rebuild after one new submission touches only what changed."""
 
