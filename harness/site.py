@@ -726,15 +726,16 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
         shares = inference.own_share(df, data.merges, tasks, scored) if not df.empty else pd.Series(dtype=float)
     else:
         new_merges = {m: c for m, c in data.merges.items() if m in changed}
-        scored = _spliced(prev["scored"], analysis.scored(df[df["model"].isin(changed).to_numpy()], tasks), "model", models, changed)
+        mine = df["model"].isin(changed).to_numpy()
+        fresh = analysis.scored(df[mine], tasks)  # the changed models' scored rows
+        scored = _spliced(prev["scored"], fresh, "model", models, changed)
         # a merge's gaps read its own rows and its references' (the family and other non-merge models)
-        refs = df[df["model"].isin(changed).to_numpy() | ~df["model"].isin(data.merges).to_numpy()]
+        refs = df[mine | ~df["model"].isin(data.merges).to_numpy()]
         merge_gaps = _spliced(prev["merge_gaps"], analysis.merge_gaps(refs, new_merges) if not df.empty else pd.DataFrame(),
                               "merge", list(data.merges), changed)
         paired = _spliced(prev["paired"], analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
                           "merge", list(data.merges), changed)
         task_gaps = _spliced(prev["task_gaps"], inference.merge_task_gaps(refs, new_merges, tasks), "merge", list(data.merges), changed)
-        fresh = scored[scored["model"].isin(changed).to_numpy()] if not scored.empty else scored
         shares = _spliced_series(prev["shares"], inference.own_share(refs, new_merges, tasks, fresh) if not df.empty
                                  else pd.Series(dtype=float), set(data.merges), changed)
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
