@@ -200,11 +200,12 @@ def residualize(r: np.ndarray, covariates: np.ndarray) -> np.ndarray:
 
 
 def _residualize_batch(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """residualize over a batch: r (B, n), c (B, k, n) -> residuals (B, n), by the pseudo-inverse of each design
-    (a resample where a covariate is constant has a singular design; pinv still gives the least-squares fit)."""
-    design = np.concatenate([np.ones((r.shape[0], 1, r.shape[1])), c], axis=1).transpose(0, 2, 1)  # (B, n, k+1)
-    beta = np.linalg.pinv(design) @ r[..., None]
-    return r - (design @ beta)[..., 0]
+    """residualize over a batch: r (..., B, n), c (B, k, n) -> residuals (..., B, n), by the pseudo-inverse of each
+    design, taken once for every leading index of r (a resample where a covariate is constant has a singular design;
+    pinv still gives the least-squares fit)."""
+    design = np.concatenate([np.ones((c.shape[0], 1, c.shape[2])), c], axis=1).transpose(0, 2, 1)  # (B, n, k+1)
+    pinv = np.linalg.pinv(design)
+    return np.stack([x - (design @ (pinv @ x[..., None]))[..., 0] for x in r.reshape((-1,) + r.shape[-2:])]).reshape(r.shape)
 
 
 def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> float:
@@ -229,9 +230,7 @@ def correlate(x: np.ndarray, y: np.ndarray, seed: int, covariates: np.ndarray | 
         return out
     if n > 200:  # 200 resamples above 200 points (set when Kendall grew with n^2; kept, so published intervals stay)
         n_boot, n_perm = min(n_boot, 200), min(n_perm, 200)
-    rng = np.random.default_rng(seed)
-    boot = rng.integers(0, n, size=(n_boot, n))
-    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    boot, perm = _draws(n, seed, n_boot, n_perm)
 
     def summary(name, obs, b, p):
         out[name] = obs
@@ -258,14 +257,12 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
         return out
     if n > 200:
         n_boot, n_perm = min(n_boot, 200), min(n_perm, 200)
-    rng = np.random.default_rng(seed + 1)
-    boot = rng.integers(0, n, size=(n_boot, n))
-    perm = np.argsort(rng.random((n_perm, n)), axis=1)
+    boot, perm = _draws(n, seed + 1, n_boot, n_perm)
     c = np.asarray(covariates, float).reshape(n, -1)
     c = c[:, [j for j in range(c.shape[1]) if np.ptp(c[:, j]) > 0]]
     obs = partial_spearman(x, y, c)
     bx, by, bc = _resample_ranks(x, boot), _resample_ranks(y, boot), np.moveaxis(_resample_ranks(c.T, boot), 0, 1)  # (B, n), (B, n), (B, k, n)
-    bs = _pearson(_residualize_batch(bx, bc), _residualize_batch(by, bc))
+    bs = _pearson(*_residualize_batch(np.stack([bx, by]), bc))
     cr = np.column_stack([_rank(col) for col in c.T]) if c.shape[1] else np.zeros((n, 0))
     rx, ry = residualize(_rank(x), cr), residualize(_rank(y), cr)
     ps = _pearson(np.broadcast_to(rx, (n_perm, n)), ry[perm])
@@ -274,9 +271,10 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, seed
     return out
 
 
-@lru_cache(maxsize=4)
-def _strata_draws(n: int, seed: int, n_boot: int, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
-    """stratified_spearman's resamples (n_boot, n) and permutations (n_perm, n) of n sets, read-only."""
+@lru_cache(maxsize=16)
+def _draws(n: int, seed: int, n_boot: int, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resamples (n_boot, n) and permutations (n_perm, n) of n points that a seed gives, read-only (a set-level
+    table correlates many diagnostics over the same sets: drawn once for all of them)."""
     rng = np.random.default_rng(seed)
     boot = rng.integers(0, n, size=(n_boot, n))
     perm = np.argsort(rng.random((n_perm, n)), axis=1)
@@ -288,18 +286,14 @@ _STRATA: dict = {}  # the ys side of the last stratified_spearman calls: one arm
 
 
 def _strata_side(ys: np.ndarray, seed: int, n_boot: int, n_perm: int) -> tuple:
-    """For stratified_spearman: ys's resampled ranks and its ranks broadcast over the permutations, each centred
-    (_centred), kept for the next call with the same ys (a set-level table correlates one arm's gaps with every
-    diagnostic in turn)."""
+    """For stratified_spearman: ys's resampled ranks, each centred (_centred), and its ranks centred, kept for the
+    next call with the same ys (a set-level table correlates one arm's gaps with every diagnostic in turn)."""
     key = (ys.shape, ys.tobytes(), seed, n_boot, n_perm)
     if key not in _STRATA:
-        boot, _ = _strata_draws(ys.shape[1], seed, n_boot, n_perm)
-        rys = _rank(ys)
+        boot, _ = _draws(ys.shape[1], seed, n_boot, n_perm)
         if len(_STRATA) >= 2:
             _STRATA.pop(next(iter(_STRATA)))
-        c, ss = _centred(rys)  # every permutation row holds the same ranks: centred once, broadcast (not copied)
-        _STRATA[key] = (_centred(_resample_ranks(ys, boot)),
-                        (np.broadcast_to(c[:, None, :], (len(ys), n_perm, ys.shape[1])), np.broadcast_to(ss[:, None], (len(ys), n_perm))))
+        _STRATA[key] = (_centred(_resample_ranks(ys, boot)), _centred(_rank(ys)))
     return _STRATA[key]
 
 
@@ -316,14 +310,19 @@ def stratified_spearman(x: np.ndarray, ys: np.ndarray, seed: int, n_boot: int = 
     out = {"n": n, "strata": int(ys.shape[0]), "rho": None, "rho_lo": None, "rho_hi": None, "rho_p": None}
     if n < 4 or np.ptp(x) == 0 or any(np.ptp(y) == 0 for y in ys):
         return out
-    boot, perm = _strata_draws(n, seed, n_boot, n_perm)
+    boot, perm = _draws(n, seed, n_boot, n_perm)
     y_boot, y_perm = _strata_side(ys, seed, n_boot, n_perm)
     obs = float(np.mean([spearman(x, y) for y in ys]))
     per = _pearson_centred(_centred(_resample_ranks(x, boot)[None]), y_boot)  # (m, B): a resample with a constant
     ok = np.isfinite(per)                                                        # column gives NaN for that method
     b = np.where(ok.any(0), np.where(ok, per, 0).sum(0) / np.maximum(ok.sum(0), 1), np.nan)
-    rx = _rank(x)  # ranks of a permutation are the permuted ranks: rank once, not per permutation
-    p = np.mean(_pearson_centred(_centred(rx[perm][None]), y_perm), axis=0)
+    # ranks of a permutation are the permuted ranks: rank once, not per permutation. Every permutation is
+    # correlated with every method's (unpermuted) ranks: one matrix product, (permutations, n) by (n, methods)
+    xc, xss = _centred(_rank(x)[perm])
+    yc, yss = y_perm
+    den = np.sqrt(xss[:, None] * yss[None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.mean(np.where(den > 0, (xc @ yc.T) / np.where(den > 0, den, 1), np.nan), axis=1)
     out.update(rho=obs, rho_lo=float(np.nanpercentile(b, 2.5)), rho_hi=float(np.nanpercentile(b, 97.5)),
                rho_p=float((1 + np.sum(np.abs(p) >= abs(obs) - 1e-12)) / (1 + n_perm)))
     return out
