@@ -306,7 +306,7 @@ def fit_with_band(x: np.ndarray, y: np.ndarray, seed: int, n_boot: int | None = 
     rho, pv = stats.spearmanr(x, y)
     rng = np.random.default_rng(seed)
     grid = np.linspace(x.min(), x.max(), 12)
-    draws = np.array([rng.integers(0, len(x), len(x)) for _ in range(n_boot)])
+    draws = rng.integers(0, len(x), (n_boot, len(x)))  # the rows n_boot calls of rng.integers(0, n, n) would give
     draws = draws[(np.ptp(x[draws], axis=1) != 0) & (np.ptp(y[draws], axis=1) != 0)]   # a constant resample: skipped
     # every resample's least-squares line at once (slope = centred cross product / centred sum of squares: the fit
     # np.polyfit(x[i], y[i], 1) makes, to rounding) and its Spearman rho from the resample's ranks
@@ -422,12 +422,16 @@ def merge_covariates(merges: dict[str, list[str]]) -> pd.DataFrame:
     if not merges:
         return pd.DataFrame({}).T
     memo: dict[tuple, dict] = {}
+    of: dict[tuple, dict] = {}  # by constituents (ten thousand merges have a few hundred distinct lists)
     rows = []
     for c in merges.values():
-        langs = tuple(merge_languages(c))
-        if langs not in memo:
-            memo[langs] = set_covariates(list(langs))
-        rows.append(memo[langs])
+        t = tuple(c)
+        if t not in of:
+            langs = tuple(merge_languages(c))
+            if langs not in memo:
+                memo[langs] = set_covariates(list(langs))
+            of[t] = memo[langs]
+        rows.append(of[t])
     return pd.DataFrame(rows, index=pd.Index(list(merges)))
 
 
