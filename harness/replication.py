@@ -100,8 +100,10 @@ def mono_collapse(norm_by_merge: pd.Series, mgaps: pd.DataFrame, seed: int) -> d
     """Linear merges of same-init monolingual experts collapse: per constituent set, the share of its experts' gain
     over the untrained floor that the linear merge keeps (100 = the experts, 0 = init-s0); one point per set,
     bootstrap over sets. Predicted: below 50 (more than half of the gain lost)."""
-    g = mgaps[(mgaps.arm == "lm") & (mgaps.method == "linear")
-              & mgaps["set"].map(lambda s: all(c.startswith("mono-") and not c.endswith("-s1") for c in s.split("+")))]
+    codes, sets = pd.factorize(mgaps["set"])  # each distinct set checked once, not each merge's row
+    same_init = np.array([all(c.startswith("mono-") and not c.endswith("-s1") for c in s.split("+")) for s in sets]
+                         + [False], dtype=bool)  # the last for a missing set (code -1)
+    g = mgaps[(mgaps.arm == "lm").to_numpy() & (mgaps.method == "linear").to_numpy() & same_init[codes]]
     if g.empty:
         return None
     per_set = g.assign(norm=g["merge"].map(norm_by_merge)).dropna(subset=["norm"]).groupby("set")["norm"].mean()
@@ -124,9 +126,12 @@ def independent_init(docs, merges: dict[str, list[str]], methods: dict[str, str]
     (lm:en and lm:ru) of the two cross-init merges (mono-en + mono-ru-s1, mono-en-s1 + mono-ru) minus that of the
     two same-init merges (mono-en + mono-ru from init-s0, mono-en-s1 + mono-ru-s1 from init-s1), averaged over the
     methods that have all four; paired bootstrap over documents (every model resampled on the same verses)."""
-    by = {}
+    by, shorts = {}, {}
     for m, cons in merges.items():
-        by.setdefault((methods.get(m), frozenset(short(c) for c in cons)), []).append(m)
+        t = tuple(cons)
+        if t not in shorts:  # ten thousand merges have a few hundred distinct constituent lists
+            shorts[t] = frozenset(short(c) for c in cons)
+        by.setdefault((methods.get(m), shorts[t]), []).append(m)
     use = []
     for meth in sorted({k[0] for k in by if k[0]}):
         got = {k: [by.get((meth, frozenset(p)), [None])[0] for p in v] for k, v in MATCHED.items()}
@@ -183,15 +188,20 @@ def divergent_targets(task_gaps: pd.DataFrame, seed: int, value: str = "gap") ->
     g = task_gaps[task_gaps.arm == "mt"] if not task_gaps.empty else task_gaps
     if g.empty:
         return None
-    rows = []
-    for s, gs in g.groupby("set"):
+    rows, pairs = [], {}
+    for s in sorted(g["set"].unique()):
         targets = [c.split("-")[-1] for c in s.split("+")]
-        if len(targets) != 2 or not (set(targets) & RELATED and set(targets) & DIVERGENT):
-            continue
-        per_merge = gs.pivot_table(index="merge", columns="language", values=value)
-        r, d = [t for t in targets if t in RELATED][0], [t for t in targets if t in DIVERGENT][0]
-        if r in per_merge and d in per_merge:
-            rows.append((per_merge[d] - per_merge[r]).mean())
+        if len(targets) == 2 and set(targets) & RELATED and set(targets) & DIVERGENT:
+            pairs[s] = ([t for t in targets if t in RELATED][0], [t for t in targets if t in DIVERGENT][0])
+    g = g[g["set"].isin(list(pairs))]
+    if not pairs or g.empty:
+        return None
+    # per set, its merges' values by language: one table for all sets (a set's rows are its merges')
+    wide = g.pivot_table(index=["set", "merge"], columns="language", values=value)
+    for s, part in wide.groupby(level="set", sort=True):
+        r, d = pairs[s]
+        if r in part and d in part and part[r].notna().any() and part[d].notna().any():
+            rows.append((part[d] - part[r]).mean())
     if len(rows) < 3:
         return None
     v = np.array(rows)
