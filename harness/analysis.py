@@ -147,6 +147,22 @@ def _first(mcode: np.ndarray, tcode: np.ndarray, width: int, rows: np.ndarray) -
     return rows[np.sort(first)]
 
 
+def group_means(keys: pd.Series, values: pd.Series) -> pd.Series:
+    """Each key's mean of its non-NaN values (NaN where it has none), indexed by the sorted keys: numpy's sum of the
+    key's values in their order over their count, so that a key's mean does not depend on the other keys' rows
+    (pandas' grouped mean of the same values can differ in the last bit with them, measured)."""
+    codes, uniq = pd.factorize(keys, sort=True)
+    v = values.to_numpy(dtype=float)
+    ok = ~np.isnan(v) & (codes >= 0)
+    order = np.argsort(codes[ok], kind="stable")
+    c, v = codes[ok][order], v[ok][order]
+    out = np.full(len(uniq), np.nan)
+    if len(v):
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        out[c[starts]] = np.add.reduceat(v, starts) / np.diff(np.r_[starts, len(v)])
+    return pd.Series(out, index=pd.Index(uniq, name=keys.name))
+
+
 def leaderboard(df: pd.DataFrame, tasks: dict, scored_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Wide table: one row per model; the babel score (mean normalized score over the live tasks it has), the
     number of live tasks behind it, mean bits per byte over live lm tasks and mean chrF++ over the live mt tasks
@@ -158,10 +174,10 @@ def leaderboard(df: pd.DataFrame, tasks: dict, scored_rows: pd.DataFrame | None 
     live = s[s.live]
     wide = s.pivot_table(index="model", columns="task", values="value")
     out = pd.DataFrame({
-        "babel_score": live.groupby("model")["norm"].mean(),
+        "babel_score": group_means(live["model"], live["norm"]),
         "n_live": live.groupby("model")["norm"].count(),
-        "mean_bpb": live[live.metric == "bits_per_byte"].groupby("model")["value"].mean(),
-        "mean_chrf": live[live.metric == "chrf++"].groupby("model")["value"].mean(),
+        "mean_bpb": group_means(*(live.loc[live.metric == "bits_per_byte", c] for c in ("model", "value"))),
+        "mean_chrf": group_means(*(live.loc[live.metric == "chrf++", c] for c in ("model", "value"))),
     }, index=wide.index).join(wide)
     out["n_live"] = out["n_live"].fillna(0).astype(int)
     meta = df.drop_duplicates("model").set_index("model")[["kind", "arm", "method"]]

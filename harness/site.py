@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _js  # a string as json.dumps writes it (ensure_ascii)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -746,23 +747,45 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
             "recomputed": None if changed is None else sorted(changed)}  # None: every model
 
 
-def _board(folder: Path, key: str, df: pd.DataFrame, tasks: dict, scored: pd.DataFrame) -> pd.DataFrame:
-    """analysis.leaderboard of the tidy rows, cached in folder by the inputs key (beside the per-model statistics)."""
-    return cached(folder, "stats-board", key, lambda: analysis.leaderboard(df, tasks, scored) if not df.empty else pd.DataFrame())[0]
+def _board(folder: Path, key: str, df: pd.DataFrame, tasks: dict, scored: pd.DataFrame, prev_key: str | None = None,
+           changed: list[str] | None = None, span_of: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+    """analysis.leaderboard of the tidy rows, cached in folder by the inputs key (beside the per-model statistics).
+    With the key of the previous build's (prev_key), the models changed since (changed: _model_statistics'
+    'recomputed') and each model's rows of df (span_of), the rows of the changed models are computed and the others'
+    taken from the previous board: a model's row reads its own rows only, and the rows are ordered as
+    analysis.leaderboard orders them (tested equal)."""
+    def make() -> pd.DataFrame:
+        if df.empty:
+            return pd.DataFrame()
+        prev = sitecache.cached_value(folder, "stats-board", prev_key) if prev_key and changed is not None and span_of else None
+        if not isinstance(prev, pd.DataFrame) or prev.empty:
+            return analysis.leaderboard(df, tasks, scored)
+        new = set(changed)
+        at = [np.arange(*span_of[m]) for m in changed if m in span_of]
+        rows = df.iloc[np.concatenate(at)] if at else df.iloc[:0]
+        fresh = analysis.leaderboard(rows, tasks, scored[scored["model"].isin(new).to_numpy()]) if at else prev.iloc[:0]
+        keep = np.array([m not in new and m in span_of for m in prev.index.tolist()], dtype=bool)  # (a set: isin is slower)
+        out = pd.concat([prev[keep], fresh]) if not fresh.empty else prev[keep]
+        # as pivot_table: a task column no model has a value of is left out; the columns in leaderboard's order
+        fixed, meta = ["babel_score", "n_live", "mean_bpb", "mean_chrf"], ["kind", "arm", "method"]
+        task_cols = sorted(c for c in out.columns if c not in fixed and c not in meta and out[c].notna().any())
+        out = out[fixed + task_cols + meta].sort_index()
+        return out.sort_values("babel_score", ascending=False, na_position="last", kind="stable")
+    return cached(folder, "stats-board", key, make)[0]
 
 
 LAST_MODELS = "stats-models-last.json"  # in the statistics folder: the last computed per-model statistics' key, and each model's key
 
 
-def _previous_models(folder: Path) -> tuple[dict | None, dict]:
-    """The per-model statistics the last build in folder computed (sitecache.cached's file) and each model's key
-    then; (None, {}) when there are none."""
+def _previous_models(folder: Path) -> tuple[dict | None, dict, str | None]:
+    """The per-model statistics the last build in folder computed (sitecache.cached's file), each model's key then,
+    and that build's inputs key; (None, {}, None) when there are none."""
     try:
         last = json.loads((folder / LAST_MODELS).read_text(encoding="utf-8"))
         prev = sitecache.cached_value(folder, "stats-models", str(last["key"]))
-        return (prev, dict(last["own"])) if isinstance(prev, dict) else (None, {})
+        return (prev, dict(last["own"]), str(last["key"])) if isinstance(prev, dict) else (None, {}, None)
     except (OSError, ValueError, KeyError, TypeError):
-        return None, {}
+        return None, {}, None
 
 
 def _spliced_series(prev: pd.Series, fresh: pd.Series, names: set[str], changed: set[str]) -> pd.Series:
@@ -879,6 +902,17 @@ def _scatter_fits(tables: dict, suite: dict, memo=inference._call) -> list[tuple
     return out
 
 
+_RESULTS_FIELDS = ("name", "kind", "status", "error", "n_rows", "lid_model", "bootstrap", "arm", "method", "constituents")
+
+
+def _results_pass(results: list[schema.ResultsFile]) -> dict[str, list]:
+    """What the build reads of each results file (_RESULTS_FIELDS), one list per field, in the files' order."""
+    rows = [(r.model.name, r.model.kind, r.status, r.error, len(r.rows), r.provenance.lid_model, r.provenance.bootstrap,
+             r.model.arm, r.model.method, r.model.constituents) for r in results]
+    cols = list(zip(*rows)) if rows else [()] * len(_RESULTS_FIELDS)
+    return {f: list(c) for f, c in zip(_RESULTS_FIELDS, cols)}
+
+
 def _inputs_key(data: SiteData, keys: list[str], docs_keys: dict[str, str]) -> str:
     """sha256 of everything the statistics read: the code, every results file, per-document statistics, merges,
     similarity, neuron and movement rows, the suite."""
@@ -931,12 +965,17 @@ def _build(data: SiteData, out: Path, log) -> Path:
     docs_keys = {m: digest(d.model_dump_json()) for m, d in data.docs.items()}
     key = _inputs_key(data, keys, docs_keys)
     outs = Outputs(out)
+    # what the build reads of every results file, in one pass and before the set-level statistics are forked: beside
+    # the forked process, reading an object writes its reference count, and the first write to a page of memory the
+    # two processes share copies it (separate passes over ten thousand results files there took 0.4 s; measured)
+    seen = _results_pass(data.results)
+    names = seen["name"]
     global _DOWNLOAD
-    items = [(r.model.name, k) for r, k in zip(data.results, keys)]
+    items = list(zip(names, keys))
     _DOWNLOAD = {"outputs": outs, "results": data.results, "items": items, "need": outs.concat_need(RESULTS_DOWNLOAD, items)}
     # the tidy rows of results files not seen before: on a large build the background process makes the later half
     # of them first (then the results download), this one the earlier half
-    ok = [i for i, r in enumerate(data.results) if r.status == "ok"]
+    ok = [i for i, st in enumerate(seen["status"]) if st == "ok"]
     ok_keys, tidy_version = [keys[i] for i in ok], code_digest("analysis.py", "schema.py", "sitecache.py")
     tidy_need = sitecache.missing(folder, "tidy", ok_keys, tidy_version)
     background = (os.cpu_count() or 1) > 1 and max(len(_DOWNLOAD["need"]), len(tidy_need)) >= POOL_MIN
@@ -964,13 +1003,17 @@ def _build(data: SiteData, out: Path, log) -> Path:
     phase("tidy rows")
     # what depends on one model only (its results file, per-document statistics, constituents) and the family (the
     # experts and floor every score and gap is measured against): such outputs are made again only when this changes
-    family = sorted((r.model.name, k) for r, k in zip(data.results, keys) if r.model.kind == "family")
+    family = sorted((m, k) for m, kind, k in zip(names, seen["kind"], keys) if kind == "family")
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
-    names = [r.model.name for r in data.results]
     own_key = dict(zip(names, sitecache.digests(family_key, [
         (k, docs_keys.get(m), json.dumps(data.merges[m]) if m in data.merges else None) for m, k in zip(names, keys)])))
-    ms, hit = cached(folder, "stats-models", key, lambda: _model_statistics(data, df, *_previous_models(folder), own_key),
-                     later=writes)
+    last: dict = {}  # the previous build's inputs key, when its per-model statistics are read
+
+    def model_statistics() -> dict:
+        prev, prev_keys, last["key"] = _previous_models(folder)
+        return _model_statistics(data, df, prev, prev_keys, own_key)
+
+    ms, hit = cached(folder, "stats-models", key, model_statistics, later=writes)
     if not hit:
         # compact (json's C encoder; write_json's indent takes its Python one, 0.06 s for ten thousand keys)
         writes.append(lambda: store.atomic_write_text(folder / LAST_MODELS, json.dumps({"key": key, "own": own_key})))
@@ -978,6 +1021,26 @@ def _build(data: SiteData, out: Path, log) -> Path:
     merge_gaps = ms["merge_gaps"]
     gaps = (merge_gaps if list(merge_gaps.columns) == GAP_COLUMNS else merge_gaps.reindex(columns=GAP_COLUMNS)) \
         if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
+    # what the pages need of every model, made before the fork as the pass above
+    by_name = dict(zip(names, data.results))
+    ok_rows = np.cumsum([0] + [seen["n_rows"][i] for i in ok])  # each ok model's rows of df (tidy_frame's order)
+    spans = dict(zip(ok, zip(ok_rows[:-1].tolist(), ok_rows[1:].tolist()))) if not df.empty else {}
+    span_of = {names[i]: span for i, span in spans.items()}
+    failed = [{"model": m, "slug": slug(m), "kind": kind, "error": error or "unknown"}
+              for m, kind, st, error in zip(names, seen["kind"], seen["status"], seen["error"]) if st == "failed"]
+    lid_models = sorted({v for v in seen["lid_model"] if v})
+    bootstraps = sorted(set(seen["bootstrap"]))
+    members: dict[int, list[int]] = {}
+    for i, name in enumerate(names):
+        members.setdefault(shard_of(slug(name)), []).append(i)
+    at = {m: i for i, m in enumerate(names)}
+    facets: dict[tuple, int] = {}  # (arm, method, constituents) -> its code; each model's code
+    facet_of = [facets.setdefault((a, me, tuple(c)), len(facets))
+                for a, me, c in zip(seen["arm"], seen["method"], seen["constituents"])]
+    # a model a line: json.dumps's own form, each string by its C encoder (a json.dumps per line costs three times this)
+    models_json = "[\n" + ",\n".join('{"model": %s, "kind": %s, "status": %s, "line": %d, "page": %s, "results_key": %s}' % (
+        _js(m), _js(kind), _js(st), j + 1, _js(model_href(slug(m), "../")), _js(k))
+        for j, (m, kind, st, k) in enumerate(zip(names, seen["kind"], seen["status"], keys))) + "\n]\n"
     global _SETS
     _SETS = {"data": data, "df": df, "ms": ms, "folder": folder, "key": key,
              "model_keys": dict(zip(names, sitecache.digests("", [(k, docs_keys.get(m)) for m, k in zip(names, keys)])))}
@@ -987,28 +1050,12 @@ def _build(data: SiteData, out: Path, log) -> Path:
     _SETS["writes"] = writes if sets_forked else []
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
     # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
-    board = _board(folder, key, df, tasks, scored)
-    # what the pages read of every results file, in one pass: beside the forked statistics, the first write to a
-    # page of memory the two processes share copies it, and reading an object writes its reference count, so the
-    # first pass over ten thousand results files' objects costs 0.05-0.1 s (measured), and the passes after it little
-    by_name = dict(zip(names, data.results))
-    ok_rows = np.cumsum([0] + [len(data.results[i].rows) for i in ok])  # each ok model's rows of df (tidy_frame's order)
-    spans = {i: (int(ok_rows[j]), int(ok_rows[j + 1])) for j, i in enumerate(ok)} if not df.empty else {}
-    span_of = {names[i]: span for i, span in spans.items()}
-    failed = [{"model": r.model.name, "slug": slug(r.model.name), "kind": r.model.kind, "error": r.error or "unknown"}
-              for r in data.results if r.status == "failed"]
-    lid_models = sorted({r.provenance.lid_model for r in data.results if r.provenance.lid_model})
-    bootstraps = sorted({r.provenance.bootstrap for r in data.results})
-    members: dict[int, list[int]] = {}
-    for i, name in enumerate(names):
-        members.setdefault(shard_of(slug(name)), []).append(i)
+    board = _board(folder, key, df, tasks, scored, last.get("key"), ms["recomputed"], span_of)
+    on_board = {facet_of[at[m]] for m in board.index}
+    shown = [f for f, code in facets.items() if code in on_board]  # the facets of the models on the leaderboard
+    filters = {"arms": sorted({f[0] for f in shown if f[0]}), "methods": sorted({f[1] for f in shown if f[1]}),
+               "constituents": sorted({c.split("/")[-1] for f in shown for c in f[2]})}
     board_models = list(board.index)
-    shown = [by_name[m].model for m in board_models]
-    filters = {"arms": sorted({m.arm for m in shown if m.arm}), "methods": sorted({m.method for m in shown if m.method}),
-               "constituents": sorted({c.split("/")[-1] for m in shown for c in m.constituents})}
-    models_json = "[\n" + ",\n".join(json.dumps(  # a model a line (json's C encoder: an indent takes its Python one)
-        {"model": r.model.name, "kind": r.model.kind, "status": r.status, "line": j + 1, "page": model_href(slug(r.model.name), "../"),
-         "results_key": k}) for j, (r, k) in enumerate(zip(data.results, keys))) + "\n]\n"
     for write in writes if not sets_forked else []:
         write()
     phase("statistics (models)" if not hit else "statistics (models, cached)")

@@ -173,3 +173,20 @@ def test_fit_with_band_matches_a_fit_per_resample():
     assert np.allclose(band[:, 2], np.percentile(preds, 97.5, 0), rtol=0, atol=1e-10)
     assert abs(got["rho_lo"] - np.percentile(rhos, 2.5)) < 1e-12 and abs(got["rho_hi"] - np.percentile(rhos, 97.5)) < 1e-12
     assert abs(got["rho"] - sstats.spearmanr(x, y).statistic) < 1e-15
+
+
+def test_group_means_do_not_depend_on_the_other_groups():
+    """A key's mean is the same to the bit alone or among other keys' rows (what lets a rebuild keep every other
+    model's leaderboard row), skips NaN, and agrees with pandas' grouped mean to rounding."""
+    rng = np.random.default_rng(4)
+    keys = pd.Series(rng.choice([f"m{i:03d}" for i in range(300)], 5000), name="model")
+    values = pd.Series(rng.normal(3, 2, 5000) * 10.0 ** rng.integers(-3, 4, 5000))
+    values[rng.random(5000) < 0.05] = np.nan
+    keys[:3], values[:3] = "only-nan", np.nan
+    got = analysis.group_means(keys, values)
+    want = values.groupby(keys).mean()
+    assert list(got.index) == sorted(set(keys)) and got.index.name == "model"
+    assert np.isnan(got["only-nan"]) and np.allclose(got, want, rtol=1e-12, atol=0, equal_nan=True)
+    for k in got.index[::17]:
+        alone = analysis.group_means(keys[keys == k], values[keys == k])
+        assert alone.index.tolist() == [k] and (alone[k] == got[k] or np.isnan(got[k]))

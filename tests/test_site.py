@@ -244,11 +244,15 @@ def test_the_methods_leaderboard_sees_the_set_diagnostics_of_the_analysis():
     pd.testing.assert_frame_equal(ms["set_diag"], sets["tables"]["set_diagnostics"])
 
 
-def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path):
+def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path, monkeypatch):
     """After one merge is added, one changed and one removed, the per-model statistics (scored rows, merge gaps,
     paired tests against the experts, leaderboard) are computed for those only, the others taken from the last
     build, and equal a computation over every model."""
     from harness import sitecache
+
+    boards = []  # the models each leaderboard computation is given
+    leaderboard = analysis.leaderboard
+    monkeypatch.setattr(analysis, "leaderboard", lambda df, *a: boards.append(sorted(set(df["model"]))) or leaderboard(df, *a))
 
     def with_docs(results, merges, seed):
         rng = np.random.default_rng(seed)
@@ -264,11 +268,15 @@ def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path):
     site.build(site.SiteData(suite=load_suite(), results=[r for r in results if r.model.name != "merge-00040"],
                              similarity=sim[sim["merge"] != "merge-00040"], merges=first, docs=docs), out, log=lambda *_: None)
     changed = [r.model_copy(deep=True) for r in results if r.model.name != "merge-00007"]
-    next(r for r in changed if r.model.name == "merge-00003").rows[0].value += 0.5
+    # merge-00003's scores become merge-00030's: a tie on the leaderboard, which the names order (as the full computation)
+    next(r for r in changed if r.model.name == "merge-00003").rows = [
+        row.model_copy() for row in next(r for r in changed if r.model.name == "merge-00030").rows]
     merges2 = {m: c for m, c in merges.items() if m != "merge-00007"}
     data = site.SiteData(suite=load_suite(), results=changed, similarity=sim[sim["merge"] != "merge-00007"], merges=merges2,
                          docs={m: d for m, d in docs.items() if m != "merge-00007"})
+    boards.clear()
     site.build(data, out, log=lambda *_: None)
+    assert boards == [["merge-00003", "merge-00040"]]
     ms = sitecache.cached_value(site.stats_folder(out), "stats-models", site.BUILD_STATS["stats_key"])
     assert ms["recomputed"] == ["merge-00003", "merge-00040"]
     full = site._model_statistics(data, analysis.tidy(changed))
@@ -277,6 +285,7 @@ def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path):
         pd.testing.assert_frame_equal(ms[k], full[k], obj=k)
     board = sitecache.cached_value(site.stats_folder(out), "stats-board", site.BUILD_STATS["stats_key"])
     pd.testing.assert_frame_equal(board, analysis.leaderboard(analysis.tidy(changed), full["tasks"], full["scored"]))
+    assert board.loc["merge-00003", "babel_score"] == board.loc["merge-00030", "babel_score"]
     pd.testing.assert_series_equal(ms["shares"], full["shares"])
     assert ms["vtable"] == full["vtable"]
 
