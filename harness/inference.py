@@ -175,7 +175,8 @@ def set_diagnostics(diag: pd.DataFrame, merges: dict[str, list[str]]) -> pd.Data
         return pd.DataFrame()
     cols = [c for c in diag.columns if SET_DIAGNOSTIC.match(c)]
     d = diag[cols].copy()
-    d["set"] = [set_key(merges[m]) if m in merges else None for m in d.index]
+    key = dict(zip(merges, _set_keys(merges)))
+    d["set"] = [key.get(m) for m in d.index.tolist()]
     g = d.dropna(subset=["set"]).groupby("set")
     lo, hi = g.min(), g.max()
     # where every merge of a set holds the same value (a property of the constituents), that value itself: a mean of

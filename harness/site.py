@@ -704,16 +704,20 @@ def _rank_samples(data: SiteData, scored: pd.DataFrame, tasks: dict, folder: Pat
 
 
 def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None, prev_keys: dict[str, str] | None = None,
-                      own_key: dict[str, str] | None = None) -> dict:
+                      own_key: dict[str, str] | None = None, rows_of: dict[str, tuple[int, int]] | None = None) -> dict:
     """What the site derives per model and per merge: the task table, validity rows, scored rows, merge gaps, task
     gaps and own shares, and paired tests against the experts (the leaderboard is _board). prev: the previous
     build's value, with prev_keys and own_key the key of each model's inputs then and now (its results,
     per-document statistics, constituents, and the family's): the frames' rows of models whose key is unchanged
     are taken from prev, only the others are computed (a rebuild after one submission computes one model's), and
-    every frame is in the order a computation over all models gives (tested equal)."""
+    every frame is in the order a computation over all models gives (tested equal). rows_of: each model's rows of
+    df (start, end), in df's order, where the caller knows them (else they are found by scanning df)."""
     suite = data.suite
     tasks, vtable = validity.assess(df, suite, data.docs)
-    models = list(dict.fromkeys(df["model"].tolist())) if not df.empty else []
+    if rows_of is None or df.empty:
+        models = list(dict.fromkeys(df["model"].tolist())) if not df.empty else []
+    else:
+        models = [m for m, (a, b) in rows_of.items() if b > a]
     changed = None
     if prev is not None and prev_keys and own_key:
         changed = {m for m in set(models) | set(data.merges) if prev_keys.get(m) != own_key.get(m)}
@@ -725,18 +729,29 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
         paired = analysis.paired_vs_expert(data.docs, data.merges, suite) if data.docs else pd.DataFrame()
         task_gaps = inference.merge_task_gaps(df, data.merges, tasks)
         shares = inference.own_share(df, data.merges, tasks, scored) if not df.empty else pd.Series(dtype=float)
+        runs = {"scored": _runs(scored, "model"), **{k: _runs(v, "merge") for k, v in
+                                                     (("merge_gaps", merge_gaps), ("paired", paired), ("task_gaps", task_gaps))}}
     else:
+        runs = {}
+        prev_runs = prev.get("runs") or {}
         new_merges = {m: c for m, c in data.merges.items() if m in changed}
-        mine = df["model"].isin(changed).to_numpy()
-        fresh = analysis.scored(df[mine], tasks)  # the changed models' scored rows
-        scored = _spliced(prev["scored"], fresh, "model", models, changed)
         # a merge's gaps read its own rows and its references' (the family and other non-merge models)
-        refs = df[mine | ~df["model"].isin(data.merges).to_numpy()]
-        merge_gaps = _spliced(prev["merge_gaps"], analysis.merge_gaps(refs, new_merges) if not df.empty else pd.DataFrame(),
-                              "merge", list(data.merges), changed)
-        paired = _spliced(prev["paired"], analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
-                          "merge", list(data.merges), changed)
-        task_gaps = _spliced(prev["task_gaps"], inference.merge_task_gaps(refs, new_merges, tasks), "merge", list(data.merges), changed)
+        if rows_of is None:
+            mine = df["model"].isin(changed).to_numpy()
+            mine_rows, refs = df[mine], df[mine | ~df["model"].isin(data.merges).to_numpy()]
+        else:
+            at = lambda names: df.iloc[np.concatenate([np.arange(*rows_of[m]) for m in names] or [np.zeros(0, np.int64)])]
+            mine_rows = at([m for m in models if m in changed])
+            refs = at([m for m in models if m in changed or m not in data.merges])
+        fresh = analysis.scored(mine_rows, tasks)  # the changed models' scored rows
+        scored, runs["scored"] = _spliced(prev["scored"], fresh, "model", models, changed, prev_runs.get("scored"))
+        made = {"merge_gaps": analysis.merge_gaps(refs, new_merges) if not df.empty else pd.DataFrame(),
+                "paired": analysis.paired_vs_expert(data.docs, new_merges, suite) if data.docs else pd.DataFrame(),
+                "task_gaps": inference.merge_task_gaps(refs, new_merges, tasks)}
+        merge_names = list(data.merges)
+        spliced = {k: _spliced(prev[k], v, "merge", merge_names, changed, prev_runs.get(k)) for k, v in made.items()}
+        merge_gaps, paired, task_gaps = (spliced[k][0] for k in ("merge_gaps", "paired", "task_gaps"))
+        runs.update({k: v[1] for k, v in spliced.items()})
         shares = _spliced_series(prev["shares"], inference.own_share(refs, new_merges, tasks, fresh) if not df.empty
                                  else pd.Series(dtype=float), set(data.merges), changed)
     # the constituent sets' diagnostics (as report.build's set_diagnostics), for the methods leaderboard's predictors
@@ -744,7 +759,8 @@ def _model_statistics(data: SiteData, df: pd.DataFrame, prev: dict | None = None
     set_diag = inference.set_diagnostics(merge_diag, data.merges) if not df.empty else pd.DataFrame()
     return {"tasks": tasks, "vtable": vtable, "merge_gaps": merge_gaps, "paired": paired,
             "scored": scored, "merge_diag": merge_diag, "set_diag": set_diag, "task_gaps": task_gaps, "shares": shares,
-            "recomputed": None if changed is None else sorted(changed)}  # None: every model
+            "recomputed": None if changed is None else sorted(changed),  # None: every model
+            "runs": runs}  # each frame's runs of rows by model or merge (_runs), for the next rebuild's _spliced
 
 
 def _board(folder: Path, key: str, df: pd.DataFrame, tasks: dict, scored: pd.DataFrame, prev_key: str | None = None,
@@ -798,21 +814,40 @@ def _spliced_series(prev: pd.Series, fresh: pd.Series, names: set[str], changed:
     return pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
 
 
-def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str], changed: set[str]) -> pd.DataFrame:
+def _runs(frame: pd.DataFrame, by: str) -> tuple[list, np.ndarray]:
+    """The runs of rows of frame with equal `by`, in order: each run's name and its first row."""
+    if frame.empty:
+        return [], np.zeros(0, np.int64)
+    codes, names = pd.factorize(frame[by], use_na_sentinel=False)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return [names[c] for c in codes[starts]], starts
+
+
+def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str], changed: set[str],
+             runs: tuple[list, np.ndarray] | None = None) -> tuple[pd.DataFrame, tuple[list, np.ndarray]]:
     """prev's rows of the names in order that are not changed, and fresh's rows (the changed ones'), grouped by
-    `by` in the order of `order` (each group's rows as they came: a stable sort), indexed 0..n-1."""
+    `by` in the order of `order` (each group's rows as they came: a stable sort), indexed 0..n-1; and the runs of
+    the result (_runs). runs: prev's runs, where the caller kept them (a rebuild then reads no name of prev's rows)."""
     pos = {m: i for i, m in enumerate(order)}
-    if not prev.empty:  # per distinct name, not per row (a row is looked up by its name's code)
-        codes, names = pd.factorize(prev[by], use_na_sentinel=False)
-        keep = np.array([m in pos and m not in changed for m in names], dtype=bool)[codes]
-        prev = prev if keep.all() else prev[keep]
+    p_names, p_starts = runs if runs is not None else _runs(prev, by)
+    f_names, f_starts = _runs(fresh, by)
+    # every run of both, prev's kept ones first (as they would be concatenated): name, first row, length
+    names = [m for m in p_names if m in pos and m not in changed]
+    keep = np.array([m in pos and m not in changed for m in p_names], dtype=bool)
+    lens = np.diff(np.r_[p_starts, len(prev)]).astype(np.int64)
+    starts = np.r_[p_starts[keep], f_starts + len(prev)].astype(np.int64)
+    lens = np.r_[lens[keep], np.diff(np.r_[f_starts, len(fresh)])].astype(np.int64)
+    names += f_names
+    sort = np.argsort(np.array([pos[m] for m in names], dtype=np.int64), kind="stable")
+    starts, lens, names = starts[sort], lens[sort], [names[j] for j in sort]
+    take = np.repeat(starts - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(int(lens.sum()))
     parts = [p for p in (prev, fresh) if not p.empty]
     if not parts:
-        return fresh if prev.empty else prev.iloc[:0].reset_index(drop=True)
-    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    codes, names = pd.factorize(out[by], use_na_sentinel=False)
-    sort = np.argsort(np.array([pos[m] for m in names], dtype=np.int64)[codes], kind="stable")
-    return out.iloc[sort].reset_index(drop=True)
+        out = fresh if prev.empty else prev.iloc[:0]
+    else:
+        both = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        out = both if len(take) == len(both) and np.array_equal(take, np.arange(len(both))) else both.iloc[take]
+    return out.reset_index(drop=True), (names, np.r_[0, np.cumsum(lens)[:-1]].astype(np.int64))
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
@@ -1007,11 +1042,14 @@ def _build(data: SiteData, out: Path, log) -> Path:
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
     own_key = dict(zip(names, sitecache.digests(family_key, [
         (k, docs_keys.get(m), json.dumps(data.merges[m]) if m in data.merges else None) for m, k in zip(names, keys)])))
+    ok_rows = np.cumsum([0] + [seen["n_rows"][i] for i in ok])  # each ok model's rows of df (tidy_frame's order)
+    spans = dict(zip(ok, zip(ok_rows[:-1].tolist(), ok_rows[1:].tolist()))) if not df.empty else {}
+    span_of = {names[i]: span for i, span in spans.items()}
     last: dict = {}  # the previous build's inputs key, when its per-model statistics are read
 
     def model_statistics() -> dict:
         prev, prev_keys, last["key"] = _previous_models(folder)
-        return _model_statistics(data, df, prev, prev_keys, own_key)
+        return _model_statistics(data, df, prev, prev_keys, own_key, span_of if len(span_of) == len(spans) else None)
 
     ms, hit = cached(folder, "stats-models", key, model_statistics, later=writes)
     if not hit:
@@ -1023,9 +1061,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
         if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     # what the pages need of every model, made before the fork as the pass above
     by_name = dict(zip(names, data.results))
-    ok_rows = np.cumsum([0] + [seen["n_rows"][i] for i in ok])  # each ok model's rows of df (tidy_frame's order)
-    spans = dict(zip(ok, zip(ok_rows[:-1].tolist(), ok_rows[1:].tolist()))) if not df.empty else {}
-    span_of = {names[i]: span for i, span in spans.items()}
     failed = [{"model": m, "slug": slug(m), "kind": kind, "error": error or "unknown"}
               for m, kind, st, error in zip(names, seen["kind"], seen["status"], seen["error"]) if st == "failed"]
     lid_models = sorted({v for v in seen["lid_model"] if v})

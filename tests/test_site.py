@@ -283,6 +283,9 @@ def test_a_rebuild_computes_only_the_changed_models_statistics(tmp_path, monkeyp
     assert full["recomputed"] is None and not full["paired"].empty
     for k in ("scored", "merge_gaps", "paired", "set_diag", "task_gaps"):
         pd.testing.assert_frame_equal(ms[k], full[k], obj=k)
+    for k, (names, starts) in ms["runs"].items():  # kept for the next rebuild: as found by reading the names again
+        want = site._runs(ms[k], "model" if k == "scored" else "merge")
+        assert names == want[0] and np.array_equal(starts, want[1]) and len(names) > 10, k
     board = sitecache.cached_value(site.stats_folder(out), "stats-board", site.BUILD_STATS["stats_key"])
     pd.testing.assert_frame_equal(board, analysis.leaderboard(analysis.tidy(changed), full["tasks"], full["scored"]))
     assert board.loc["merge-00003", "babel_score"] == board.loc["merge-00030", "babel_score"]
