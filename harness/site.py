@@ -582,7 +582,12 @@ def _row_keys(frame: pd.DataFrame, by: str) -> dict[str, str]:
     if frame is None or frame.empty:
         return {}
     h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return {k: digest(h[idx].tobytes()) for k, idx in frame.groupby(by, sort=False).indices.items()}
+    codes, names = pd.factorize(frame[by])
+    at = np.flatnonzero(codes >= 0)
+    at = at[np.argsort(codes[at], kind="stable")]  # each value's rows together, in their order
+    h, c = h[at], codes[at]
+    cuts = np.flatnonzero(c[1:] != c[:-1]) + 1
+    return {names[c[a]]: hashlib.sha256(part.tobytes()).hexdigest() for a, part in zip(np.r_[0, cuts], np.split(h, cuts))}
 
 
 # -- the build ---------------------------------------------------------------------------------------
@@ -851,13 +856,14 @@ def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str],
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
-                    model_keys: dict[str, str] | None = None, later: list | None = None) -> dict:
-    """What the site derives over all models at once (ms: _model_statistics): rank intervals, the set-level tables of
-    report.build and the fitted scatters. Each set-level correlation and fitted scatter goes through memo(fn, *args),
-    by the content hash of its own inputs; each model's bootstrap scores are kept in folder by model_keys
-    (_rank_samples; later: sitecache._now_or_later)."""
+                    model_keys: dict[str, str] | None = None, later: list | None = None, with_ranks: bool = True) -> dict:
+    """What the site derives over all models at once (ms: _model_statistics): rank intervals (None when not
+    with_ranks: _ranks, then, by the caller), the set-level tables of report.build and the fitted scatters. Each
+    set-level correlation and fitted scatter goes through memo(fn, *args), by the content hash of its own inputs;
+    each model's bootstrap scores are kept in folder by model_keys (_rank_samples; later: sitecache._now_or_later)."""
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
-    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}
+    ranks = (ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}) \
+        if with_ranks else None
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
                        gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"],
                        task_gaps=ms["task_gaps"], shares=ms["shares"]) \
@@ -882,11 +888,20 @@ def _set_job() -> tuple[dict, bool, int, int]:
     job = _SETS
     memo = sitecache.Memo(job["folder"] / "memo.pkl", code_digest(*STATS_CODE))
     _SET_WRITES.clear()
-    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES)
+    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES,
+                                      job.get("with_ranks", True))
     value, hit = cached(job["folder"], "stats-sets", job["key"], compute, later=_SET_WRITES)
     if not hit:
         _SET_WRITES.append(memo.save)
     return value, hit, memo.hits, memo.misses
+
+
+def _ranks(data: SiteData, ms: dict, folder: Path, model_keys: dict[str, str], key: str, later: list) -> dict:
+    """The rank intervals of _set_statistics, made by the build itself (beside the set-level job, on a rebuild: the
+    job is then the longer of the two), cached by the inputs key."""
+    scored = ms["scored"]
+    return cached(folder, "stats-ranks", key, lambda: ranks_of(*_rank_samples(data, scored, ms["tasks"], folder, model_keys, later))
+                  if not scored.empty else {}, later=later)[0]
 
 
 def _set_writes() -> None:
@@ -1041,7 +1056,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     family = sorted((m, k) for m, kind, k in zip(names, seen["kind"], keys) if kind == "family")
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
     own_key = dict(zip(names, sitecache.digests(family_key, [
-        (k, docs_keys.get(m), json.dumps(data.merges[m]) if m in data.merges else None) for m, k in zip(names, keys)])))
+        (k, docs_keys.get(m), sitecache._json_bytes(data.merges[m]).decode("utf-8") if m in data.merges else None)
+        for m, k in zip(names, keys)])))
     ok_rows = np.cumsum([0] + [seen["n_rows"][i] for i in ok])  # each ok model's rows of df (tidy_frame's order)
     spans = dict(zip(ok, zip(ok_rows[:-1].tolist(), ok_rows[1:].tolist()))) if not df.empty else {}
     span_of = {names[i]: span for i, span in spans.items()}
@@ -1083,6 +1099,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # a forked set-level job also makes this build's cache writes, once its value is handed back (beside the pages
     # made after the wait for it: the per-model statistics alone are 45 MB at ten thousand, 0.14 s to write)
     _SETS["writes"] = writes if sets_forked else []
+    # on a rebuild (few models changed), the rank intervals are made here after the pages, not by the forked job
+    ranks_here = sets_forked and ms["recomputed"] is not None
+    _SETS["with_ranks"] = not ranks_here
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
     # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
     board = _board(folder, key, df, tasks, scored, last.get("key"), ms["recomputed"], span_of)
@@ -1199,9 +1218,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
     model_ctx = {k: ctx[k] for k in ("suite", "built", "git", "dead", "no_signal", "no_control", "lm_tasks", "mt_tasks")}
     sim_keys = _row_keys(data.similarity, "merge")
     model_key = digest(page_code, family_key, {k: v for k, v in model_ctx.items() if k not in ("built", "git")})
-    own = lambda i, name: (keys[i], docs_keys.get(name), data.merges.get(name), data.manifests.get(name, {}), sim_keys.get(name))
-    todo = [s for s in sorted(members) if not outs.reuse(shard_path(s), digest(
-        model_key, [own(i, names[i]) for i in members[s]]))]
+    # each model's own inputs (own_key: its results, per-document statistics and constituents; its manifest; its
+    # similarity rows), then each shard's key over its models'
+    page_own = sitecache.digests(model_key, [(own_key[m], store.canonical_json(data.manifests[m]) if data.manifests.get(m) else None,
+                                              sim_keys.get(m)) for m in names])
+    todo = [s for s in sorted(members) if not outs.reuse(shard_path(s), digest(model_key, [page_own[i] for i in members[s]]))]
     _PAGES = {"data": data, "outputs": outs, "members": members, "order": {t: j for j, t in enumerate(lm_tasks + mt_tasks)}}
     made_before, reused_before = outs.made, outs.reused
     in_board = set(board_models)
@@ -1284,9 +1305,15 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
     phase("leaderboard pages drafted")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
+    rank_writes: list[Callable[[], None]] = []
+    ranks = _ranks(data, ms, folder, _SETS["model_keys"], key, rank_writes) if ranks_here else None
+    if ranks_here:
+        phase("rank intervals")
     sets, set_hit, memo_hits, memo_misses = set_stats()
+    if ranks is None:  # a set-level value without them: made where they were made here (read back from its cache)
+        ranks = sets["ranks"] if sets["ranks"] is not None else _ranks(data, ms, folder, _SETS["model_keys"], key, rank_writes)
     _SETS = None  # nothing holds the inputs after the build
-    ranks, tables = sets["ranks"], sets["tables"]
+    tables = sets["tables"]
     hit = hit and set_hit
     BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo_hits, memo_misses=memo_misses)
     phase("statistics (sets, waited for)")
@@ -1350,6 +1377,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
     outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
     set_writes()  # the set-level job's cache files, written in its process while these pages were made
+    for write in rank_writes:
+        write()
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")

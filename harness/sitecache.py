@@ -31,13 +31,27 @@ SEGMENTS = 8                # files a cache table of per-key rows may grow to (n
 _PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*\Z').match  # printable ASCII but quote and backslash: JSON writes it as it is
 
 
-def _json_bytes(p) -> bytes:
-    """canonical_json(p) as UTF-8; a list of plain strings and an empty dict (most keys' parts: a merge's constituents,
-    a model without a manifest) are written directly, the same bytes without the encoder's cost."""
+def _plain_list(p) -> str | None:
+    """canonical_json of a list of plain strings (_PLAIN), written directly; None for anything else."""
     if type(p) is list and all(type(x) is str and _PLAIN(x) for x in p):
-        return ('["' + '","'.join(p) + '"]' if p else "[]").encode("utf-8")
-    if type(p) is dict and not p:
-        return b"{}"
+        return '["' + '","'.join(p) + '"]' if p else "[]"
+    return None
+
+
+def _json_bytes(p) -> bytes:
+    """canonical_json(p) as UTF-8; a list of plain strings, an empty dict and a dict of such lists by plain names (most
+    keys' parts: a merge's constituents, a model without a manifest, every merge's constituents) are written
+    directly, the same bytes without the encoder's cost (tested equal)."""
+    text = _plain_list(p)
+    if text is not None:
+        return text.encode("utf-8")
+    if type(p) is dict:
+        if not p:
+            return b"{}"
+        if all(type(k) is str and _PLAIN(k) for k in p):
+            values = [_plain_list(p[k]) for k in sorted(p)]
+            if None not in values:
+                return ("{" + ",".join(f'"{k}":{v}' for k, v in zip(sorted(p), values)) + "}").encode("utf-8")
     return store.canonical_json(p).encode("utf-8")
 
 

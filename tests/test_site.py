@@ -213,6 +213,26 @@ def test_statistics_kept_by_their_own_inputs_give_a_fresh_build(tmp_path):
     assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
 
 
+def test_a_forked_rebuild_makes_the_rank_intervals_itself_and_the_same_site(tmp_path, monkeypatch):
+    """On a rebuild after one new submission beside the forked set-level job, the rank intervals are made by the build's
+    own process (the job leaves them out): the site equals a build from nothing in one process, and a build of the
+    same inputs again reads them back (nothing made)."""
+    build = lambda n, out: site.build(site.SiteData(suite=load_suite(), **dict(zip(
+        ("results", "similarity", "merges"), family_and_merges(n, seed=6, failed=False)))), out, log=lambda *_: None)
+    monkeypatch.setattr(site, "BACKGROUND_MIN", 1)
+    build(30, tmp_path / "inc")
+    assert "rank intervals" not in site.BUILD_STATS["phases"]  # a first build: made by the forked job
+    build(31, tmp_path / "inc")
+    assert "rank intervals" in site.BUILD_STATS["phases"] and not site.BUILD_STATS["stats_hit"]
+    before = _tree(tmp_path / "inc")
+    build(31, tmp_path / "inc")
+    assert site.BUILD_STATS["stats_hit"] and site.BUILD_STATS["files_made"] == 0 and _tree(tmp_path / "inc") == before
+    monkeypatch.setattr(site, "BACKGROUND_MIN", 10**9)
+    build(31, tmp_path / "fresh")
+    assert _tree(tmp_path / "inc") == _tree(tmp_path / "fresh")
+    assert len(json.loads((tmp_path / "fresh" / "data" / "rank_intervals.json").read_text())) > 30
+
+
 def test_set_statistics_in_a_forked_process_give_the_same_site(tmp_path, monkeypatch):
     """Large sites compute the set-level statistics in a forked process, and make the model data files and per-merge
     downloads in worker processes (one per core, less the statistics' own): the site is the same as when all is
@@ -418,12 +438,13 @@ def test_model_data_holds_each_results_file_in_page_order(tmp_path):
 
 
 def test_digest_writes_plain_lists_as_canonical_json_does():
-    """sitecache.digest writes a list of plain strings and an empty dict itself, skipping the JSON encoder; the bytes
-    (so every cache key) must be canonical_json's, for strings that need escaping too (those take the encoder)."""
+    """sitecache.digest writes a list of plain strings, an empty dict and a dict of such lists itself, skipping the JSON
+    encoder; the bytes (so every cache key) must be canonical_json's, for strings that need escaping too (those take the encoder)."""
     from harness import sitecache, store
 
     for part in ([], ["mono-en", "family:babel-mini/mt-en-de"], ['a"b', "c"], ["a\\b"], ["é", "x"], ["\x01"], ["\u2028", "\x7f"],
-                 [1, "a"], {}, {"a": [1, 2]}, ("a", "b"), [["a"]]):
+                 [1, "a"], {}, {"a": [1, 2]}, ("a", "b"), [["a"]], {"m-2": ["b", "a"], "m-1": [], "m-10": ["c"]},
+                 {"m": ["a"], 'q"': ["b"]}, {"m": ["a"], "n": ['q"']}, {"b": {"a": ["x"]}, "a": ["y"]}):
         assert sitecache._json_bytes(part) == store.canonical_json(part).encode("utf-8"), part
 
 
