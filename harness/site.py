@@ -856,14 +856,13 @@ def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str],
 
 
 def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
-                    model_keys: dict[str, str] | None = None, later: list | None = None, with_ranks: bool = True) -> dict:
-    """What the site derives over all models at once (ms: _model_statistics): rank intervals (None when not
-    with_ranks: _ranks, then, by the caller), the set-level tables of report.build and the fitted scatters. Each
-    set-level correlation and fitted scatter goes through memo(fn, *args), by the content hash of its own inputs;
-    each model's bootstrap scores are kept in folder by model_keys (_rank_samples; later: sitecache._now_or_later)."""
+                    model_keys: dict[str, str] | None = None, later: list | None = None) -> dict:
+    """What the site derives over all models at once (ms: _model_statistics): rank intervals, the set-level tables of
+    report.build and the fitted scatters. Each set-level correlation and fitted scatter goes through memo(fn, *args),
+    by the content hash of its own inputs; each model's bootstrap scores are kept in folder by model_keys
+    (_rank_samples; later: sitecache._now_or_later)."""
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
-    ranks = (ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}) \
-        if with_ranks else None
+    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
                        gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"],
                        task_gaps=ms["task_gaps"], shares=ms["shares"]) \
@@ -888,20 +887,11 @@ def _set_job() -> tuple[dict, bool, int, int]:
     job = _SETS
     memo = sitecache.Memo(job["folder"] / "memo.pkl", code_digest(*STATS_CODE))
     _SET_WRITES.clear()
-    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES,
-                                      job.get("with_ranks", True))
+    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES)
     value, hit = cached(job["folder"], "stats-sets", job["key"], compute, later=_SET_WRITES)
     if not hit:
         _SET_WRITES.append(memo.save)
     return value, hit, memo.hits, memo.misses
-
-
-def _ranks(data: SiteData, ms: dict, folder: Path, model_keys: dict[str, str], key: str, later: list) -> dict:
-    """The rank intervals of _set_statistics, made by the build itself (beside the set-level job, on a rebuild: the
-    job is then the longer of the two), cached by the inputs key."""
-    scored = ms["scored"]
-    return cached(folder, "stats-ranks", key, lambda: ranks_of(*_rank_samples(data, scored, ms["tasks"], folder, model_keys, later))
-                  if not scored.empty else {}, later=later)[0]
 
 
 def _set_writes() -> None:
@@ -1099,9 +1089,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # a forked set-level job also makes this build's cache writes, once its value is handed back (beside the pages
     # made after the wait for it: the per-model statistics alone are 45 MB at ten thousand, 0.14 s to write)
     _SETS["writes"] = writes if sets_forked else []
-    # on a rebuild (few models changed), the rank intervals are made here after the pages, not by the forked job
-    ranks_here = sets_forked and ms["recomputed"] is not None
-    _SETS["with_ranks"] = not ranks_here
     set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
     # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
     board = _board(folder, key, df, tasks, scored, last.get("key"), ms["recomputed"], span_of)
@@ -1305,15 +1292,9 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
     phase("leaderboard pages drafted")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
-    rank_writes: list[Callable[[], None]] = []
-    ranks = _ranks(data, ms, folder, _SETS["model_keys"], key, rank_writes) if ranks_here else None
-    if ranks_here:
-        phase("rank intervals")
     sets, set_hit, memo_hits, memo_misses = set_stats()
-    if ranks is None:  # a set-level value without them: made where they were made here (read back from its cache)
-        ranks = sets["ranks"] if sets["ranks"] is not None else _ranks(data, ms, folder, _SETS["model_keys"], key, rank_writes)
     _SETS = None  # nothing holds the inputs after the build
-    tables = sets["tables"]
+    ranks, tables = sets["ranks"], sets["tables"]
     hit = hit and set_hit
     BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo_hits, memo_misses=memo_misses)
     phase("statistics (sets, waited for)")
@@ -1377,8 +1358,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
     outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
     set_writes()  # the set-level job's cache files, written in its process while these pages were made
-    for write in rank_writes:
-        write()
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
     phase("downloads")
