@@ -15,8 +15,8 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring_ascii as _js  # a string as json.dumps writes it (ensure_ascii)
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _js  # a string as json.dumps writes it (ensure_ascii)
 from pathlib import Path
 
 import numpy as np
