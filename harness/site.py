@@ -837,8 +837,8 @@ def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str],
     p_names, p_starts = runs if runs is not None else _runs(prev, by)
     f_names, f_starts = _runs(fresh, by)
     # every run of both, prev's kept ones first (as they would be concatenated): name, first row, length
-    names = [m for m in p_names if m in pos and m not in changed]
     keep = np.array([m in pos and m not in changed for m in p_names], dtype=bool)
+    names = [m for m, k in zip(p_names, keep) if k]
     lens = np.diff(np.r_[p_starts, len(prev)]).astype(np.int64)
     starts = np.r_[p_starts[keep], f_starts + len(prev)].astype(np.int64)
     lens = np.r_[lens[keep], np.diff(np.r_[f_starts, len(fresh)])].astype(np.int64)
@@ -1046,7 +1046,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     family = sorted((m, k) for m, kind, k in zip(names, seen["kind"], keys) if kind == "family")
     family_key = digest(code_digest(*STATS_CODE), suite, family, [(m, docs_keys.get(m)) for m, _ in family])
     own_key = dict(zip(names, sitecache.digests(family_key, [
-        (k, docs_keys.get(m), sitecache._json_bytes(data.merges[m]).decode("utf-8") if m in data.merges else None)
+        (k, docs_keys.get(m), sitecache.canonical_text(data.merges[m]) if m in data.merges else None)
         for m, k in zip(names, keys)])))
     ok_rows = np.cumsum([0] + [seen["n_rows"][i] for i in ok])  # each ok model's rows of df (tidy_frame's order)
     spans = dict(zip(ok, zip(ok_rows[:-1].tolist(), ok_rows[1:].tolist()))) if not df.empty else {}
@@ -1066,7 +1066,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
     gaps = (merge_gaps if list(merge_gaps.columns) == GAP_COLUMNS else merge_gaps.reindex(columns=GAP_COLUMNS)) \
         if not merge_gaps.empty else pd.DataFrame(columns=GAP_COLUMNS)
     # what the pages need of every model, made before the fork as the pass above
-    by_name = dict(zip(names, data.results))
     failed = [{"model": m, "slug": slug(m), "kind": kind, "error": error or "unknown"}
               for m, kind, st, error in zip(names, seen["kind"], seen["status"], seen["error"]) if st == "failed"]
     lid_models = sorted({v for v in seen["lid_model"] if v})
@@ -1141,11 +1140,11 @@ def _build(data: SiteData, out: Path, log) -> Path:
 
     def _board_row(model: str) -> dict:
         prepare([model])
-        cell, signal_of, b, res = memo["cell"], memo["signal"], memo["board"][model], by_name[model]
+        cell, signal_of, b, i = memo["cell"], memo["signal"], memo["board"][model], at[model]
         nan_none = lambda v: None if v is None or v != v else v
         cells = {t: _score_cell(nan_none(cell.get((model, t))), c, signal_of.get((model, t))) for t, c in task_cols.items()}
-        return {"model": model, "slug": slug(model), "kind": res.model.kind, "arm": res.model.arm or "",
-                "method": res.model.method or "", "constituents": [c.split("/")[-1] for c in res.model.constituents],
+        return {"model": model, "slug": slug(model), "kind": seen["kind"][i], "arm": seen["arm"][i] or "",
+                "method": seen["method"][i] or "", "constituents": [c.split("/")[-1] for c in seen["constituents"][i]],
                 "score": b["babel_score"], "n_live": b["n_live"], "bpb": b["mean_bpb"], "chrf": b["mean_chrf"],
                 "lm": [cells[t] for t in lm_tasks], "mt": [cells[t] for t in mt_tasks],
                 "ns_tasks": [t for t in mt_tasks if cells[t]["ns"]], "nc_tasks": [t for t in mt_tasks if cells[t]["nc"]],

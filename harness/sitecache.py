@@ -38,21 +38,22 @@ def _plain_list(p) -> str | None:
     return None
 
 
-def _json_bytes(p) -> bytes:
-    """canonical_json(p) as UTF-8; a list of plain strings, an empty dict and a dict of such lists by plain names (most
+def canonical_text(p) -> str:
+    """store.canonical_json(p); a list of plain strings, an empty dict and a dict of such lists by plain names (most
     keys' parts: a merge's constituents, a model without a manifest, every merge's constituents) are written
-    directly, the same bytes without the encoder's cost (tested equal)."""
+    directly, the same text without the encoder's cost (tested equal)."""
     text = _plain_list(p)
     if text is not None:
-        return text.encode("utf-8")
+        return text
     if type(p) is dict:
         if not p:
-            return b"{}"
+            return "{}"
         if all(type(k) is str and _PLAIN(k) for k in p):
-            values = [_plain_list(p[k]) for k in sorted(p)]
+            names = sorted(p)
+            values = [_plain_list(p[k]) for k in names]
             if None not in values:
-                return ("{" + ",".join(f'"{k}":{v}' for k, v in zip(sorted(p), values)) + "}").encode("utf-8")
-    return store.canonical_json(p).encode("utf-8")
+                return "{" + ",".join(f'"{k}":{v}' for k, v in zip(names, values)) + "}"
+    return store.canonical_json(p)
 
 
 def digest(*parts) -> str:
@@ -60,7 +61,7 @@ def digest(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         b = (p if isinstance(p, bytes) else p.encode("utf-8") if isinstance(p, str) else b"null" if p is None
-             else _json_bytes(p))
+             else canonical_text(p).encode("utf-8"))
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()

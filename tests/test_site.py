@@ -444,7 +444,7 @@ def test_digest_writes_plain_lists_as_canonical_json_does():
     for part in ([], ["mono-en", "family:babel-mini/mt-en-de"], ['a"b', "c"], ["a\\b"], ["é", "x"], ["\x01"], ["\u2028", "\x7f"],
                  [1, "a"], {}, {"a": [1, 2]}, ("a", "b"), [["a"]], {"m-2": ["b", "a"], "m-1": [], "m-10": ["c"]},
                  {"m": ["a"], 'q"': ["b"]}, {"m": ["a"], "n": ['q"']}, {"b": {"a": ["x"]}, "a": ["y"]}):
-        assert sitecache._json_bytes(part) == store.canonical_json(part).encode("utf-8"), part
+        assert sitecache.canonical_text(part) == store.canonical_json(part), part
 
 
 def test_files_no_longer_made_are_removed_with_the_folders_they_leave_empty(tmp_path):
