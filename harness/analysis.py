@@ -59,7 +59,7 @@ def tidy_frame(blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
     bool unless a row lacks them, task_kind is the task's part before ':'."""
     if not blocks:
         return pd.DataFrame()
-    cols = {f: np.concatenate([b[f] for b in blocks]) for f in MODEL_FIELDS + ROW_FIELDS}
+    cols = {f: blocks[0][f] if len(blocks) == 1 else np.concatenate([b[f] for b in blocks]) for f in MODEL_FIELDS + ROW_FIELDS}
     if not len(cols["task"]):
         return pd.DataFrame()
     for f in ("n", "higher_is_better"):

@@ -445,8 +445,8 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
     the previous call did not see): equal-length numpy arrays by column name, each key's rows consecutive and in
     order, and each key's number of rows. The rows of keys seen in earlier calls are taken back instead: they are kept
     as a table in folder (_store_table; read without pickle): the `strings` columns as int32 codes into a
-    vocabulary, the others as numeric arrays, and each key's row range. Returns blocks in keys' order, each run of
-    consecutive keys made now or taken back as one block; string cells come back as str or None in object arrays.
+    vocabulary, the others as numeric arrays, and each key's row range. Returns the rows of keys in order as one
+    block (a list of it; empty for no keys); string cells come back as str or None in object arrays.
     version: the digest of the code that makes blocks (a table of another version is not reused); later: see _now_or_later."""
     files = _load_table(folder, name, version, {"keys", "lens", "starts", "columns"} | {f"vocab_{c}" for c in strings})
     old, vocab = _joined_blocks(files, strings)
@@ -470,6 +470,7 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
     made_start = dict(zip(need, np.concatenate([[0], np.cumsum(made_lens)]).tolist()))
     made_len = dict(zip(need, made_lens))
     out, coded, lens = [], [], []
+    taken = False  # whether a run was taken back from the table
     i = 0
     while i < len(keys):
         j = i + 1
@@ -481,17 +482,25 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
             first = np.concatenate([[0], np.cumsum(n)[:-1]])
             idx = np.repeat(old["starts"][run] - first, n) + np.arange(int(n.sum()))  # the run's rows of the table
             part = {c: old["col_" + c][idx] for c in old["columns"].tolist()}
+            taken = True
             coded.append(part)
-            out.append({c: _decode(v, vocab[c]) if c in strings else v for c, v in part.items()})
+            out.append({c: v for c, v in part.items() if c not in strings})  # string columns: decoded below, once
             lens += n.tolist()
         else:
             while j < len(keys) and keys[j] not in pos:
                 j += 1
             a, b = made_start[i], made_start[j - 1] + made_len[j - 1]
-            out.append({c: v[a:b] for c, v in made.items()})
+            out.append({c: v[a:b] for c, v in made.items() if c not in strings})
             coded.append({c: v[a:b] for c, v in made_coded.items()})
             lens += [made_len[x] for x in range(i, j)]
         i = j
+    # one block: the string columns' codes joined and decoded once (a decode per run, then a join of the object
+    # arrays, costs twice as much), the others joined (a single run taken as it is)
+    one = lambda parts: parts[0] if len(parts) == 1 else np.concatenate(parts)
+    block = {c: _decode(one([p[c] for p in coded]), vocab[c]) if c in strings else one([o[c] for o in out])
+             for c in (list(coded[0]) if coded else [])}
+    if not taken:  # nothing taken back (a first build): the strings as make gave them
+        block.update({c: made[c] for c in strings if c in made})
 
     def whole() -> dict:
         cols = list(coded[0]) if coded else list(made)
@@ -513,7 +522,7 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
                     starts=_starts(made_lens), columns=np.array(list(made_coded), dtype=str), **arrays)
 
     _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)), whole, added, later)
-    return out
+    return [block] if coded else []
 
 
 def _starts(lens: list[int]) -> np.ndarray:
@@ -663,34 +672,35 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]]
             version: str = "", later: list | None = None) -> list[list[str]]:
     """A list of strings per key (make(indices) gives those of keys[indices], in one call for every key earlier
     calls did not see; always the same number of strings per key), the others taken back: kept as a table in
-    folder (_store_table) of UTF-8 bytes with offsets (read without pickle; later: see _now_or_later). For pieces of
-    HTML that depend on one model only (a leaderboard row without its rank)."""
-    files = _load_table(folder, name, version, {"keys", "offsets", "data"})
-    files = [f for f in files if f["offsets"].shape[1:] == files[0]["offsets"].shape[1:]]
-    shift = np.cumsum([0] + [len(f["data"]) for f in files[:-1]])
+    folder (_store_table) of UTF-8 text with each string's offsets in characters (read without pickle, decoded once
+    and sliced; later: see _now_or_later). For pieces of HTML that depend on one model only (a leaderboard row
+    without its rank)."""
+    files = _load_table(folder, name, version, {"keys", "chars", "data"})
+    files = [f for f in files if f["chars"].shape[1:] == files[0]["chars"].shape[1:]]
+    texts = [f["data"].tobytes().decode("utf-8") for f in files]  # each file's text decoded once, then sliced
+    shift = np.cumsum([0] + [len(t) for t in texts[:-1]])
     old = {"keys": np.concatenate([f["keys"] for f in files]),
-           "offsets": np.concatenate([f["offsets"] + d for f, d in zip(files, shift)])} if files else None
+           "chars": np.concatenate([f["chars"] + d for f, d in zip(files, shift)])} if files else None
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
-    blob = b"".join(f["data"].tobytes() for f in files)
+    text = "".join(texts)
     need = [i for i, k in enumerate(keys) if k not in pos]
     made = dict(zip(need, make(need))) if need else {}
     out = []
-    offsets = old["offsets"].tolist() if old else []  # Python ints: a slice by numpy integers costs several times more
+    offsets = old["chars"].tolist() if old else []  # Python ints: a slice by numpy integers costs several times more
     for i, k in enumerate(keys):
         if i in made:
             out.append(list(made[i]))
         else:
             o = offsets[pos[k]]
-            out.append([blob[a:b].decode("utf-8") for a, b in zip(o, o[1:])])
+            out.append([text[a:b] for a, b in zip(o, o[1:])])
 
-    def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets
-        encoded = [[s.encode("utf-8") for s in out[i]] for i in idx]
-        width = max((len(p) for p in encoded), default=0)
-        lens = np.array([[len(b) for b in p] for p in encoded], dtype=np.int64).reshape(len(encoded), width)
-        offsets = np.concatenate([np.zeros((len(encoded), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
-        offsets += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(encoded) else 0
-        return dict(keys=np.array([keys[i] for i in idx], dtype=str), offsets=offsets,
-                    data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
+    def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets in characters
+        width = max((len(out[i]) for i in idx), default=0)
+        lens = np.array([[len(s) for s in out[i]] for i in idx], dtype=np.int64).reshape(len(idx), width)
+        chars = np.concatenate([np.zeros((len(idx), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
+        chars += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(idx) else 0
+        return dict(keys=np.array([keys[i] for i in idx], dtype=str), chars=chars,
+                    data=np.frombuffer("".join(s for i in idx for s in out[i]).encode("utf-8"), dtype=np.uint8))
 
     _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)),
                  lambda: table(list(range(len(keys)))), lambda: table(need), later)
