@@ -337,6 +337,13 @@ def _board_html(parts: list[str], rank: int, rank_ci: str = RANK_CI_MARK) -> dic
             "lm": Markup(head + lm), "mt": Markup(head + mt)}
 
 
+def _board_bodies(parts: list[list[str]], first: int) -> dict[str, Markup]:
+    """The bodies of a leaderboard page's three tables (overall, lm, mt): its rows (_board_html, ranked from
+    `first`), each followed by a line break, joined here (a template loop over ten thousand rows costs more)."""
+    rows = [_board_html(p, i) for i, p in enumerate(parts, first)]
+    return {t: Markup("".join(f"{r[t]}\n" for r in rows)) for t in ("overall", "lm", "mt")}
+
+
 def _fill_rank_cis(draft: str, cis: list[tuple[int, int]]) -> str:
     """A leaderboard page drafted before the rank intervals were known, with its rows' intervals in (in row order:
     the overall table, the only one that shows them, comes first)."""
@@ -585,9 +592,11 @@ def _row_keys(frame: pd.DataFrame, by: str) -> dict[str, str]:
     codes, names = pd.factorize(frame[by])
     at = np.flatnonzero(codes >= 0)
     at = at[np.argsort(codes[at], kind="stable")]  # each value's rows together, in their order
-    h, c = h[at], codes[at]
-    cuts = np.flatnonzero(c[1:] != c[:-1]) + 1
-    return {names[c[a]]: hashlib.sha256(part.tobytes()).hexdigest() for a, part in zip(np.r_[0, cuts], np.split(h, cuts))}
+    c = codes[at]
+    buf = h[at].astype("<u8").tobytes()
+    cuts = (np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1, len(c)] * 8).tolist()  # each value's bytes of buf
+    sha = hashlib.sha256
+    return {names[c[a // 8]]: sha(buf[a:b]).hexdigest() for a, b in zip(cuts, cuts[1:])}
 
 
 # -- the build ---------------------------------------------------------------------------------------
@@ -601,6 +610,11 @@ def _method_leaderboard(env: Environment, outs: Outputs, site_key: str, ctx: dic
     from .scenarios import SCENARIO_SET, scenarios
 
     seed = data.suite["seed"]
+    # the controls read the scenario base models' scores only: the key and the tables take theirs, so a new
+    # submission (a merge, never a base) leaves both as they were
+    if scored is not None and not scored.empty:
+        bases = {r.base for r in data.method_records}
+        scored = scored[scored["model"].isin(bases).to_numpy()].reset_index(drop=True)
 
     def tables():
         t = methodboard.controls(methodboard.table(data.method_records), methodboard.base_norms(scored),
@@ -1278,9 +1292,8 @@ def _build(data: SiteData, out: Path, log) -> Path:
     pages = max(1, math.ceil(len(board_models) / PAGE_ROWS))
     page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
     index_tpl = env.get_template("index.html.j2")
-    drafts = {k: index_tpl.render(**ctx, rows=[_board_html(p, i) for i, p in enumerate(
-                  parts[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], k * PAGE_ROWS + 1)], page=k + 1, pages=pages, filters=filters,
-                  page_name=page_name)
+    drafts = {k: index_tpl.render(**ctx, body=_board_bodies(parts[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], k * PAGE_ROWS + 1),
+                                  page=k + 1, pages=pages, filters=filters, page_name=page_name)
               for k in range(pages) if not outs.reuse(page_name(k + 1), site_key)}
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js", "model.js"):
