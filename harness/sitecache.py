@@ -479,9 +479,12 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
                 j += 1
             run = np.array([pos[k] for k in keys[i:j]], dtype=np.int64)
             n = old["lens"][run]
-            first = np.concatenate([[0], np.cumsum(n)[:-1]])
-            idx = np.repeat(old["starts"][run] - first, n) + np.arange(int(n.sum()))  # the run's rows of the table
-            part = {c: old["col_" + c][idx] for c in old["columns"].tolist()}
+            starts = old["starts"][run]
+            if (starts[1:] == starts[:-1] + n[:-1]).all():  # the keys' rows follow each other in the table: a view
+                rows = slice(int(starts[0]), int(starts[0] + n.sum()))
+            else:  # the run's rows of the table, gathered
+                rows = np.repeat(starts - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
+            part = {c: old["col_" + c][rows] for c in old["columns"].tolist()}
             taken = True
             coded.append(part)
             out.append({c: v for c, v in part.items() if c not in strings})  # string columns: decoded below, once
