@@ -262,7 +262,8 @@ def ranks_of(models: list[str], samples: np.ndarray) -> dict:
     order = _stable_order(by_boot)              # models best first, per resample
     ranks = np.empty(order.shape, np.int64)
     np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, len(models) + 1), order.shape), axis=1)
-    lo, hi = np.percentile(ranks, [2.5, 97.5], axis=0).astype(int)
+    # each model's ranks sorted first: percentile's partition of a sorted column is quick (same values, twice as fast)
+    lo, hi = np.percentile(np.sort(ranks, axis=0), [2.5, 97.5], axis=0).astype(int)
     return {m: (int(lo[i]), int(hi[i])) for i, m in enumerate(models)}
 
 
@@ -325,35 +326,21 @@ def _board_parts(r: dict) -> list[str]:
             f'<td class="num">{_fmt(r["bpb"], 3)}</td>{lm}</tr>', f'<td class="num">{_fmt(r["chrf"], 2)}</td>{rates}</tr>']
 
 
-RANK_CI_MARK = "\x00rank-ci\x00"  # where a drafted leaderboard page's row shows its rank interval (no page text holds \x00)
-
-
-def _board_html(parts: list[str], rank: int, rank_ci: str = RANK_CI_MARK) -> dict[str, Markup]:
+def _board_html(parts: list[str], rank: int, rank_ci: tuple[int, int]) -> dict[str, Markup]:
     """A leaderboard row of the three tables of a leaderboard page (overall, lm, mt) from _board_parts, its rank and
-    the text of its rank interval (by default RANK_CI_MARK, filled in by _fill_rank_cis)."""
+    its rank interval."""
     attrs, lead, score, overall, lm, mt = parts
     head = f'{attrs}<td class="num">{rank}</td>{lead}'
-    return {"overall": Markup(f'{head}{score}<td class="num">{rank_ci}</td>{overall}'),
+    return {"overall": Markup(f'{head}{score}<td class="num">{rank_ci[0]}–{rank_ci[1]}</td>{overall}'),
             "lm": Markup(head + lm), "mt": Markup(head + mt)}
 
 
-def _board_bodies(parts: list[list[str]], first: int) -> dict[str, Markup]:
+def _board_bodies(parts: list[list[str]], first: int, cis: list[tuple[int, int]]) -> dict[str, Markup]:
     """The bodies of a leaderboard page's three tables (overall, lm, mt): its rows (_board_html, ranked from
-    `first`), each followed by a line break, joined here (a template loop over ten thousand rows costs more)."""
-    rows = [_board_html(p, i) for i, p in enumerate(parts, first)]
+    `first`, with their rank intervals cis), each followed by a line break, joined here (a template loop over ten
+    thousand rows costs more)."""
+    rows = [_board_html(p, i, ci) for i, (p, ci) in enumerate(zip(parts, cis), first)]
     return {t: Markup("".join(f"{r[t]}\n" for r in rows)) for t in ("overall", "lm", "mt")}
-
-
-def _fill_rank_cis(draft: str, cis: list[tuple[int, int]]) -> str:
-    """A leaderboard page drafted before the rank intervals were known, with its rows' intervals in (in row order:
-    the overall table, the only one that shows them, comes first)."""
-    pieces = draft.split(RANK_CI_MARK)
-    if len(pieces) != len(cis) + 1:
-        raise ValueError(f"a drafted leaderboard page holds {len(pieces) - 1} rank interval marks for {len(cis)} rows")
-    out = [pieces[0]]
-    for (lo, hi), piece in zip(cis, pieces[1:]):
-        out += [f"{lo}–{hi}", piece]
-    return "".join(out)
 
 
 def validity_view(vtable: list[dict]) -> list[dict]:
@@ -869,14 +856,11 @@ def _spliced(prev: pd.DataFrame, fresh: pd.DataFrame, by: str, order: list[str],
     return out.reset_index(drop=True), (names, np.r_[0, np.cumsum(lens)[:-1]].astype(np.int64))
 
 
-def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call, folder: Path | None = None,
-                    model_keys: dict[str, str] | None = None, later: list | None = None) -> dict:
-    """What the site derives over all models at once (ms: _model_statistics): rank intervals, the set-level tables of
-    report.build and the fitted scatters. Each set-level correlation and fitted scatter goes through memo(fn, *args),
-    by the content hash of its own inputs; each model's bootstrap scores are kept in folder by model_keys
-    (_rank_samples; later: sitecache._now_or_later)."""
+def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._call) -> dict:
+    """What the site derives over sets of models (ms: _model_statistics): the set-level tables of report.build and the
+    fitted scatters (the rank intervals are _ranks'). Each set-level correlation and fitted scatter goes through
+    memo(fn, *args), by the content hash of its own inputs."""
     suite, tasks, scored = data.suite, ms["tasks"], ms["scored"]
-    ranks = ranks_of(*_rank_samples(data, scored, tasks, folder, model_keys, later)) if not df.empty else {}
     rep = report.build(df, data.docs, data.merges, data.similarity, data.neurons, data.movement, suite, tasks,
                        gaps=ms["merge_gaps"], scored=scored, memo=memo, diag=ms["merge_diag"], set_diag=ms["set_diag"],
                        task_gaps=ms["task_gaps"], shares=ms["shares"]) \
@@ -885,7 +869,14 @@ def _set_statistics(data: SiteData, df: pd.DataFrame, ms: dict, memo=inference._
                      "set_points": pd.DataFrame(), "set_diagnostics": pd.DataFrame(), "power": [], "headline": [], "replication": [],
                      "init_explanation": {}, "diagnostics": pd.DataFrame(), "gap_by_reference": pd.DataFrame(), "covariates": pd.DataFrame()}
     tables = {k: v for k, v in tables.items() if k in _SHOWN_TABLES}
-    return {"ranks": ranks, "tables": tables, "fits": _scatter_fits(tables, suite, memo)}
+    return {"tables": tables, "fits": _scatter_fits(tables, suite, memo)}
+
+
+def _ranks(data: SiteData, df: pd.DataFrame, ms: dict, folder: Path | None = None, model_keys: dict[str, str] | None = None,
+           later: list | None = None) -> dict:
+    """Each model's 95% leaderboard rank interval (ranks_of over _rank_samples' bootstrap scores; each model's
+    scores kept in folder by model_keys; later: sitecache._now_or_later)."""
+    return ranks_of(*_rank_samples(data, ms["scored"], ms["tasks"], folder, model_keys, later)) if not df.empty else {}
 
 
 _SETS: dict | None = None  # the set-level job, set before forking (as _PAGES)
@@ -894,14 +885,23 @@ _SETS: dict | None = None  # the set-level job, set before forking (as _PAGES)
 _SET_WRITES: list[Callable[[], None]] = []  # the set-level job's cache writes, made after its value is handed back
 
 
+def _rank_job() -> tuple[dict, bool]:
+    """_ranks for build, cached by the inputs key: (value, hit). The first of the set-level jobs (in a forked process
+    on large sites: the leaderboard pages wait for it alone, not for the set-level tables after it); it starts their
+    list of cache writes (_set_writes)."""
+    job = _SETS
+    _SET_WRITES.clear()
+    return cached(job["folder"], "stats-ranks", job["key"], lambda: _ranks(job["data"], job["df"], job["ms"], job["folder"],
+                                                                         job["model_keys"], _SET_WRITES), later=_SET_WRITES)
+
+
 def _set_job() -> tuple[dict, bool, int, int]:
     """_set_statistics for build (in a forked process on large sites), cached by the inputs key: (value, hit,
     memo hits, memo misses). Its cache files are written by _set_writes, the job after it (the build has the value
     meanwhile)."""
     job = _SETS
     memo = sitecache.Memo(job["folder"] / "memo.pkl", code_digest(*STATS_CODE))
-    _SET_WRITES.clear()
-    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo, job["folder"], job["model_keys"], _SET_WRITES)
+    compute = lambda: _set_statistics(job["data"], job["df"], job["ms"], memo)
     value, hit = cached(job["folder"], "stats-sets", job["key"], compute, later=_SET_WRITES)
     if not hit:
         _SET_WRITES.append(memo.save)
@@ -909,7 +909,7 @@ def _set_job() -> tuple[dict, bool, int, int]:
 
 
 def _set_writes() -> None:
-    """The cache writes of the last _set_job (in the process that ran it), and those the build handed to that
+    """The cache writes of the last _rank_job and _set_job (in the process that ran them), and those the build handed to that
     process (_SETS['writes']: the tidy rows' and per-model statistics', when it is forked)."""
     for write in _SET_WRITES + _SETS.get("writes", []):
         write()
@@ -1102,7 +1102,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     # a forked set-level job also makes this build's cache writes, once its value is handed back (beside the pages
     # made after the wait for it: the per-model statistics alone are 45 MB at ten thousand, 0.14 s to write)
     _SETS["writes"] = writes if sets_forked else []
-    set_stats, set_writes = _in_background(sets_forked, _set_job, _set_writes)
+    rank_stats, set_stats, set_writes = _in_background(sets_forked, _rank_job, _set_job, _set_writes)
     # the leaderboard, which the set-level statistics do not read: made (or read back) after they have started
     board = _board(folder, key, df, tasks, scored, last.get("key"), ms["recomputed"], span_of)
     on_board = {facet_of[at[m]] for m in board.index}
@@ -1286,15 +1286,24 @@ def _build(data: SiteData, out: Path, log) -> Path:
         suite_yaml=json.dumps({k: v for k, v in suite.items() if k != "path"}, indent=1, ensure_ascii=False)))
     _method_leaderboard(env, outs, digest(site_key, "methods"), ctx, data, ms["set_diag"], scored)
     phase("methods pages")
-    # the leaderboard pages need the rank intervals, which the set-level statistics give: the pages to make are
-    # rendered now with a mark where each interval goes (filled in once they are in), as are the downloads that need
-    # no set-level statistics
+    # the rank intervals (the set-level job's first part, in its process on large sites), then the leaderboard pages
+    # and every model's rank, while the rest of that job runs
+    ranks, ranks_hit = rank_stats()
+    board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
+                  for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     pages = max(1, math.ceil(len(board_models) / PAGE_ROWS))
     page_name = lambda j: "index.html" if j == 1 else f"leaderboard-{j}.html"
     index_tpl = env.get_template("index.html.j2")
-    drafts = {k: index_tpl.render(**ctx, body=_board_bodies(parts[k * PAGE_ROWS:(k + 1) * PAGE_ROWS], k * PAGE_ROWS + 1),
-                                  page=k + 1, pages=pages, filters=filters, page_name=page_name)
-              for k in range(pages) if not outs.reuse(page_name(k + 1), site_key)}
+    for k in range(pages):
+        rows_k = board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]
+        outs.text(page_name(k + 1), site_key, lambda rows_k=rows_k, k=k: index_tpl.render(
+            **ctx, body=_board_bodies([r["parts"] for r in rows_k], k * PAGE_ROWS + 1, [r["rank_ci"] for r in rows_k]),
+            page=k + 1, pages=pages, filters=filters, page_name=page_name))
+    # every model's rank, for its page (ranks move with every submission; the pages do not)
+    outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
+        {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
+        + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
+    outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
     # downloads: everything shown; every model's full results file is one line of data/results.jsonl.gz
     for static in ("style.css", "site.js", "model.js"):
         outs.file(static, code_digest(f"../site/static/{static}"), lambda p, static=static: shutil.copy(STATIC / static, p))
@@ -1302,16 +1311,14 @@ def _build(data: SiteData, out: Path, log) -> Path:
     outs.text("data/models.json", data_key("models.json"), lambda: models_json)
     outs.file("data/neurons.csv", data_key("neurons"), csv(data.neurons, index=False))
     outs.file("data/validity.csv", data_key("validity"), csv(pd.DataFrame(vtable), index=False))
-    phase("leaderboard pages drafted")
+    phase("ranks and leaderboard pages")
     # the set-level statistics (started before the leaderboard cells, in a forked process on large sites)
     sets, set_hit, memo_hits, memo_misses = set_stats()
     _SETS = None  # nothing holds the inputs after the build
-    ranks, tables = sets["ranks"], sets["tables"]
-    hit = hit and set_hit
+    tables = sets["tables"]
+    hit = hit and set_hit and ranks_hit
     BUILD_STATS.update(stats_hit=hit, stats_key=key, memo_hits=memo_hits, memo_misses=memo_misses)
     phase("statistics (sets, waited for)")
-    board_rows = [{"model": m, "slug": slug(m), "rank": i, "rank_ci": ranks.get(m, (i, i)), "parts": p}
-                  for i, (m, p) in enumerate(zip(board_models, parts), 1)]
     # analysis: set-level inference, arms apart (report.build, in _statistics)
     scatters = []
     pts_all = tables["set_points"]
@@ -1343,18 +1350,12 @@ def _build(data: SiteData, out: Path, log) -> Path:
                                          if r["null"] else _ci(r["estimate"], r["ci_low"], r["ci_high"], 3))}
                    for r in tables["replication"]]
     phase("analysis")
-    for k, draft in drafts.items():
-        outs.put_text(page_name(k + 1), _fill_rank_cis(draft, [r["rank_ci"] for r in board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]]))
     outs.text("analysis.html", site_key, lambda: env.get_template("analysis.html.j2").render(
         **ctx, heat=heat, heat_rows=heat_rows, heat_note=heat_note, scatters=scatters, curve_svg=curve_svg,
         corr_rows=corr_rows, lolo=lolo, neuron_svgs=neuron_svgs, movement=movement, replication=replication,
         headline=tables["headline"], power=tables["power"], explain=tables["init_explanation"], arm_name=ARM_NAME,
         arm_unit=ARM_UNIT, n_sets=int(pts_all["set"].nunique()) if not pts_all.empty else 0))
-    # every model's rank, for its page (ranks move with every submission; the pages do not)
-    outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
-        {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))
-        + ";\nwindow.babelModels = " + str(len(board_rows)) + ";\n")
-    phase("index and analysis pages")
+    phase("analysis page")
     outs.text("data/correlations.json", data_key("correlations"), lambda: json.dumps(
         [{"diagnostic": s["name"], "arm": s["arm"], "points": "constituent sets (linear merge)",
           **{k: v for k, v in s["fit"].items() if k != "band"}} for s in scatters], indent=1))
@@ -1368,7 +1369,6 @@ def _build(data: SiteData, out: Path, log) -> Path:
                   lambda p: p.write_bytes(sitecache.csv_bytes(diagnostics.reset_index())))  # other per-merge downloads
     outs.file("data/replication.csv", data_key("replication"), csv(pd.DataFrame(replication), index=False))
     outs.text("data/lolo.json", data_key("lolo"), lambda: json.dumps(tables["lolo"], indent=1, default=float))
-    outs.text("data/rank_intervals.json", data_key("ranks"), lambda: json.dumps({m: list(v) for m, v in ranks.items()}))
     set_writes()  # the set-level job's cache files, written in its process while these pages were made
     outs.save()
     BUILD_STATS.update(files_made=outs.made, files_reused=outs.reused)
