@@ -675,35 +675,34 @@ def strings(folder: Path, name: str, keys: list[str], make: Callable[[list[int]]
             version: str = "", later: list | None = None) -> list[list[str]]:
     """A list of strings per key (make(indices) gives those of keys[indices], in one call for every key earlier
     calls did not see; always the same number of strings per key), the others taken back: kept as a table in
-    folder (_store_table) of UTF-8 text with each string's offsets in characters (read without pickle, decoded once
-    and sliced; later: see _now_or_later). For pieces of HTML that depend on one model only (a leaderboard row
-    without its rank)."""
-    files = _load_table(folder, name, version, {"keys", "chars", "data"})
-    files = [f for f in files if f["chars"].shape[1:] == files[0]["chars"].shape[1:]]
-    texts = [f["data"].tobytes().decode("utf-8") for f in files]  # each file's text decoded once, then sliced
-    shift = np.cumsum([0] + [len(t) for t in texts[:-1]])
+    folder (_store_table) of UTF-8 bytes with offsets (read without pickle; later: see _now_or_later). For pieces of
+    HTML that depend on one model only (a leaderboard row without its rank)."""
+    files = _load_table(folder, name, version, {"keys", "offsets", "data"})
+    files = [f for f in files if f["offsets"].shape[1:] == files[0]["offsets"].shape[1:]]
+    shift = np.cumsum([0] + [len(f["data"]) for f in files[:-1]])
     old = {"keys": np.concatenate([f["keys"] for f in files]),
-           "chars": np.concatenate([f["chars"] + d for f, d in zip(files, shift)])} if files else None
+           "offsets": np.concatenate([f["offsets"] + d for f, d in zip(files, shift)])} if files else None
     pos = {k: i for i, k in enumerate(old["keys"].tolist())} if old else {}
-    text = "".join(texts)
+    blob = b"".join(f["data"].tobytes() for f in files)
     need = [i for i, k in enumerate(keys) if k not in pos]
     made = dict(zip(need, make(need))) if need else {}
     out = []
-    offsets = old["chars"].tolist() if old else []  # Python ints: a slice by numpy integers costs several times more
+    offsets = old["offsets"].tolist() if old else []  # Python ints: a slice by numpy integers costs several times more
     for i, k in enumerate(keys):
         if i in made:
             out.append(list(made[i]))
         else:
             o = offsets[pos[k]]
-            out.append([text[a:b] for a, b in zip(o, o[1:])])
+            out.append([blob[a:b].decode("utf-8") for a, b in zip(o, o[1:])])
 
-    def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets in characters
-        width = max((len(out[i]) for i in idx), default=0)
-        lens = np.array([[len(s) for s in out[i]] for i in idx], dtype=np.int64).reshape(len(idx), width)
-        chars = np.concatenate([np.zeros((len(idx), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
-        chars += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(idx) else 0
-        return dict(keys=np.array([keys[i] for i in idx], dtype=str), chars=chars,
-                    data=np.frombuffer("".join(s for i in idx for s in out[i]).encode("utf-8"), dtype=np.uint8))
+    def table(idx: list[int]) -> dict:  # the strings of keys[idx] as UTF-8 bytes, with each one's offsets
+        encoded = [[s.encode("utf-8") for s in out[i]] for i in idx]
+        width = max((len(p) for p in encoded), default=0)
+        lens = np.array([[len(b) for b in p] for p in encoded], dtype=np.int64).reshape(len(encoded), width)
+        offsets = np.concatenate([np.zeros((len(encoded), 1), np.int64), np.cumsum(lens, axis=1)], axis=1)
+        offsets += np.concatenate([[0], np.cumsum(lens.sum(axis=1))[:-1]]).astype(np.int64)[:, None] if len(encoded) else 0
+        return dict(keys=np.array([keys[i] for i in idx], dtype=str), offsets=offsets,
+                    data=np.frombuffer(b"".join(b for p in encoded for b in p), dtype=np.uint8))
 
     _store_table(folder, name, version, files, len(keys), len(need), len(pos) - (len(keys) - len(need)),
                  lambda: table(list(range(len(keys)))), lambda: table(need), later)
