@@ -909,8 +909,8 @@ def _set_job() -> tuple[dict, bool, int, int]:
 
 
 def _set_writes() -> None:
-    """The cache writes of the last _rank_job and _set_job (in the process that ran them), and those the build handed to that
-    process (_SETS['writes']: the tidy rows' and per-model statistics', when it is forked)."""
+    """The cache writes of the last _rank_job and _set_job (in the process that ran them), and those the build
+    handed to that process (_SETS['writes']: the tidy rows' and per-model statistics', when it is forked)."""
     for write in _SET_WRITES + _SETS.get("writes", []):
         write()
     _SET_WRITES.clear()

@@ -348,7 +348,7 @@ def test_leaderboard_pages_hold_every_model_once_and_stay_small(tmp_path, monkey
         rows = re.findall(r'<th scope="row"><a href="model\.html\?m=[^"]+">([^<]+)</a></th>', overall)
         assert 1 <= len(rows) <= 4 and "\x00" not in p.read_text()
         seen += rows
-        # each row's rank interval, drafted as a mark while the statistics ran and filled in after
+        # each row's rank interval, as the rank intervals download has it
         shown_ci.update((m, [int(lo), int(hi)]) for m, lo, hi in re.findall(
             r'">([^<]+)</a></th>(?:(?!</tr>).)*?<td class="num">(\d+)–(\d+)</td>', overall, flags=re.S))
     assert sorted(seen) == sorted(scored)
