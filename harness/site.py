@@ -335,11 +335,11 @@ def _board_html(parts: list[str], rank: int, rank_ci: tuple[int, int]) -> dict[s
             "lm": Markup(head + lm), "mt": Markup(head + mt)}
 
 
-def _board_bodies(parts: list[list[str]], first: int, cis: list[tuple[int, int]]) -> dict[str, Markup]:
-    """The bodies of a leaderboard page's three tables (overall, lm, mt): its rows (_board_html, ranked from
-    `first`, with their rank intervals cis), each followed by a line break, joined here (a template loop over ten
-    thousand rows costs more)."""
-    rows = [_board_html(p, i, ci) for i, (p, ci) in enumerate(zip(parts, cis), first)]
+def _board_bodies(board_rows: list[dict]) -> dict[str, Markup]:
+    """The bodies of a leaderboard page's three tables (overall, lm, mt): its rows (_board_html of each board row's
+    parts, rank and rank interval), each followed by a line break, joined here (a template loop over ten thousand
+    rows costs more)."""
+    rows = [_board_html(r["parts"], r["rank"], r["rank_ci"]) for r in board_rows]
     return {t: Markup("".join(f"{r[t]}\n" for r in rows)) for t in ("overall", "lm", "mt")}
 
 
@@ -1297,8 +1297,7 @@ def _build(data: SiteData, out: Path, log) -> Path:
     for k in range(pages):
         rows_k = board_rows[k * PAGE_ROWS:(k + 1) * PAGE_ROWS]
         outs.text(page_name(k + 1), site_key, lambda rows_k=rows_k, k=k: index_tpl.render(
-            **ctx, body=_board_bodies([r["parts"] for r in rows_k], k * PAGE_ROWS + 1, [r["rank_ci"] for r in rows_k]),
-            page=k + 1, pages=pages, filters=filters, page_name=page_name))
+            **ctx, body=_board_bodies(rows_k), page=k + 1, pages=pages, filters=filters, page_name=page_name))
     # every model's rank, for its page (ranks move with every submission; the pages do not)
     outs.text("data/ranks.js", digest(site_key, "ranks.js"), lambda: "window.babelRanks = " + json.dumps(
         {r["slug"]: [r["rank"], *r["rank_ci"], -(-r["rank"] // PAGE_ROWS)] for r in board_rows}, separators=(",", ":"))

@@ -470,7 +470,6 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
     made_start = dict(zip(need, np.concatenate([[0], np.cumsum(made_lens)]).tolist()))
     made_len = dict(zip(need, made_lens))
     out, coded, lens = [], [], []
-    taken = False  # whether a run was taken back from the table
     i = 0
     while i < len(keys):
         j = i + 1
@@ -485,7 +484,6 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
             else:  # the run's rows of the table, gathered
                 rows = np.repeat(starts - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
             part = {c: old["col_" + c][rows] for c in old["columns"].tolist()}
-            taken = True
             coded.append(part)
             out.append({c: v for c, v in part.items() if c not in strings})  # string columns: decoded below, once
             lens += n.tolist()
@@ -498,12 +496,11 @@ def blocks(folder: Path, name: str, keys: list[str], make: Callable[[list[int]],
             lens += [made_len[x] for x in range(i, j)]
         i = j
     # one block: the string columns' codes joined and decoded once (a decode per run, then a join of the object
-    # arrays, costs twice as much), the others joined (a single run taken as it is)
+    # arrays, costs twice as much), or as make gave them when nothing was taken back; the others joined (a single
+    # run taken as it is)
     one = lambda parts: parts[0] if len(parts) == 1 else np.concatenate(parts)
-    block = {c: _decode(one([p[c] for p in coded]), vocab[c]) if c in strings else one([o[c] for o in out])
-             for c in (list(coded[0]) if coded else [])}
-    if not taken:  # nothing taken back (a first build): the strings as make gave them
-        block.update({c: made[c] for c in strings if c in made})
+    decoded = lambda c: made[c] if len(need) == len(keys) else _decode(one([p[c] for p in coded]), vocab[c])
+    block = {c: decoded(c) if c in strings else one([o[c] for o in out]) for c in (list(coded[0]) if coded else [])}
 
     def whole() -> dict:
         cols = list(coded[0]) if coded else list(made)
